@@ -1,0 +1,122 @@
+//! The command line (clap derive). Help texts are the user's documentation: keep them true.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use workloads::{role::RoleArgs, size::parse_size};
+
+use crate::render::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ipctrace",
+    version,
+    about = "Shows, from real kernel events, the path data takes through the kernel between two processes",
+    long_about = "ipctrace runs built-in producer/consumer workloads, traces them with eBPF and prints what \
+the kernel did for each transport, beside the workloads' own counters.\n\n\
+Needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and CAP_SYSLOG.\n\
+Exit codes: 0 report printed (also partial: Ctrl-C, --duration), 1 runtime failure, 2 usage error, \
+3 target problem (a workload failed, no IPC observed), 4 missing privileges."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run built-in producer/consumer workloads under tracing and report their kernel data path.
+    Run(RunArgs),
+    /// One side of a built-in workload (ipctrace re-executes itself with this; not for direct use).
+    #[command(name = "__workload", hide = true)]
+    Workload(RoleArgs),
+}
+
+/// Transports `run` can exercise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// Anonymous pipe between two processes.
+    Pipe,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Transports to run, comma-separated, one after the other.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pipe")]
+    pub transport: Vec<Transport>,
+    /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
+    /// decimal units (KB, MB) are refused.
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    pub total: u64,
+    /// Size of each write the producer makes (same units as --total).
+    #[arg(long, value_parser = parse_size, default_value = "64KiB")]
+    pub msg_size: u64,
+    /// Stop after this long (e.g. 500ms, 10s, 2m) and print a partial report.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Test hook: the producer corrupts the byte at this stream offset.
+    #[arg(long, hide = true)]
+    pub corrupt_at: Option<u64>,
+}
+
+/// Parses `250ms`, `10s`, `2m` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (t, 1000)
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}': use e.g. 500ms, 10s or 2m"))?;
+    if n == 0 {
+        return Err(format!("invalid duration '{s}': must be more than zero"));
+    }
+    Ok(Duration::from_millis(n * mult_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn transports_accept_a_list() {
+        let c = Cli::try_parse_from([
+            "ipctrace",
+            "run",
+            "--transport",
+            "pipe,pipe",
+            "--total",
+            "1MiB",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.transport, vec![Transport::Pipe, Transport::Pipe]);
+        assert_eq!(r.total, 1 << 20);
+        assert!(Cli::try_parse_from(["ipctrace", "run", "--total", "1MB"]).is_err());
+    }
+}

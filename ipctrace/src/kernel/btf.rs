@@ -1,0 +1,90 @@
+//! Kernel struct field offsets from `/sys/kernel/btf/vmlinux`, handed to the eBPF programs as
+//! global data (aya-built Rust eBPF has no CO-RE relocations). Looks up; never guesses.
+
+use anyhow::{Context, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use ipctrace_common::Offsets;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
+    let types = btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("struct {name} not in kernel BTF"))?;
+    types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("struct {name} not in kernel BTF"))
+}
+
+/// Byte offset of `field` in `s`, looking through anonymous struct/union members.
+fn member_offset(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
+    for m in &s.members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        if name == field {
+            if m.bitfield_size().is_some_and(|b| b != 0) {
+                bail!("{field} is a bitfield");
+            }
+            return Ok(Some(m.bit_offset() / 8));
+        }
+        if name.is_empty() {
+            let mut t = btf.resolve_chained_type(m)?;
+            // Skip qualifiers to the anonymous aggregate.
+            while let Type::Const(_) | Type::Volatile(_) | Type::Typedef(_) = t {
+                t = btf.resolve_chained_type(t.as_btf_type().unwrap())?;
+            }
+            if let Type::Struct(inner) | Type::Union(inner) = t {
+                if let Some(off) = member_offset(btf, &inner, field)? {
+                    return Ok(Some(m.bit_offset() / 8 + off));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn offset(btf: &Btf, st: &str, field: &str) -> Result<u32> {
+    let s = find_struct(btf, st)?;
+    member_offset(btf, &s, field)?.ok_or_else(|| anyhow!("field {st}.{field} not in kernel BTF"))
+}
+
+/// Reads every offset the programs need.
+pub fn offsets() -> Result<Offsets> {
+    let btf = Btf::from_file(VMLINUX).with_context(|| {
+        format!("reading {VMLINUX} (ipctrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)")
+    })?;
+    Ok(Offsets {
+        task_files: offset(&btf, "task_struct", "files")?,
+        files_fdt: offset(&btf, "files_struct", "fdt")?,
+        fdt_max_fds: offset(&btf, "fdtable", "max_fds")?,
+        fdt_fd: offset(&btf, "fdtable", "fd")?,
+        file_inode: offset(&btf, "file", "f_inode")?,
+        inode_mode: offset(&btf, "inode", "i_mode")?,
+        inode_ino: offset(&btf, "inode", "i_ino")?,
+        inode_pipe: offset(&btf, "inode", "i_pipe")?,
+        inode_sb: offset(&btf, "inode", "i_sb")?,
+        sb_magic: offset(&btf, "super_block", "s_magic")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs only a readable vmlinux BTF, not root.
+    #[test]
+    fn finds_offsets_in_running_kernel() {
+        if !std::path::Path::new(VMLINUX).exists() {
+            eprintln!("SKIPPED: no {VMLINUX}");
+            return;
+        }
+        let o = offsets().expect("offsets");
+        // i_mode is the first field of struct inode on every kernel since 2.6.
+        assert_eq!(o.inode_mode, 0);
+        assert!(o.inode_pipe > o.inode_mode && o.inode_pipe < 4096);
+        assert!(o.task_files > 0);
+    }
+}

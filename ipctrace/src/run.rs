@@ -1,0 +1,217 @@
+//! `ipctrace run`: starts each built-in workload held at its gate, puts its processes in the
+//! kernel filter, opens the gate, waits (Ctrl-C, --duration and the workloads' exit all end
+//! it cleanly) and assembles the report from the session's sums and the workloads' witnesses.
+
+use std::{
+    ffi::OsString,
+    io::IsTerminal,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::signal::unix::{SignalKind, signal};
+use workloads::{
+    role::RoleTransport,
+    spawn::{Launch, Pair, spawn_pair},
+};
+
+use crate::{
+    cli::{RunArgs, Transport},
+    exit::{Code, fail},
+    kernel,
+    model::{self, ChannelId, EndedBy, Process, Report, Tier, TransportRun},
+    render::Format,
+    session::Session,
+};
+
+/// The outcome of `run`: the report, and an error to report after it (exit code 3) if a
+/// workload failed.
+pub struct Outcome {
+    pub report: Report,
+    pub target_failure: Option<String>,
+}
+
+fn role_name(r: workloads::role::Role) -> &'static str {
+    match r {
+        workloads::role::Role::Producer => "producer",
+        workloads::role::Role::Consumer => "consumer",
+    }
+}
+
+fn progress(show: bool, total: u64, transport: &str) -> Option<ProgressBar> {
+    if !show {
+        return None;
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} (observed read bytes)",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(transport.to_string());
+    Some(pb)
+}
+
+/// Waits for the pair to finish, for a signal or for the deadline; returns why it stopped.
+async fn wait(
+    pair: &mut Pair,
+    session: &Session,
+    deadline: Option<Instant>,
+    pb: Option<&ProgressBar>,
+) -> Result<EndedBy> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let consumer = pair
+        .workers
+        .iter()
+        .find(|w| w.role == workloads::role::Role::Consumer)
+        .map(|w| w.pid);
+    loop {
+        if pair.reap()? {
+            return Ok(EndedBy::Completed);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(EndedBy::Duration);
+        }
+        if let (Some(pb), Some(c)) = (pb, consumer) {
+            if let Ok(aggs) = session.aggregates() {
+                let (_, b) = Process {
+                    pid: c,
+                    role: String::new(),
+                    observed: model::observed_for(&aggs, c),
+                    witness: None,
+                    exit: None,
+                }
+                .observed_op("read");
+                pb.set_position(b);
+            }
+        }
+        tokio::select! {
+            _ = sigint.recv() => return Ok(EndedBy::Interrupted),
+            _ = sigterm.recv() => return Ok(EndedBy::Interrupted),
+            _ = sighup.recv() => return Ok(EndedBy::Interrupted),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+pub async fn run(args: &RunArgs) -> Result<Outcome> {
+    if args.msg_size == 0 {
+        return Err(fail(Code::Usage, "--msg-size must be at least 1 byte"));
+    }
+    if args.total == 0 {
+        return Err(fail(Code::Usage, "--total must be at least 1 byte"));
+    }
+    let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
+    let mut session = Session::load(&offsets)?;
+    session.attach()?;
+    let show_progress = args.format == Format::Table && std::io::stderr().is_terminal();
+    let deadline = args.duration.map(|d| Instant::now() + d);
+
+    let mut runs = Vec::new();
+    let mut ended_by = EndedBy::Completed;
+    let mut target_failure = None;
+    for t in &args.transport {
+        let (name, rt) = match t {
+            Transport::Pipe => ("pipe", RoleTransport::Pipe),
+        };
+        let launch = Launch {
+            exe: PathBuf::from("/proc/self/exe"),
+            lead: vec![OsString::from("__workload")],
+            transport: rt,
+            total: args.total,
+            msg_size: args.msg_size,
+            corrupt_at: args.corrupt_at,
+        };
+        let mut pair = spawn_pair(&launch)?;
+        for pid in pair.pids() {
+            session.add_target(pid)?;
+        }
+        let pb = progress(show_progress, args.total, name);
+        let t0 = Instant::now();
+        pair.open_gates()?;
+        let why = wait(&mut pair, &session, deadline, pb.as_ref()).await?;
+        let elapsed_ns = t0.elapsed().as_nanos() as u64;
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        if why != EndedBy::Completed {
+            pair.kill_and_reap();
+            ended_by = why;
+        }
+        let aggs = session.aggregates()?;
+        let mut channels: Vec<ChannelId> = Vec::new();
+        let processes: Vec<Process> = pair
+            .workers
+            .iter()
+            .map(|w| {
+                let observed = model::observed_for(&aggs, w.pid);
+                for o in &observed {
+                    if !channels.contains(&o.channel) {
+                        channels.push(o.channel.clone());
+                    }
+                }
+                let exit = w.ended.clone();
+                Process {
+                    pid: w.pid,
+                    role: role_name(w.role).into(),
+                    witness: exit.as_ref().and_then(|e| e.witness.clone()),
+                    observed,
+                    exit,
+                }
+            })
+            .collect();
+        channels.sort();
+        if why == EndedBy::Completed && target_failure.is_none() {
+            if let Some(p) = processes
+                .iter()
+                .find(|p| !p.exit.as_ref().is_some_and(|e| e.success()))
+            {
+                target_failure = Some(format!(
+                    "the {name} {} (pid {}) failed; see its message above",
+                    p.role, p.pid
+                ));
+            }
+        }
+        runs.push(TransportRun {
+            transport: name.into(),
+            total: args.total,
+            msg_size: args.msg_size,
+            data_channel_ino: pair.channel_ino,
+            elapsed_ns,
+            channels,
+            processes,
+        });
+        if why != EndedBy::Completed {
+            break;
+        }
+    }
+    let report = Report {
+        schema_version: model::SCHEMA_VERSION,
+        ipctrace_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: kernel::release(),
+        command: "run".into(),
+        ended_by,
+        partial: ended_by != EndedBy::Completed,
+        tier: Tier {
+            name: "tracepoint".into(),
+            why: "syscall tracepoints on pipe fds; function probes are not used yet".into(),
+            attach_points: session
+                .attachments
+                .iter()
+                .map(|a| a.attach_point.clone())
+                .collect(),
+        },
+        runs,
+        loss: model::loss_from(&session.losses()?),
+    };
+    Ok(Outcome {
+        report,
+        target_failure,
+    })
+}
