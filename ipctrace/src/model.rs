@@ -155,6 +155,15 @@ pub fn observed_for(
         .collect()
 }
 
+/// Observed bytes of `tgid` for `op` (`read` or `write`) across channels.
+pub fn observed_bytes(aggs: &BTreeMap<(u32, u16, u16, u64), AggVal>, tgid: u32, op: &str) -> u64 {
+    observed_for(aggs, tgid)
+        .iter()
+        .filter(|o| o.op == op)
+        .map(|o| o.bytes)
+        .sum()
+}
+
 fn trim_hist(h: &[u64]) -> Vec<u64> {
     let end = h.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
     h[..end].to_vec()
@@ -187,9 +196,11 @@ mod tests {
     #[test]
     fn observed_is_filtered_by_tgid_and_labelled() {
         let mut aggs = BTreeMap::new();
-        let mut v = AggVal::default();
-        v.calls = 3;
-        v.bytes = 300;
+        let mut v = AggVal {
+            calls: 3,
+            bytes: 300,
+            ..Default::default()
+        };
         v.hist[4] = 3;
         aggs.insert((10, probe::SYS_WRITE, kind::ANON_PIPE, 77), v);
         aggs.insert((11, probe::SYS_READ, kind::ANON_PIPE, 77), v);

@@ -78,18 +78,10 @@ async fn wait(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(EndedBy::Duration);
         }
-        if let (Some(pb), Some(c)) = (pb, consumer) {
-            if let Ok(aggs) = session.aggregates() {
-                let (_, b) = Process {
-                    pid: c,
-                    role: String::new(),
-                    observed: model::observed_for(&aggs, c),
-                    witness: None,
-                    exit: None,
-                }
-                .observed_op("read");
-                pb.set_position(b);
-            }
+        if let (Some(pb), Some(c)) = (pb, consumer)
+            && let Ok(aggs) = session.aggregates()
+        {
+            pb.set_position(model::observed_bytes(&aggs, c, "read"));
         }
         tokio::select! {
             _ = sigint.recv() => return Ok(EndedBy::Interrupted),
@@ -122,6 +114,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         };
         let launch = Launch {
             exe: PathBuf::from("/proc/self/exe"),
+            arg0: OsString::from("ipctrace"),
             lead: vec![OsString::from("__workload")],
             transport: rt,
             total: args.total,
@@ -167,16 +160,16 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             })
             .collect();
         channels.sort();
-        if why == EndedBy::Completed && target_failure.is_none() {
-            if let Some(p) = processes
+        if why == EndedBy::Completed
+            && target_failure.is_none()
+            && let Some(p) = processes
                 .iter()
                 .find(|p| !p.exit.as_ref().is_some_and(|e| e.success()))
-            {
-                target_failure = Some(format!(
-                    "the {name} {} (pid {}) failed; see its message above",
-                    p.role, p.pid
-                ));
-            }
+        {
+            target_failure = Some(format!(
+                "the {name} {} (pid {}) failed; see its message above",
+                p.role, p.pid
+            ));
         }
         runs.push(TransportRun {
             transport: name.into(),

@@ -40,7 +40,7 @@ pub fn format_size(n: u64) -> String {
     for (name, m) in UNITS {
         if n >= m {
             let v = n as f64 / m as f64;
-            return if n % m == 0 {
+            return if n.is_multiple_of(m) {
                 format!("{} {name}", n / m)
             } else if n < (1 << 20) {
                 format!("{n} B")

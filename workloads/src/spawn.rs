@@ -28,6 +28,8 @@ use crate::{
 pub struct Launch {
     /// The binary to execute (ipctrace or workloads) ...
     pub exe: PathBuf,
+    /// ... the name the processes show in `ps` ...
+    pub arg0: OsString,
     /// ... and the arguments that select its role mode (`__workload` or `role`).
     pub lead: Vec<OsString>,
     pub transport: RoleTransport,
@@ -97,7 +99,8 @@ fn spawn_one(l: &Launch, role: Role, data: &OwnedFd) -> Result<Worker> {
         Role::Consumer => "consumer",
     };
     let mut cmd = Command::new(&l.exe);
-    cmd.args(&l.lead)
+    cmd.arg0(&l.arg0)
+        .args(&l.lead)
         .args(["--transport", l.transport.name(), "--role", role_name])
         .arg(format!("--total={}", l.total))
         .arg(format!("--msg-size={}", l.msg_size))

@@ -1,1 +1,47 @@
-fn main() {}
+//! xtask: the project's own commands (`cargo xtask <cmd>`): set-up, run, test.
+//! Each command sets up first, so the README's two commands work on a fresh machine.
+
+mod setup;
+mod test;
+mod util;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "ipctrace's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the BPF toolchain and test tools this machine lacks (idempotent).
+    Setup,
+    /// Set up, build ipctrace (release) and run `ipctrace run ARGS...` (sudo only for that run).
+    Run {
+        /// Arguments for `ipctrace run` (default: the built-in default run).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, then fmt --check, clippy -D warnings, unit tests, and the root kernel tests.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Run { args } => setup::setup().and_then(|()| test::run_ipctrace(&args)),
+        Cmd::Test => setup::setup().and_then(|()| test::test()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

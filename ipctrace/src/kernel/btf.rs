@@ -36,10 +36,10 @@ fn member_offset(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u3
             while let Type::Const(_) | Type::Volatile(_) | Type::Typedef(_) = t {
                 t = btf.resolve_chained_type(t.as_btf_type().unwrap())?;
             }
-            if let Type::Struct(inner) | Type::Union(inner) = t {
-                if let Some(off) = member_offset(btf, &inner, field)? {
-                    return Ok(Some(m.bit_offset() / 8 + off));
-                }
+            if let Type::Struct(inner) | Type::Union(inner) = t
+                && let Some(off) = member_offset(btf, &inner, field)?
+            {
+                return Ok(Some(m.bit_offset() / 8 + off));
             }
         }
     }

@@ -127,14 +127,12 @@ fn run_section(out: &mut String, r: &TransportRun) {
     }
     let _ = writeln!(out, "{t}");
     for p in &r.processes {
-        if let Some(w) = &p.witness {
-            if let Some(v) = w.verified_bytes {
-                let _ = writeln!(
-                    out,
-                    "  {} {} verified {} of {} bytes against the pattern",
-                    p.role, p.pid, v, r.total
-                );
-            }
+        if let Some(v) = p.witness.as_ref().and_then(|w| w.verified_bytes) {
+            let _ = writeln!(
+                out,
+                "  {} {} verified {} of {} bytes against the pattern",
+                p.role, p.pid, v, r.total
+            );
         }
         match &p.exit {
             Some(e) if !e.success() => {

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Cmd::Pipe { total, msg_size } => {
             let launch = Launch {
                 exe: std::env::current_exe().expect("current_exe"),
+                arg0: OsString::from("workloads"),
                 lead: vec![OsString::from("role")],
                 transport: RoleTransport::Pipe,
                 total,

@@ -1,0 +1,147 @@
+//! Helpers shared by the kernel integration tests: the root gate (a skip fails under CI=true),
+//! running ipctrace, and snapshots of what a run must not leave behind.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeSet,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ipctrace");
+
+/// True if the test may load BPF. Not root: SKIPPED, or a failure under CI=true.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{test}: kernel tests need root and CI=true forbids skipping them");
+    }
+    eprintln!("SKIPPED {test}: needs root to load BPF programs");
+    false
+}
+
+pub fn ipctrace(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("starting ipctrace")
+}
+
+/// Runs `ipctrace run --format json ARGS` and returns (exit code, report, stderr).
+pub fn run_json(args: &[&str]) -> (i32, Value, String) {
+    let mut full = vec!["run", "--format", "json"];
+    full.extend_from_slice(args);
+    let out = ipctrace(&full);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ipctrace printed no JSON ({e}); stderr: {stderr}"));
+    (out.status.code().unwrap_or(-1), report, stderr)
+}
+
+/// The process with `role` in a transport run.
+pub fn process<'a>(run: &'a Value, role: &str) -> &'a Value {
+    run["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == role)
+        .unwrap_or_else(|| panic!("no {role}"))
+}
+
+/// Sum of observed (calls, bytes) for `op` across channels.
+pub fn observed(p: &Value, op: &str) -> (u64, u64) {
+    p["observed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["op"] == op)
+        .fold((0, 0), |(c, b), o| {
+            (
+                c + o["calls"].as_u64().unwrap(),
+                b + o["bytes"].as_u64().unwrap(),
+            )
+        })
+}
+
+/// What must be identical before and after any ipctrace run.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub bpf_prog_ids: BTreeSet<u64>,
+    pub tracefs_mounts: usize,
+    pub dev_shm: BTreeSet<String>,
+    pub workload_processes: BTreeSet<u32>,
+}
+
+pub fn snapshot() -> Snapshot {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    let progs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+    let bpf_prog_ids = progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    let tracefs_mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" tracefs "))
+        .count();
+    let dev_shm = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let workload_processes = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let s = String::from_utf8_lossy(&c);
+                s.contains("ipctrace") && s.contains("__workload")
+            })
+        })
+        .collect();
+    Snapshot {
+        bpf_prog_ids,
+        tracefs_mounts,
+        dev_shm,
+        workload_processes,
+    }
+}
+
+/// Waits (up to 10 s: program release after a process dies is asynchronous) until the state
+/// equals `before`, then asserts it.
+pub fn assert_nothing_left(before: &Snapshot, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let now = snapshot();
+        if &now == before {
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            panic!("{what}: left something behind\nbefore: {before:?}\nafter:  {now:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until more BPF programs are loaded than in `before` (ipctrace has attached).
+pub fn wait_attached(before: &Snapshot) {
+    let t0 = Instant::now();
+    while snapshot().bpf_prog_ids.len() <= before.bpf_prog_ids.len() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "ipctrace never loaded its programs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

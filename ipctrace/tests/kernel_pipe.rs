@@ -1,0 +1,162 @@
+//! Kernel test (root): the pipe workload traced at several message sizes; the BPF-observed
+//! figures must equal the requested total and the workloads' own counters exactly.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn check_exact(msg: u64, total: u64) {
+    let (code, r, stderr) = run_json(&[
+        "--transport",
+        "pipe",
+        "--total",
+        &total.to_string(),
+        "--msg-size",
+        &msg.to_string(),
+    ]);
+    assert_eq!(code, 0, "exit code; stderr: {stderr}");
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["partial"], false);
+    assert_eq!(r["loss"]["total"], 0, "events lost");
+    let run = &r["runs"][0];
+    let channels = run["channels"].as_array().unwrap();
+    assert_eq!(channels.len(), 1, "exactly one data channel: {channels:?}");
+    assert_eq!(channels[0]["ino"], run["data_channel_ino"]);
+    assert_eq!(channels[0]["kind"], "anon_pipe");
+
+    let prod = process(run, "producer");
+    let cons = process(run, "consumer");
+    let (wcalls, wbytes) = observed(prod, "write");
+    let (rcalls, rbytes) = observed(cons, "read");
+    assert_eq!(wbytes, total, "observed bytes written (msg {msg})");
+    assert_eq!(rbytes, total, "observed bytes read (msg {msg})");
+    assert_eq!(
+        observed(prod, "read"),
+        (0, 0),
+        "producer reads nothing from the pipe"
+    );
+    assert_eq!(
+        observed(cons, "write"),
+        (0, 0),
+        "consumer writes nothing to the pipe"
+    );
+    // Observed against witness, never witness against itself.
+    assert_eq!(cons["witness"]["verified_bytes"].as_u64(), Some(rbytes));
+    assert_eq!(
+        prod["witness"]["calls"].as_u64(),
+        Some(wcalls),
+        "write calls vs the producer's count"
+    );
+    assert_eq!(
+        cons["witness"]["calls"].as_u64(),
+        Some(rcalls),
+        "read calls vs the consumer's count (incl. EOF)"
+    );
+    let eof: u64 = cons["observed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["zero"].as_u64().unwrap())
+        .sum();
+    assert_eq!(eof, 1, "exactly one read returned EOF");
+}
+
+#[test]
+fn kernel_pipe_exact_bytes_at_4096() {
+    if require_root("kernel_pipe_exact_bytes_at_4096") {
+        check_exact(4096, 64 << 20);
+    }
+}
+
+#[test]
+fn kernel_pipe_exact_bytes_at_64k_1gib() {
+    if require_root("kernel_pipe_exact_bytes_at_64k_1gib") {
+        check_exact(65536, 1 << 30);
+    }
+}
+
+#[test]
+fn kernel_pipe_exact_bytes_at_1mib() {
+    if require_root("kernel_pipe_exact_bytes_at_1mib") {
+        check_exact(1 << 20, 256 << 20);
+    }
+}
+
+#[test]
+fn kernel_pipe_exact_bytes_at_4097_odd_total() {
+    if require_root("kernel_pipe_exact_bytes_at_4097_odd_total") {
+        // Not a multiple of 4097: the last message is short.
+        check_exact(4097, (64 << 20) + 12345);
+    }
+}
+
+/// Negative control: a pipe between untargeted processes, busy during the whole run, must not
+/// change any reported figure nor add a channel.
+#[test]
+fn kernel_pipe_untargeted_traffic_is_not_counted() {
+    if !require_root("kernel_pipe_untargeted_traffic_is_not_counted") {
+        return;
+    }
+    let mut noise = Command::new("sh")
+        .args([
+            "-c",
+            "while :; do dd if=/dev/zero bs=64k count=1000 2>/dev/null | cat > /dev/null; done",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let total = 128u64 << 20;
+    let (code, r, stderr) = run_json(&["--total", &total.to_string(), "--msg-size", "65536"]);
+    // The noise is still running: it overlapped the whole trace.
+    let alive = noise.try_wait().unwrap().is_none();
+    let _ = Command::new("pkill")
+        .args(["-P", &noise.id().to_string()])
+        .status();
+    noise.kill().unwrap();
+    noise.wait().unwrap();
+    assert!(
+        alive,
+        "the noise loop ended early: the control proves nothing"
+    );
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let run = &r["runs"][0];
+    assert_eq!(run["channels"].as_array().unwrap().len(), 1);
+    assert_eq!(observed(process(run, "producer"), "write").1, total);
+    assert_eq!(observed(process(run, "consumer"), "read").1, total);
+    assert_eq!(run["processes"].as_array().unwrap().len(), 2);
+}
+
+/// The consumer's verification is a witness that can fail: a corrupted byte is reported
+/// (exit 3, the offset in the witness) while the observed byte counts stay exact.
+#[test]
+fn kernel_pipe_corruption_is_detected() {
+    if !require_root("kernel_pipe_corruption_is_detected") {
+        return;
+    }
+    let total = 1u64 << 20;
+    let (code, r, stderr) = run_json(&[
+        "--total",
+        &total.to_string(),
+        "--msg-size",
+        "4096",
+        "--corrupt-at",
+        "70000",
+    ]);
+    assert_eq!(
+        code, 3,
+        "a failed workload is a target problem; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("consumer"),
+        "stderr names the failing side: {stderr}"
+    );
+    let run = &r["runs"][0];
+    let cons = process(run, "consumer");
+    assert_eq!(cons["witness"]["first_mismatch"], 70000);
+    assert_eq!(cons["witness"]["verified_bytes"], 70000);
+    assert_eq!(observed(cons, "read").1, total);
+}
