@@ -55,6 +55,8 @@ pub struct Ended {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub rusage: Rusage,
+    /// The witness the process sent (kept in `model::Process::witness` for reports).
+    #[serde(skip)]
     pub witness: Option<Witness>,
 }
 
