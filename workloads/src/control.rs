@@ -1,5 +1,6 @@
 //! The control channel between a launcher and a workload process: a Unix stream socket (not a
 //! pipe, so ipctrace's pipe probes never count it) carrying the start gate and the witness.
+//! Gate message: `GO` then the peer's pid as 4 little-endian bytes (0 if unknown).
 
 use std::{
     io::{Read, Write},
@@ -12,6 +13,12 @@ use crate::witness::Witness;
 
 /// The byte that opens the gate.
 pub const GO: u8 = b'g';
+
+/// The gate message for a process whose peer is `peer`.
+pub fn gate_message(peer: u32) -> [u8; 5] {
+    let p = peer.to_le_bytes();
+    [GO, p[0], p[1], p[2], p[3]]
+}
 
 /// Workload side: the control socket passed as fd `fd`.
 pub struct Control {
@@ -29,14 +36,14 @@ impl Control {
         }
     }
 
-    /// Blocks until the launcher opens the gate; fails if it closed the channel instead.
-    pub fn wait_gate(&mut self) -> Result<()> {
-        let mut b = [0u8; 1];
-        let n = self.sock.read(&mut b).context("reading the start gate")?;
-        if n != 1 || b[0] != GO {
+    /// Blocks until the launcher opens the gate; returns the peer's pid (None if not given).
+    pub fn wait_gate(&mut self) -> Result<Option<u32>> {
+        let mut b = [0u8; 5];
+        if self.sock.read_exact(&mut b).is_err() || b[0] != GO {
             bail!("the launcher went away before opening the start gate");
         }
-        Ok(())
+        let peer = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        Ok((peer != 0).then_some(peer))
     }
 
     /// Sends the witness as one JSON line.

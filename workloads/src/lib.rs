@@ -1,10 +1,14 @@
 //! ipctrace's built-in producer/consumer workloads and the witnesses they report.
 //! A library (used by ipctrace and by the `workloads` binary) plus the role processes' code.
 
+pub mod cleanup;
 pub mod control;
+pub mod futex;
 pub mod pattern;
+pub mod peer;
 pub mod pipe;
 pub mod role;
+pub mod shm;
 pub mod size;
 pub mod spawn;
 pub mod witness;

@@ -93,17 +93,3 @@ pub fn consume(fd: OwnedFd, transport: &str, msg_size: usize) -> Result<Witness>
     w.elapsed_ns = start.elapsed().as_nanos() as u64;
     Ok(w)
 }
-
-/// The checks every consumer applies after the run; `Err` is what the workload exits with.
-pub fn check_consumer(w: &Witness, total: u64) -> Result<()> {
-    if let Some(off) = w.first_mismatch {
-        bail!("data corrupted: byte {off} of the stream differs from the pattern");
-    }
-    if w.bytes != total {
-        bail!(
-            "the producer went away: received {} of {total} bytes",
-            w.bytes
-        );
-    }
-    Ok(())
-}

@@ -11,6 +11,7 @@ use std::{
     },
     path::PathBuf,
     process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
@@ -18,8 +19,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    control::GO,
-    role::{Role, RoleTransport},
+    control::gate_message,
+    role::{RingArgs, Role, RoleTransport},
     witness::Witness,
 };
 
@@ -36,6 +37,10 @@ pub struct Launch {
     pub total: u64,
     pub msg_size: u64,
     pub corrupt_at: Option<u64>,
+    /// Ring options (shm transports).
+    pub ring: RingArgs,
+    /// Prefix of shm object names, so a test can check none is left (`/PREFIX-PID-N`).
+    pub shm_prefix: String,
 }
 
 /// Resource usage of a reaped process, from wait4(2).
@@ -77,29 +82,19 @@ pub struct Worker {
 /// A producer/consumer pair and the channel between them.
 pub struct Pair {
     pub workers: Vec<Worker>,
-    /// Inode of the data channel (pipe or FIFO).
-    pub channel_ino: u64,
-    // Keeps a FIFO's private directory alive until the pair is dropped.
-    _dir: Option<tempdir::TempDir>,
+    /// Inode of the data channel (pipe or FIFO); shm objects are created by the producer.
+    pub channel_ino: Option<u64>,
+    /// FIFO path or shm name.
+    pub channel_path: Option<String>,
+    transport: RoleTransport,
+    fifo_dir: Option<PathBuf>,
 }
 
-mod tempdir {
-    //! A private directory removed on drop (for FIFOs).
-    use std::path::PathBuf;
-    pub struct TempDir(pub PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+static SHM_SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn spawn_one(l: &Launch, role: Role, data: &OwnedFd) -> Result<Worker> {
+fn spawn_one(l: &Launch, role: Role, data: Option<&OwnedFd>, path: Option<&str>) -> Result<Worker> {
     let (ours, theirs) = UnixStream::pair().context("creating the control socket")?;
-    let role_name = match role {
-        Role::Producer => "producer",
-        Role::Consumer => "consumer",
-    };
+    let role_name = role.name();
     let mut cmd = Command::new(&l.exe);
     cmd.arg0(&l.arg0)
         .args(&l.lead)
@@ -112,13 +107,27 @@ fn spawn_one(l: &Launch, role: Role, data: &OwnedFd) -> Result<Worker> {
     if let (Some(c), Role::Producer) = (l.corrupt_at, role) {
         cmd.arg(format!("--corrupt-at={c}"));
     }
+    if let Some(p) = path {
+        cmd.arg(format!("--path={p}"));
+    }
+    if let Some(s) = l.ring.slot_size {
+        cmd.arg(format!("--slot-size={s}"));
+    }
+    if let Some(s) = l.ring.slots {
+        cmd.arg(format!("--slots={s}"));
+    }
+    cmd.arg(format!("--spin={}", l.ring.spin));
+    if l.ring.populate {
+        cmd.arg("--populate");
+    }
     let ctrl_raw = theirs.as_raw_fd();
-    let data_raw = data.as_raw_fd();
+    let data_raw = data.map_or(-1, |d| d.as_raw_fd());
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            // SIGTERM, not SIGKILL: the workload's handler unlinks its shm name or FIFO first.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The launcher may have died before prctl took effect.
@@ -128,8 +137,12 @@ fn spawn_one(l: &Launch, role: Role, data: &OwnedFd) -> Result<Worker> {
             // Own process group: a terminal's Ctrl-C reaches the launcher, which stops us.
             libc::setpgid(0, 0);
             let c = libc::fcntl(ctrl_raw, libc::F_DUPFD_CLOEXEC, 64);
-            let d = libc::fcntl(data_raw, libc::F_DUPFD_CLOEXEC, 64);
-            if c < 0 || d < 0 || libc::dup2(c, 3) < 0 || libc::dup2(d, 4) < 0 {
+            let d = if data_raw >= 0 {
+                libc::fcntl(data_raw, libc::F_DUPFD_CLOEXEC, 64)
+            } else {
+                -1
+            };
+            if c < 0 || libc::dup2(c, 3) < 0 || (data_raw >= 0 && (d < 0 || libc::dup2(d, 4) < 0)) {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -149,31 +162,65 @@ fn spawn_one(l: &Launch, role: Role, data: &OwnedFd) -> Result<Worker> {
 
 /// Starts both sides of `l.transport`, held at their start gates.
 pub fn spawn_pair(l: &Launch) -> Result<Pair> {
+    let mut pair = Pair {
+        workers: Vec::new(),
+        channel_ino: None,
+        channel_path: None,
+        transport: l.transport,
+        fifo_dir: None,
+    };
     match l.transport {
         RoleTransport::Pipe => {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .context("creating the data pipe")?;
-            let ino = nix::sys::stat::fstat(&r)
-                .context("fstat of the data pipe")?
-                .st_ino;
-            let producer = spawn_one(l, Role::Producer, &w)?;
-            let consumer = spawn_one(l, Role::Consumer, &r)?;
+            pair.channel_ino = Some(
+                nix::sys::stat::fstat(&r)
+                    .context("fstat of the data pipe")?
+                    .st_ino,
+            );
+            pair.workers
+                .push(spawn_one(l, Role::Producer, Some(&w), None)?);
+            pair.workers
+                .push(spawn_one(l, Role::Consumer, Some(&r), None)?);
             // Our copies of the ends close here, so the consumer sees EOF when the producer ends.
-            drop((r, w));
-            Ok(Pair {
-                workers: vec![producer, consumer],
-                channel_ino: ino,
-                _dir: None,
-            })
         }
-        RoleTransport::Fifo => bail!("fifo workloads are not implemented yet"),
+        RoleTransport::Fifo => {
+            let dir = nix::unistd::mkdtemp("/tmp/ipctrace-fifo-XXXXXX")
+                .context("creating a private directory for the FIFO")?;
+            pair.fifo_dir = Some(dir.clone());
+            let path = dir.join("fifo");
+            nix::unistd::mkfifo(
+                &path,
+                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            )
+            .context("mkfifo")?;
+            pair.channel_ino = Some(nix::sys::stat::stat(&path)?.st_ino);
+            let p = path.to_string_lossy().into_owned();
+            pair.workers
+                .push(spawn_one(l, Role::Producer, None, Some(&p))?);
+            pair.workers
+                .push(spawn_one(l, Role::Consumer, None, Some(&p))?);
+            pair.channel_path = Some(p);
+        }
+        RoleTransport::ShmFutex | RoleTransport::ShmSem => {
+            let n = SHM_SEQ.fetch_add(1, Ordering::SeqCst);
+            let name = format!("/{}-{}-{n}", l.shm_prefix, std::process::id());
+            pair.workers
+                .push(spawn_one(l, Role::Producer, None, Some(&name))?);
+            pair.workers
+                .push(spawn_one(l, Role::Consumer, None, Some(&name))?);
+            pair.channel_path = Some(name);
+        }
     }
+    Ok(pair)
 }
 
 impl Worker {
-    /// Lets the process start its transfer.
-    pub fn open_gate(&mut self) -> Result<()> {
-        self.ctrl.write_all(&[GO]).context("opening the start gate")
+    /// Lets the process start its transfer; tells it which pid its peer has.
+    pub fn open_gate(&mut self, peer: u32) -> Result<()> {
+        self.ctrl
+            .write_all(&gate_message(peer))
+            .context("opening the start gate")
     }
 
     /// Reaps the process if it has ended (non-blocking); true once it has.
@@ -241,7 +288,11 @@ impl Pair {
     }
 
     pub fn open_gates(&mut self) -> Result<()> {
-        self.workers.iter_mut().try_for_each(Worker::open_gate)
+        let pids = self.pids();
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            w.open_gate(pids[1 - i])?;
+        }
+        Ok(())
     }
 
     /// Reaps what has ended; true when every worker has.
@@ -253,22 +304,44 @@ impl Pair {
         Ok(all)
     }
 
-    /// Stops every worker still running (SIGKILL) and reaps it.
+    /// Stops every worker still running (SIGTERM, so it can unlink its names; SIGKILL after
+    /// a second) and reaps it.
     pub fn kill_and_reap(&mut self) {
-        for w in &self.workers {
-            w.signal(libc::SIGKILL);
-        }
-        for _ in 0..200 {
-            if self.reap().unwrap_or(true) {
-                return;
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            for w in &self.workers {
+                w.signal(sig);
             }
-            std::thread::sleep(Duration::from_millis(10));
+            for _ in 0..100 {
+                if self.reap().unwrap_or(true) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
+    }
+
+    /// Waits until every worker has ended (polling, 2 ms).
+    pub fn wait_all(&mut self) -> Result<()> {
+        while !self.reap()? {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
     }
 }
 
 impl Drop for Pair {
     fn drop(&mut self) {
         self.kill_and_reap();
+        // The workloads unlink their names themselves; this covers runs that never got there.
+        if self.transport.is_shm()
+            && let Some(name) = &self.channel_path
+            && let Ok(c) = std::ffi::CString::new(name.as_str())
+        {
+            // SAFETY: valid C string; ENOENT (already unlinked) is the normal case.
+            unsafe { libc::shm_unlink(c.as_ptr()) };
+        }
+        if let Some(dir) = &self.fifo_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -1,7 +1,13 @@
 //! What a workload process says about its own run (the witness ipctrace's observations are
 //! checked against), and the one-line summary every workload, Rust or C, prints.
 
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::{
+    futex::FutexWitness,
+    shm::{SemWitness, ShmInfo},
+};
 
 /// Counters a workload process keeps about itself; never filled from BPF.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +29,15 @@ pub struct Witness {
     pub first_mismatch: Option<u64>,
     /// Wall time from the start gate to the end of the transfer, in ns.
     pub elapsed_ns: u64,
+    /// shm transports: the object and ring geometry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm: Option<ShmInfo>,
+    /// shm-futex: FUTEX_WAIT/FUTEX_WAKE calls on the ring words, by result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futex: Option<FutexWitness>,
+    /// shm-sem: sem_wait/sem_post calls (user level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sem: Option<SemWitness>,
 }
 
 impl Witness {
@@ -36,8 +51,23 @@ impl Witness {
             Some(off) => format!("mismatch@{off}"),
             None => "ok".into(),
         };
+        let futex = self
+            .futex
+            .as_ref()
+            .map(|f| {
+                format!(
+                    " futex_wait={} woken={} eagain={} timedout={} futex_wake={}",
+                    f.wait_calls, f.wait_woken, f.wait_eagain, f.wait_timedout, f.wake_calls
+                )
+            })
+            .unwrap_or_default();
+        let sem = self
+            .sem
+            .as_ref()
+            .map(|s| format!(" sem_wait={} sem_post={}", s.wait_calls, s.post_calls))
+            .unwrap_or_default();
         format!(
-            "workload={} role={} pid={} bytes={} messages={} calls={}{} result={}",
+            "workload={} role={} pid={} bytes={} messages={} calls={}{}{}{} result={}",
             self.transport,
             self.role,
             self.pid,
@@ -45,7 +75,23 @@ impl Witness {
             self.messages,
             self.calls,
             verified,
+            futex,
+            sem,
             result
         )
+    }
+
+    /// The checks a consumer applies after the run; `Err` is what the workload exits with.
+    pub fn check_complete(&self, total: u64) -> Result<()> {
+        if let Some(off) = self.first_mismatch {
+            bail!("data corrupted: byte {off} of the stream differs from the pattern");
+        }
+        if self.bytes != total {
+            bail!(
+                "the producer went away: received {} of {total} bytes",
+                self.bytes
+            );
+        }
+        Ok(())
     }
 }

@@ -35,7 +35,7 @@ pub fn test() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // Unit tests (no root, no BPF); the kernel tests are the `kernel_*` integration tests.
-    run(cargo().args(["test", "--workspace", "--lib", "--bins"]))?;
+    run(cargo().args(["test", "--lib", "--bins"]))?;
     kernel_tests()
 }
 

@@ -1,12 +1,15 @@
-//! `workloads`: run a built-in producer/consumer pair without tracing, or one role of it.
+//! `workloads`: run a built-in producer/consumer pair without tracing (or one role of it).
+//! `--wait-start` holds both sides until SIGUSR1, so a tracer can attach first.
 
-use std::{ffi::OsString, process::ExitCode, time::Duration};
+use std::{ffi::OsString, process::ExitCode, time::Instant};
 
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 use workloads::{
-    role::{self, RoleArgs, RoleTransport},
+    role::{self, RingArgs, RoleArgs, RoleTransport},
     size::{format_rate, parse_size},
-    spawn::{Launch, spawn_pair},
+    spawn::{Ended, Launch, spawn_pair},
 };
 
 #[derive(Parser)]
@@ -19,63 +22,137 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(Args, Clone)]
+struct Common {
+    /// Total payload (B, K/KiB, M/MiB, G/GiB; K = KiB = 1024).
+    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+    total: u64,
+    /// Message size (same units).
+    #[arg(long, value_parser = parse_size, default_value = "64KiB")]
+    msg_size: u64,
+    #[command(flatten)]
+    ring: RingArgs,
+    /// Hold both sides at their start gate until this process receives SIGUSR1.
+    #[arg(long)]
+    wait_start: bool,
+    /// Prefix of the POSIX shm object names (/PREFIX-PID-N).
+    #[arg(long, default_value = "workloads")]
+    shm_prefix: String,
+    /// Print one JSON object (witnesses, rusage, elapsed) instead of summary lines.
+    #[arg(long)]
+    json: bool,
+    /// Test hook: the producer corrupts the byte at this stream offset.
+    #[arg(long, hide = true)]
+    corrupt_at: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a producer and a consumer over an anonymous pipe and print both summaries.
-    Pipe {
-        /// Total payload (B, KiB, MiB, GiB; K = KiB = 1024).
-        #[arg(long, value_parser = parse_size, default_value = "256MiB")]
-        total: u64,
-        /// Message size (same units).
-        #[arg(long, value_parser = parse_size, default_value = "64KiB")]
-        msg_size: u64,
-    },
+    /// Anonymous pipe.
+    Pipe(Common),
+    /// Named pipe (FIFO) in a private temporary directory.
+    Fifo(Common),
+    /// POSIX shm ring, FUTEX_WAIT/FUTEX_WAKE.
+    ShmFutex(Common),
+    /// POSIX shm ring, process-shared POSIX semaphores.
+    ShmSem(Common),
     /// One side of a workload (used by launchers; not for direct use).
     #[command(hide = true)]
     Role(RoleArgs),
 }
 
+#[derive(Serialize)]
+struct RunOutput {
+    transport: &'static str,
+    total: u64,
+    msg_size: u64,
+    elapsed_ns: u64,
+    processes: Vec<Ended>,
+    witnesses: Vec<workloads::witness::Witness>,
+}
+
+fn wait_for_sigusr1() -> Result<()> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGUSR1);
+    set.wait().context("waiting for SIGUSR1")?;
+    Ok(())
+}
+
+fn run(t: RoleTransport, c: Common) -> Result<bool> {
+    let launch = Launch {
+        exe: std::env::current_exe()?,
+        arg0: OsString::from("workloads"),
+        lead: vec![OsString::from("role")],
+        transport: t,
+        total: c.total,
+        msg_size: c.msg_size,
+        corrupt_at: c.corrupt_at,
+        ring: c.ring.clone(),
+        shm_prefix: c.shm_prefix.clone(),
+    };
+    if c.wait_start {
+        // Blocked before the children exist, so the signal is never lost.
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGUSR1);
+        set.thread_block()?;
+    }
+    let mut pair = spawn_pair(&launch)?;
+    if c.wait_start {
+        let p = pair.pids();
+        eprintln!(
+            "workloads: ready {} producer={} consumer={} launcher={}: send SIGUSR1 to the launcher to start",
+            t.name(),
+            p[0],
+            p[1],
+            std::process::id()
+        );
+        wait_for_sigusr1()?;
+    }
+    let t0 = Instant::now();
+    pair.open_gates()?;
+    pair.wait_all()?;
+    let elapsed = t0.elapsed();
+    let ended: Vec<Ended> = pair
+        .workers
+        .iter()
+        .map(|w| w.ended.clone().unwrap_or_default())
+        .collect();
+    let ok = ended.iter().all(Ended::success);
+    let witnesses: Vec<_> = ended.iter().filter_map(|e| e.witness.clone()).collect();
+    if c.json {
+        let out = RunOutput {
+            transport: t.name(),
+            total: c.total,
+            msg_size: c.msg_size,
+            elapsed_ns: elapsed.as_nanos() as u64,
+            processes: ended,
+            witnesses,
+        };
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        for w in &witnesses {
+            println!("{}", w.summary_line());
+        }
+        println!("throughput={}", format_rate(c.total, elapsed.as_secs_f64()));
+    }
+    Ok(ok)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Role(a) => ExitCode::from(role::main(a) as u8),
-        Cmd::Pipe { total, msg_size } => {
-            let launch = Launch {
-                exe: std::env::current_exe().expect("current_exe"),
-                arg0: OsString::from("workloads"),
-                lead: vec![OsString::from("role")],
-                transport: RoleTransport::Pipe,
-                total,
-                msg_size,
-                corrupt_at: None,
-            };
-            let run = || -> anyhow::Result<bool> {
-                let mut pair = spawn_pair(&launch)?;
-                let t0 = std::time::Instant::now();
-                pair.open_gates()?;
-                while !pair.reap()? {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                let secs = t0.elapsed().as_secs_f64();
-                let mut ok = true;
-                for w in &pair.workers {
-                    let e = w.ended.as_ref().unwrap();
-                    ok &= e.success();
-                    if let Some(wit) = &e.witness {
-                        println!("{}", wit.summary_line());
-                    }
-                }
-                println!("throughput={}", format_rate(total, secs));
-                Ok(ok)
-            };
-            match run() {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("workloads: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    let (t, c) = match cli.cmd {
+        Cmd::Role(a) => return ExitCode::from(role::main(a) as u8),
+        Cmd::Pipe(c) => (RoleTransport::Pipe, c),
+        Cmd::Fifo(c) => (RoleTransport::Fifo, c),
+        Cmd::ShmFutex(c) => (RoleTransport::ShmFutex, c),
+        Cmd::ShmSem(c) => (RoleTransport::ShmSem, c),
+    };
+    match run(t, c) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("workloads: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

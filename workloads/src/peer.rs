@@ -1,0 +1,46 @@
+//! Notices when the other side of a workload has died (pidfd_open + poll), so a process
+//! blocked on a ring never hangs: its waits time out periodically and it checks here.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use anyhow::{Result, bail};
+
+pub struct Peer {
+    pid: u32,
+    fd: Option<OwnedFd>,
+}
+
+impl Peer {
+    /// Watches `pid` (None: nothing to watch, `alive` always succeeds).
+    pub fn new(pid: Option<u32>) -> Result<Self> {
+        let Some(pid) = pid else {
+            return Ok(Self { pid: 0, fd: None });
+        };
+        // SAFETY: pidfd_open(2) has no memory arguments.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        if fd < 0 {
+            bail!("the peer process {pid} is already gone");
+        }
+        // SAFETY: a fresh fd from pidfd_open.
+        Ok(Self {
+            pid,
+            fd: Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        })
+    }
+
+    /// Fails if the peer has exited.
+    pub fn check(&self, what: &str) -> Result<()> {
+        let Some(fd) = &self.fd else { return Ok(()) };
+        let mut p = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r > 0 {
+            bail!("the {what} (pid {}) died; giving up", self.pid);
+        }
+        Ok(())
+    }
+}

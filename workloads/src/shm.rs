@@ -1,0 +1,469 @@
+//! POSIX shared-memory single-producer single-consumer ring (shm_open + ftruncate + mmap
+//! MAP_SHARED, MADV_NOHUGEPAGE so faults stay per page). Synchronized either by FUTEX_WAIT /
+//! FUTEX_WAKE on two sequence words (`shm-futex`) or by two process-shared POSIX semaphores
+//! (`shm-sem`). After set-up no byte crosses the kernel: the producer writes slots, the consumer
+//! verifies them in place.
+
+use std::{
+    ffi::CString,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cleanup,
+    futex::{FutexWitness, Waited},
+    pattern::{PatternBuf, first_mismatch},
+    peer::Peer,
+    witness::Witness,
+};
+
+const PAGE: usize = 4096;
+const HEADER: usize = PAGE;
+const MAGIC: u64 = 0x6970_6374_7261_6365;
+/// Waits time out this often so a dead peer is noticed.
+const WAIT_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long the consumer waits for the producer to create the object.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Ring geometry: `slots` slots of `slot_size` payload bytes each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    pub slot_size: usize,
+    pub slots: usize,
+}
+
+impl Geometry {
+    /// Defaults: one message per slot, about 4 MiB of ring, 2 to 256 slots.
+    pub fn new(msg_size: usize, slot_size: Option<usize>, slots: Option<usize>) -> Result<Self> {
+        let slot_size = slot_size.unwrap_or(msg_size);
+        if slot_size < msg_size {
+            bail!("--slot-size ({slot_size}) must be at least --msg-size ({msg_size})");
+        }
+        let stride = Self::stride_of(slot_size);
+        let slots = slots.unwrap_or_else(|| ((4 << 20) / stride).clamp(2, 256));
+        if slots < 1 {
+            bail!("--slots must be at least 1");
+        }
+        Ok(Self { slot_size, slots })
+    }
+
+    fn stride_of(slot_size: usize) -> usize {
+        (8 + slot_size).div_ceil(64) * 64
+    }
+
+    pub fn stride(&self) -> usize {
+        Self::stride_of(self.slot_size)
+    }
+
+    /// Bytes of the shm object: one header page plus the slots, rounded to pages.
+    pub fn region_bytes(&self) -> usize {
+        HEADER + (self.slots * self.stride()).div_ceil(PAGE) * PAGE
+    }
+}
+
+/// How the two sides wait for each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// FUTEX_WAIT/FUTEX_WAKE, after spinning up to `spin` times.
+    Futex { spin: u32 },
+    /// sem_wait/sem_post on process-shared semaphores in the header.
+    Sem,
+}
+
+/// Shared header at offset 0 of the object. Counters on their own cache lines.
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    slot_size: AtomicU64,
+    slots: AtomicU64,
+    producer_pid: AtomicU32,
+    consumer_pid: AtomicU32,
+    _p0: [u8; 32],
+    head: AtomicU64,
+    _p1: [u8; 56],
+    tail: AtomicU64,
+    _p2: [u8; 56],
+    data_seq: AtomicU32,
+    consumer_waiting: AtomicU32,
+    _p3: [u8; 56],
+    space_seq: AtomicU32,
+    producer_waiting: AtomicU32,
+    _p4: [u8; 56],
+    items: libc::sem_t,
+    spaces: libc::sem_t,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
+
+/// Facts about the shared object, part of the witness.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmInfo {
+    pub name: String,
+    pub region_bytes: u64,
+    pub pages: u64,
+    pub slot_size: u64,
+    pub slots: u64,
+    pub populate: bool,
+}
+
+/// Semaphore calls made (user level: glibc does not say when they enter the kernel).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemWitness {
+    pub wait_calls: u64,
+    pub post_calls: u64,
+}
+
+/// A mapping of the object, unmapped on drop.
+struct Region {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from a successful mmap.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+impl Region {
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least one page, page-aligned, and zero-filled at creation.
+        unsafe { &*(self.ptr as *const Header) }
+    }
+
+    fn slot(&self, g: &Geometry, i: u64) -> *mut u8 {
+        let idx = (i % g.slots as u64) as usize;
+        // SAFETY: HEADER + idx * stride + stride <= region_bytes.
+        unsafe { self.ptr.add(HEADER + idx * g.stride()) }
+    }
+}
+
+fn map_fd(fd: i32, len: usize, populate: bool) -> Result<Region> {
+    let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
+    // SAFETY: plain mmap of a shm fd we own.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        bail!(
+            "mmap of the shm object failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // Keep faults per 4 KiB page.
+    // SAFETY: advising our own fresh mapping.
+    unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
+    Ok(Region { ptr: p.cast(), len })
+}
+
+/// Producer: create the object (O_EXCL), size it, map it, initialize the header.
+fn create(name: &str, g: &Geometry, sync: SyncKind, populate: bool) -> Result<Region> {
+    let c = CString::new(name)?;
+    cleanup::register_shm(name);
+    // SAFETY: shm_open with a valid C string.
+    let fd = unsafe {
+        libc::shm_open(
+            c.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "shm_open({name}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let len = g.region_bytes();
+    // SAFETY: fd is ours.
+    let r = (|| {
+        if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+            bail!(
+                "ftruncate of {name} failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        map_fd(fd, len, populate)
+    })();
+    // SAFETY: closing our fd; the mapping keeps the object.
+    unsafe { libc::close(fd) };
+    let region = r?;
+    let h = region.header();
+    h.slot_size.store(g.slot_size as u64, SeqCst);
+    h.slots.store(g.slots as u64, SeqCst);
+    if sync == SyncKind::Sem {
+        // SAFETY: process-shared semaphores inside the shared mapping, initialized once.
+        unsafe {
+            libc::sem_init(&h.items as *const _ as *mut _, 1, 0);
+            libc::sem_init(&h.spaces as *const _ as *mut _, 1, g.slots as u32);
+        }
+    }
+    h.producer_pid.store(std::process::id(), SeqCst);
+    h.magic.store(MAGIC, SeqCst);
+    Ok(region)
+}
+
+/// Consumer: open the object once the producer made it, map it, wait for the header, unlink.
+fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
+    let c = CString::new(name)?;
+    cleanup::register_shm(name);
+    let t0 = Instant::now();
+    let (fd, len) = loop {
+        // SAFETY: shm_open with a valid C string.
+        let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR, 0) };
+        if fd >= 0 {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat on our fd.
+            if unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_size > 0 {
+                break (fd, st.st_size as usize);
+            }
+            unsafe { libc::close(fd) };
+        }
+        peer.check("producer")?;
+        if t0.elapsed() > OPEN_TIMEOUT {
+            bail!("the producer never created {name}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let r = map_fd(fd, len, populate);
+    // SAFETY: closing our fd.
+    unsafe { libc::close(fd) };
+    let region = r?;
+    let h = region.header();
+    while h.magic.load(SeqCst) != MAGIC {
+        peer.check("producer")?;
+        if t0.elapsed() > OPEN_TIMEOUT {
+            bail!("the producer never initialized {name}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    h.consumer_pid.store(std::process::id(), SeqCst);
+    // Both sides have it mapped: the name can go.
+    // SAFETY: valid C string.
+    unsafe { libc::shm_unlink(c.as_ptr()) };
+    cleanup::unregister_shm(name);
+    let g = Geometry {
+        slot_size: h.slot_size.load(SeqCst) as usize,
+        slots: h.slots.load(SeqCst) as usize,
+    };
+    Ok((region, g))
+}
+
+/// Everything a ring side needs.
+pub struct ShmArgs<'a> {
+    pub name: &'a str,
+    pub transport: &'a str,
+    pub total: u64,
+    pub msg_size: usize,
+    pub geometry: Geometry,
+    pub sync: SyncKind,
+    pub populate: bool,
+    pub corrupt_at: Option<u64>,
+}
+
+struct Waiter<'a> {
+    sync: SyncKind,
+    fx: FutexWitness,
+    sem: SemWitness,
+    peer: &'a Peer,
+    peer_name: &'static str,
+}
+
+impl Waiter<'_> {
+    /// Blocks until `ready()`; `seq`/`waiting` are this side's futex word and flag, `sem` its semaphore.
+    fn wait_until(
+        &mut self,
+        ready: impl Fn() -> bool,
+        seq: &AtomicU32,
+        waiting: &AtomicU32,
+        sem: &libc::sem_t,
+    ) -> Result<()> {
+        match self.sync {
+            SyncKind::Futex { spin } => loop {
+                if ready() {
+                    return Ok(());
+                }
+                for _ in 0..spin {
+                    std::hint::spin_loop();
+                    if ready() {
+                        return Ok(());
+                    }
+                }
+                let expected = seq.load(SeqCst);
+                waiting.store(1, SeqCst);
+                if ready() {
+                    waiting.store(0, SeqCst);
+                    return Ok(());
+                }
+                let r = self.fx.wait(seq, expected, WAIT_TIMEOUT);
+                waiting.store(0, SeqCst);
+                if r == Waited::TimedOut {
+                    self.peer.check(self.peer_name)?;
+                }
+            },
+            SyncKind::Sem => loop {
+                self.sem.wait_calls += 1;
+                let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+                // SAFETY: clock_gettime into a local; sem_timedwait on a semaphore in the live mapping.
+                unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+                ts.tv_nsec += WAIT_TIMEOUT.as_nanos() as libc::c_long;
+                if ts.tv_nsec >= 1_000_000_000 {
+                    ts.tv_sec += 1;
+                    ts.tv_nsec -= 1_000_000_000;
+                }
+                if unsafe { libc::sem_timedwait(sem as *const _ as *mut _, &ts) } == 0 {
+                    return Ok(());
+                }
+                self.peer.check(self.peer_name)?;
+            },
+        }
+    }
+
+    /// Tells the other side: bump its word and wake it if it sleeps, or post its semaphore.
+    fn notify(&mut self, seq: &AtomicU32, other_waiting: &AtomicU32, sem: &libc::sem_t) {
+        match self.sync {
+            SyncKind::Futex { .. } => {
+                seq.fetch_add(1, SeqCst);
+                // Clearing the flag here means one wake per sleep, not one per message.
+                if other_waiting.swap(0, SeqCst) != 0 {
+                    self.fx.wake(seq);
+                }
+            }
+            SyncKind::Sem => {
+                self.sem.post_calls += 1;
+                // SAFETY: a semaphore in the live mapping.
+                unsafe { libc::sem_post(sem as *const _ as *mut _) };
+            }
+        }
+    }
+
+    fn into_witness(self, w: &mut Witness) {
+        match self.sync {
+            SyncKind::Futex { .. } => w.futex = Some(self.fx),
+            SyncKind::Sem => w.sem = Some(self.sem),
+        }
+    }
+}
+
+fn info(a: &ShmArgs<'_>, g: &Geometry) -> ShmInfo {
+    ShmInfo {
+        name: a.name.into(),
+        region_bytes: g.region_bytes() as u64,
+        pages: (g.region_bytes() / PAGE) as u64,
+        slot_size: g.slot_size as u64,
+        slots: g.slots as u64,
+        populate: a.populate,
+    }
+}
+
+pub fn produce(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
+    let mut w = Witness {
+        transport: a.transport.into(),
+        role: "producer".into(),
+        pid: std::process::id(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let g = a.geometry;
+    let region = create(a.name, &g, a.sync, a.populate).context("setting up the shared ring")?;
+    let h = region.header();
+    let pat = PatternBuf::new(a.msg_size);
+    let mut waiter = Waiter {
+        sync: a.sync,
+        fx: Default::default(),
+        sem: Default::default(),
+        peer,
+        peer_name: "consumer",
+    };
+    let (mut off, mut head) = (0u64, 0u64);
+    while off < a.total {
+        let len = a.msg_size.min((a.total - off) as usize);
+        waiter.wait_until(
+            || head - h.tail.load(SeqCst) < g.slots as u64,
+            &h.space_seq,
+            &h.producer_waiting,
+            &h.spaces,
+        )?;
+        let slot = region.slot(&g, head);
+        // SAFETY: the slot is ours until `head` is published; len <= slot_size.
+        unsafe {
+            (slot as *mut u64).write_volatile(len as u64);
+            std::ptr::copy_nonoverlapping(pat.window(off, len).as_ptr(), slot.add(8), len);
+            if let Some(c) = a.corrupt_at.filter(|c| (off..off + len as u64).contains(c)) {
+                *slot.add(8 + (c - off) as usize) ^= 0xff;
+            }
+        }
+        head += 1;
+        h.head.store(head, SeqCst);
+        waiter.notify(&h.data_seq, &h.consumer_waiting, &h.items);
+        off += len as u64;
+        w.messages += 1;
+    }
+    w.bytes = off;
+    w.elapsed_ns = start.elapsed().as_nanos() as u64;
+    w.shm = Some(info(a, &g));
+    waiter.into_witness(&mut w);
+    Ok(w)
+}
+
+pub fn consume(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
+    let mut w = Witness {
+        transport: a.transport.into(),
+        role: "consumer".into(),
+        pid: std::process::id(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let (region, g) = open(a.name, peer, a.populate).context("attaching to the shared ring")?;
+    let h = region.header();
+    let pat = PatternBuf::new(g.slot_size);
+    let mut waiter = Waiter {
+        sync: a.sync,
+        fx: Default::default(),
+        sem: Default::default(),
+        peer,
+        peer_name: "producer",
+    };
+    let (mut off, mut tail) = (0u64, 0u64);
+    while off < a.total {
+        waiter.wait_until(
+            || h.head.load(SeqCst) > tail,
+            &h.data_seq,
+            &h.consumer_waiting,
+            &h.items,
+        )?;
+        let slot = region.slot(&g, tail);
+        // SAFETY: published slot; the producer does not touch it until `tail` moves past it.
+        let len = unsafe { (slot as *const u64).read_volatile() } as usize;
+        if len > g.slot_size {
+            bail!("corrupt ring: message length {len} exceeds the slot size");
+        }
+        let data = unsafe { std::slice::from_raw_parts(slot.add(8), len) };
+        if w.first_mismatch.is_none() {
+            w.first_mismatch = first_mismatch(&pat, off, data);
+        }
+        off += len as u64;
+        tail += 1;
+        h.tail.store(tail, SeqCst);
+        waiter.notify(&h.space_seq, &h.producer_waiting, &h.spaces);
+        w.messages += 1;
+    }
+    w.bytes = off;
+    w.verified_bytes = Some(w.first_mismatch.unwrap_or(off));
+    w.elapsed_ns = start.elapsed().as_nanos() as u64;
+    w.shm = Some(info(a, &g));
+    waiter.into_witness(&mut w);
+    Ok(w)
+}
