@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use workloads::{role::RoleArgs, size::parse_size};
+use clap::{Args, Parser, Subcommand};
+use workloads::{
+    role::{RingArgs, RoleArgs, RoleTransport},
+    size::parse_size,
+};
 
 use crate::render::Format;
 
@@ -32,18 +35,11 @@ pub enum Command {
     Workload(RoleArgs),
 }
 
-/// Transports `run` can exercise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Transport {
-    /// Anonymous pipe between two processes.
-    Pipe,
-}
-
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Transports to run, comma-separated, one after the other.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pipe")]
-    pub transport: Vec<Transport>,
+    pub transport: Vec<RoleTransport>,
     /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
     /// decimal units (KB, MB) are refused.
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]
@@ -54,6 +50,8 @@ pub struct RunArgs {
     /// Stop after this long (e.g. 500ms, 10s, 2m) and print a partial report.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub ring: RingArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -115,7 +113,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Run(r) = c.command else { panic!() };
-        assert_eq!(r.transport, vec![Transport::Pipe, Transport::Pipe]);
+        assert_eq!(r.transport, vec![RoleTransport::Pipe, RoleTransport::Pipe]);
         assert_eq!(r.total, 1 << 20);
         assert!(Cli::try_parse_from(["ipctrace", "run", "--total", "1MB"]).is_err());
     }

@@ -62,8 +62,11 @@ pub struct TransportRun {
     pub transport: String,
     pub total: u64,
     pub msg_size: u64,
-    /// Inode of the data channel ipctrace created for the workload.
-    pub data_channel_ino: u64,
+    /// Inode of the pipe or FIFO ipctrace created for the workload (none for shm: the
+    /// producer creates that object).
+    pub data_channel_ino: Option<u64>,
+    /// FIFO path or POSIX shm name.
+    pub channel_path: Option<String>,
     /// From opening the start gate to the last workload's exit (wall clock, measured by ipctrace).
     pub elapsed_ns: u64,
     /// Every channel the targets used, as observed by BPF.

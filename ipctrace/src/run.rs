@@ -12,13 +12,10 @@ use std::{
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::signal::unix::{SignalKind, signal};
-use workloads::{
-    role::RoleTransport,
-    spawn::{Launch, Pair, spawn_pair},
-};
+use workloads::spawn::{Launch, Pair, spawn_pair};
 
 use crate::{
-    cli::{RunArgs, Transport},
+    cli::RunArgs,
     exit::{Code, fail},
     kernel,
     model::{self, ChannelId, EndedBy, Process, Report, Tier, TransportRun},
@@ -31,13 +28,6 @@ use crate::{
 pub struct Outcome {
     pub report: Report,
     pub target_failure: Option<String>,
-}
-
-fn role_name(r: workloads::role::Role) -> &'static str {
-    match r {
-        workloads::role::Role::Producer => "producer",
-        workloads::role::Role::Consumer => "consumer",
-    }
 }
 
 fn progress(show: bool, total: u64, transport: &str) -> Option<ProgressBar> {
@@ -109,9 +99,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
     let mut ended_by = EndedBy::Completed;
     let mut target_failure = None;
     for t in &args.transport {
-        let (name, rt) = match t {
-            Transport::Pipe => ("pipe", RoleTransport::Pipe),
-        };
+        let (name, rt) = (t.name(), *t);
         let launch = Launch {
             exe: PathBuf::from("/proc/self/exe"),
             arg0: OsString::from("ipctrace"),
@@ -120,6 +108,8 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             total: args.total,
             msg_size: args.msg_size,
             corrupt_at: args.corrupt_at,
+            ring: args.ring.clone(),
+            shm_prefix: "ipctrace".into(),
         };
         let mut pair = spawn_pair(&launch)?;
         for pid in pair.pids() {
@@ -152,7 +142,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
                 let exit = w.ended.clone();
                 Process {
                     pid: w.pid,
-                    role: role_name(w.role).into(),
+                    role: w.role.name().into(),
                     witness: exit.as_ref().and_then(|e| e.witness.clone()),
                     observed,
                     exit,
@@ -176,6 +166,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             total: args.total,
             msg_size: args.msg_size,
             data_channel_ino: pair.channel_ino,
+            channel_path: pair.channel_path.clone(),
             elapsed_ns,
             channels,
             processes,

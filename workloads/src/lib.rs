@@ -12,3 +12,11 @@ pub mod shm;
 pub mod size;
 pub mod spawn;
 pub mod witness;
+
+/// The seed's C programs, built by `build.rs` (the foreign programs attach tests target).
+pub mod c_programs {
+    /// fork + pipe producer/consumer.
+    pub const PIPE_PC: &str = env!("IPCTRACE_PIPE_PC");
+    /// shm_open + mmap ring with direct futex calls.
+    pub const SHM_PC: &str = env!("IPCTRACE_SHM_PC");
+}

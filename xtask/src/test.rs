@@ -36,6 +36,15 @@ pub fn test() -> Result<()> {
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // Unit tests (no root, no BPF); the kernel tests are the `kernel_*` integration tests.
     run(cargo().args(["test", "--lib", "--bins"]))?;
+    // The workloads' own tests (no root): exact totals, corruption, killed peers, C programs.
+    run(cargo().args([
+        "test",
+        "--release",
+        "-p",
+        "workloads",
+        "--test",
+        "transports",
+    ]))?;
     kernel_tests()
 }
 

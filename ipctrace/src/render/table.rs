@@ -91,7 +91,7 @@ fn run_section(out: &mut String, r: &TransportRun) {
         format_rate(r.total, secs)
     );
     for c in &r.channels {
-        let data = if c.ino == r.data_channel_ino {
+        let data = if Some(c.ino) == r.data_channel_ino {
             "data channel"
         } else {
             "other channel"
