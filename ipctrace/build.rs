@@ -27,9 +27,7 @@ fn fail(msg: &str) -> ! {
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = env::var_os("PATH")
-        .map(|p| env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
     if let Some(home) = env::var_os("CARGO_HOME") {
         dirs.push(Path::new(&home).join("bin"));
     }
@@ -40,19 +38,14 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 fn nightly_has_rust_src() -> bool {
-    let Ok(out) = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
-        .output()
-    else {
+    let Ok(out) = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output() else {
         return false;
     };
     if !out.status.success() {
         return false;
     }
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Path::new(&sysroot)
-        .join("lib/rustlib/src/rust/library/core")
-        .is_dir()
+    Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").is_dir()
 }
 
 fn debian_route() -> Option<Route> {
@@ -60,10 +53,7 @@ fn debian_route() -> Option<Route> {
     let cargo = PathBuf::from("/usr/bin/cargo");
     let core_dir = Path::new("/usr/lib/rustlib").join(TARGET).join("lib");
     let has_core = std::fs::read_dir(&core_dir)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("libcore"))
-        })
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libcore")))
         .unwrap_or(false);
     (rustc.is_file() && cargo.is_file() && has_core).then_some(Route::Debian { cargo, rustc })
 }
@@ -73,9 +63,8 @@ fn pick_route() -> Route {
     match forced.as_str() {
         "nightly" => return Route::Nightly,
         "debian" => {
-            return debian_route().unwrap_or_else(|| {
-                fail("IPCTRACE_BPF_TOOLCHAIN=debian but rustc-web's bpf core is not installed")
-            });
+            return debian_route()
+                .unwrap_or_else(|| fail("IPCTRACE_BPF_TOOLCHAIN=debian but rustc-web's bpf core is not installed"));
         }
         _ => {}
     }
@@ -92,12 +81,7 @@ fn main() {
     let root = manifest.parent().unwrap().to_path_buf();
     let ebpf_dir = root.join("ipctrace-ebpf");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
-    for p in [
-        "ipctrace-ebpf/src",
-        "ipctrace-ebpf/Cargo.toml",
-        "ipctrace-common/src",
-        "ipctrace-common/Cargo.toml",
-    ] {
+    for p in ["ipctrace-ebpf/src", "ipctrace-ebpf/Cargo.toml", "ipctrace-common/src", "ipctrace-common/Cargo.toml"] {
         println!("cargo::rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo::rerun-if-env-changed=IPCTRACE_BPF_TOOLCHAIN");
@@ -123,15 +107,7 @@ fn main() {
         }
     };
     cmd.current_dir(&ebpf_dir)
-        .args([
-            "--package",
-            "ipctrace-ebpf",
-            "--bins",
-            "--release",
-            "--target",
-            TARGET,
-            "--target-dir",
-        ])
+        .args(["--package", "ipctrace-ebpf", "--bins", "--release", "--target", TARGET, "--target-dir"])
         .arg(&target_dir);
     // Strip what the outer cargo (or clippy, or rustup) set for itself.
     for (k, _) in env::vars_os() {
@@ -155,25 +131,17 @@ fn main() {
     if let Route::Debian { rustc, .. } = &route {
         cmd.env("RUSTC", rustc);
     }
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
-    );
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf");
     let path = env::var_os("PATH").unwrap_or_default();
     let mut paths: Vec<PathBuf> = vec![linker.parent().unwrap().to_path_buf()];
     paths.extend(env::split_paths(&path));
     cmd.env("PATH", env::join_paths(paths).unwrap());
 
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| fail(&format!("could not start the eBPF build: {e}")));
+    let status = cmd.status().unwrap_or_else(|e| fail(&format!("could not start the eBPF build: {e}")));
     if !status.success() {
         fail("the eBPF crate failed to compile (see the errors above)");
     }
-    let obj = target_dir
-        .join(TARGET)
-        .join("release")
-        .join("ipctrace-ebpf");
+    let obj = target_dir.join(TARGET).join("release").join("ipctrace-ebpf");
     std::fs::copy(&obj, out_dir.join("ipctrace-ebpf.o"))
         .unwrap_or_else(|e| fail(&format!("eBPF object {} missing: {e}", obj.display())));
 }

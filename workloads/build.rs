@@ -12,24 +12,10 @@ fn main() {
         println!("cargo::rerun-if-changed={}", src.display());
         let exe = out.join(name);
         let mut cmd: Command = compiler.to_command();
-        cmd.args([
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-fno-omit-frame-pointer",
-            "-o",
-        ])
-        .arg(&exe)
-        .arg(&src);
-        let st = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run the C compiler for {name}: {e}"));
+        cmd.args(["-Wall", "-Wextra", "-Werror", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(&src);
+        let st = cmd.status().unwrap_or_else(|e| panic!("cannot run the C compiler for {name}: {e}"));
         assert!(st.success(), "compiling {} failed", src.display());
-        println!(
-            "cargo::rustc-env=IPCTRACE_{}={}",
-            name.to_uppercase(),
-            exe.display()
-        );
+        println!("cargo::rustc-env=IPCTRACE_{}={}", name.to_uppercase(), exe.display());
     }
     println!("cargo::rerun-if-changed=c/common.h");
 }

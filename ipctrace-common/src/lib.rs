@@ -75,14 +75,7 @@ pub struct AggVal {
 
 impl Default for AggVal {
     fn default() -> Self {
-        Self {
-            calls: 0,
-            bytes: 0,
-            errors: 0,
-            zero: 0,
-            time_ns: 0,
-            hist: [0; HIST_BUCKETS],
-        }
+        Self { calls: 0, bytes: 0, errors: 0, zero: 0, time_ns: 0, hist: [0; HIST_BUCKETS] }
     }
 }
 
@@ -106,11 +99,7 @@ pub mod loss {
     /// A kernel read (fd -> file -> inode) failed: the call could not be classified.
     pub const READ_FAILED: u32 = 2;
     pub const COUNT: u32 = 3;
-    pub const NAMES: [&str; COUNT as usize] = [
-        "in-flight map full",
-        "aggregation map full",
-        "kernel read failed",
-    ];
+    pub const NAMES: [&str; COUNT as usize] = ["in-flight map full", "aggregation map full", "kernel read failed"];
 }
 
 /// log2 bucket of a duration in ns, clamped to the histogram.
@@ -120,11 +109,7 @@ pub fn log2_bucket(v: u64) -> usize {
         return 0;
     }
     let b = 63 - v.leading_zeros() as usize;
-    if b >= HIST_BUCKETS {
-        HIST_BUCKETS - 1
-    } else {
-        b
-    }
+    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
 }
 
 #[cfg(feature = "user")]

@@ -5,9 +5,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
@@ -88,8 +86,7 @@ unsafe fn pipe_of_fd(fd: u64) -> Result<Option<(u64, u16)>, i32> {
             return Ok(None);
         }
         let fd_array: *const u8 = read_at(fdt, o.fdt_fd)?;
-        let file: *const u8 =
-            bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8)?;
+        let file: *const u8 = bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8)?;
         if file.is_null() {
             return Ok(None);
         }
@@ -105,11 +102,7 @@ unsafe fn pipe_of_fd(fd: u64) -> Result<Option<(u64, u16)>, i32> {
         let ino: u64 = read_at(inode, o.inode_ino)?;
         let sb: *const u8 = read_at(inode, o.inode_sb)?;
         let magic: u64 = read_at(sb, o.sb_magic)?;
-        let k = if magic == PIPEFS_MAGIC {
-            kind::ANON_PIPE
-        } else {
-            kind::FIFO
-        };
+        let k = if magic == PIPEFS_MAGIC { kind::ANON_PIPE } else { kind::FIFO };
         Ok(Some((ino, k)))
     }
 }
@@ -135,13 +128,7 @@ fn on_enter(ctx: &TracePointContext, probe: u16) -> u32 {
             return 0;
         }
     };
-    let p = Pending {
-        ino,
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        probe,
-        kind: k,
-        _pad: 0,
-    };
+    let p = Pending { ino, start_ns: unsafe { bpf_ktime_get_ns() }, probe, kind: k, _pad: 0 };
     if PENDING.insert(&id, &p, 0).is_err() {
         count_loss(loss::PENDING_FULL);
     }
@@ -158,12 +145,7 @@ fn on_exit(ctx: &TracePointContext) -> u32 {
     let _ = PENDING.remove(&id);
     let ret: i64 = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.unwrap_or(-1);
     let dt = unsafe { bpf_ktime_get_ns() }.saturating_sub(p.start_ns);
-    let key = AggKey {
-        tgid: (id >> 32) as u32,
-        probe: p.probe,
-        kind: p.kind,
-        ino: p.ino,
-    };
+    let key = AggKey { tgid: (id >> 32) as u32, probe: p.probe, kind: p.kind, ino: p.ino };
     let val = match AGG.get_ptr_mut(&key) {
         Some(v) => v,
         None => {

@@ -52,12 +52,33 @@ pub struct RunArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub ring: RingArgs,
+    /// Pin the producer and the consumer to these two CPUs (e.g. 0,1; 0,0 for the same CPU).
+    #[arg(long, value_delimiter = ',', num_args = 1, value_name = "A,B", value_parser = clap::value_parser!(usize))]
+    pub cpus: Option<Vec<usize>>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Test hook: the producer corrupts the byte at this stream offset.
     #[arg(long, hide = true)]
     pub corrupt_at: Option<u64>,
+}
+
+impl RunArgs {
+    /// `--cpus` as a (producer, consumer) pair (checked by `check`).
+    pub fn cpus(&self) -> Option<[usize; 2]> {
+        self.cpus.as_deref().and_then(|v| match v {
+            [a, b] => Some([*a, *b]),
+            _ => None,
+        })
+    }
+
+    /// Checks what clap cannot express.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cpus.as_ref().is_some_and(|v| v.len() != 2) {
+            return Err("--cpus takes two CPU numbers: producer,consumer".into());
+        }
+        Ok(())
+    }
 }
 
 /// Parses `250ms`, `10s`, `2m` or a plain number of seconds.
@@ -72,9 +93,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (t, 1000)
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{s}': use e.g. 500ms, 10s or 2m"))?;
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration '{s}': use e.g. 500ms, 10s or 2m"))?;
     if n == 0 {
         return Err(format!("invalid duration '{s}': must be more than zero"));
     }
@@ -103,15 +122,7 @@ mod tests {
 
     #[test]
     fn transports_accept_a_list() {
-        let c = Cli::try_parse_from([
-            "ipctrace",
-            "run",
-            "--transport",
-            "pipe,pipe",
-            "--total",
-            "1MiB",
-        ])
-        .unwrap();
+        let c = Cli::try_parse_from(["ipctrace", "run", "--transport", "pipe,pipe", "--total", "1MiB"]).unwrap();
         let Command::Run(r) = c.command else { panic!() };
         assert_eq!(r.transport, vec![RoleTransport::Pipe, RoleTransport::Pipe]);
         assert_eq!(r.total, 1 << 20);

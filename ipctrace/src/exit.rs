@@ -34,16 +34,10 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 pub fn fail(code: Code, msg: impl Into<String>) -> anyhow::Error {
-    Failure {
-        code,
-        msg: msg.into(),
-    }
-    .into()
+    Failure { code, msg: msg.into() }.into()
 }
 
 /// The exit code for any error reaching `main`.
 pub fn code_of(e: &anyhow::Error) -> Code {
-    e.downcast_ref::<Failure>()
-        .map(|f| f.code)
-        .unwrap_or(Code::Runtime)
+    e.downcast_ref::<Failure>().map(|f| f.code).unwrap_or(Code::Runtime)
 }

@@ -36,9 +36,7 @@ fn main() -> ExitCode {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // One thread: the workloads' parent-death signal is tied to the thread that spawned them.
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 fn run_command(args: &cli::RunArgs) -> anyhow::Result<Code> {

@@ -135,16 +135,10 @@ pub fn op_name(p: u16) -> &'static str {
 }
 
 /// Observed calls of `tgid`, from the session's summed aggregates.
-pub fn observed_for(
-    aggs: &BTreeMap<(u32, u16, u16, u64), AggVal>,
-    tgid: u32,
-) -> Vec<ObservedCalls> {
+pub fn observed_for(aggs: &BTreeMap<(u32, u16, u16, u64), AggVal>, tgid: u32) -> Vec<ObservedCalls> {
     aggs.range((tgid, 0, 0, 0)..=(tgid, u16::MAX, u16::MAX, u64::MAX))
         .map(|(&(_, p, k, ino), v)| ObservedCalls {
-            channel: ChannelId {
-                kind: kind_name(k).into(),
-                ino,
-            },
+            channel: ChannelId { kind: kind_name(k).into(), ino },
             op: op_name(p).into(),
             calls: v.calls,
             bytes: v.bytes,
@@ -160,11 +154,7 @@ pub fn observed_for(
 
 /// Observed bytes of `tgid` for `op` (`read` or `write`) across channels.
 pub fn observed_bytes(aggs: &BTreeMap<(u32, u16, u16, u64), AggVal>, tgid: u32, op: &str) -> u64 {
-    observed_for(aggs, tgid)
-        .iter()
-        .filter(|o| o.op == op)
-        .map(|o| o.bytes)
-        .sum()
+    observed_for(aggs, tgid).iter().filter(|o| o.op == op).map(|o| o.bytes).sum()
 }
 
 fn trim_hist(h: &[u64]) -> Vec<u64> {
@@ -173,11 +163,8 @@ fn trim_hist(h: &[u64]) -> Vec<u64> {
 }
 
 pub fn loss_from(raw: &[u64]) -> Loss {
-    let counters: BTreeMap<String, u64> = loss::NAMES
-        .iter()
-        .zip(raw)
-        .map(|(n, v)| (n.replace([' ', '-'], "_"), *v))
-        .collect();
+    let counters: BTreeMap<String, u64> =
+        loss::NAMES.iter().zip(raw).map(|(n, v)| (n.replace([' ', '-'], "_"), *v)).collect();
     let total = counters.values().sum();
     Loss { counters, total }
 }
@@ -185,10 +172,7 @@ pub fn loss_from(raw: &[u64]) -> Loss {
 impl Process {
     /// Observed totals for one op across channels.
     pub fn observed_op(&self, op: &str) -> (u64, u64) {
-        self.observed
-            .iter()
-            .filter(|o| o.op == op)
-            .fold((0, 0), |(c, b), o| (c + o.calls, b + o.bytes))
+        self.observed.iter().filter(|o| o.op == op).fold((0, 0), |(c, b), o| (c + o.calls, b + o.bytes))
     }
 }
 
@@ -199,11 +183,7 @@ mod tests {
     #[test]
     fn observed_is_filtered_by_tgid_and_labelled() {
         let mut aggs = BTreeMap::new();
-        let mut v = AggVal {
-            calls: 3,
-            bytes: 300,
-            ..Default::default()
-        };
+        let mut v = AggVal { calls: 3, bytes: 300, ..Default::default() };
         v.hist[4] = 3;
         aggs.insert((10, probe::SYS_WRITE, kind::ANON_PIPE, 77), v);
         aggs.insert((11, probe::SYS_READ, kind::ANON_PIPE, 77), v);
@@ -213,13 +193,7 @@ mod tests {
         assert_eq!(o[0].bytes, 300);
         assert_eq!(o[0].latency_log2_ns, vec![0, 0, 0, 0, 3]);
         assert_eq!(o[0].label, Label::Derived);
-        assert_eq!(
-            o[0].channel,
-            ChannelId {
-                kind: "anon_pipe".into(),
-                ino: 77
-            }
-        );
+        assert_eq!(o[0].channel, ChannelId { kind: "anon_pipe".into(), ino: 77 });
     }
 
     #[test]

@@ -8,23 +8,11 @@ use crate::exit::{Code, fail};
 /// What ipctrace needs, in the order they are checked, and why.
 pub const REQUIRED: [(Capability, &str); 6] = [
     (Capability::CAP_BPF, "load BPF programs and maps"),
-    (
-        Capability::CAP_PERFMON,
-        "attach tracepoints and perf events",
-    ),
-    (
-        Capability::CAP_SYS_ADMIN,
-        "mount tracefs in a private namespace",
-    ),
+    (Capability::CAP_PERFMON, "attach tracepoints and perf events"),
+    (Capability::CAP_SYS_ADMIN, "mount tracefs in a private namespace"),
     (Capability::CAP_SYS_PTRACE, "read other users' /proc/PID"),
-    (
-        Capability::CAP_DAC_READ_SEARCH,
-        "read /proc and /sys files of other users",
-    ),
-    (
-        Capability::CAP_SYSLOG,
-        "read real addresses from /proc/kallsyms",
-    ),
+    (Capability::CAP_DAC_READ_SEARCH, "read /proc and /sys files of other users"),
+    (Capability::CAP_SYSLOG, "read real addresses from /proc/kallsyms"),
 ];
 
 /// Fails with exit code 4 naming the first required capability not in the effective set.

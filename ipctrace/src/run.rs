@@ -56,11 +56,7 @@ async fn wait(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let consumer = pair
-        .workers
-        .iter()
-        .find(|w| w.role == workloads::role::Role::Consumer)
-        .map(|w| w.pid);
+    let consumer = pair.workers.iter().find(|w| w.role == workloads::role::Role::Consumer).map(|w| w.pid);
     loop {
         if pair.reap()? {
             return Ok(EndedBy::Completed);
@@ -83,6 +79,7 @@ async fn wait(
 }
 
 pub async fn run(args: &RunArgs) -> Result<Outcome> {
+    args.check().map_err(|e| fail(Code::Usage, e))?;
     if args.msg_size == 0 {
         return Err(fail(Code::Usage, "--msg-size must be at least 1 byte"));
     }
@@ -109,6 +106,8 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             msg_size: args.msg_size,
             corrupt_at: args.corrupt_at,
             ring: args.ring.clone(),
+            shape: Default::default(),
+            cpus: args.cpus(),
             shm_prefix: "ipctrace".into(),
         };
         let mut pair = spawn_pair(&launch)?;
@@ -152,14 +151,9 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         channels.sort();
         if why == EndedBy::Completed
             && target_failure.is_none()
-            && let Some(p) = processes
-                .iter()
-                .find(|p| !p.exit.as_ref().is_some_and(|e| e.success()))
+            && let Some(p) = processes.iter().find(|p| !p.exit.as_ref().is_some_and(|e| e.success()))
         {
-            target_failure = Some(format!(
-                "the {name} {} (pid {}) failed; see its message above",
-                p.role, p.pid
-            ));
+            target_failure = Some(format!("the {name} {} (pid {}) failed; see its message above", p.role, p.pid));
         }
         runs.push(TransportRun {
             transport: name.into(),
@@ -185,17 +179,10 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         tier: Tier {
             name: "tracepoint".into(),
             why: "syscall tracepoints on pipe fds; function probes are not used yet".into(),
-            attach_points: session
-                .attachments
-                .iter()
-                .map(|a| a.attach_point.clone())
-                .collect(),
+            attach_points: session.attachments.iter().map(|a| a.attach_point.clone()).collect(),
         },
         runs,
         loss: model::loss_from(&session.losses()?),
     };
-    Ok(Outcome {
-        report,
-        target_failure,
-    })
+    Ok(Outcome { report, target_failure })
 }

@@ -44,21 +44,14 @@ pub struct Session {
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11); later kernels
 /// charge the memory cgroup, so a refusal there does not matter and is not reported.
 fn bump_memlock() {
-    let lim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
         let rel = crate::kernel::release();
-        let mut it = rel
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|s| s.parse::<u32>().ok());
+        let mut it = rel.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
         let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
         if (maj, min) < (5, 11) {
-            eprintln!(
-                "ipctrace: warning: could not raise RLIMIT_MEMLOCK on kernel {rel}; map creation may fail"
-            );
+            eprintln!("ipctrace: warning: could not raise RLIMIT_MEMLOCK on kernel {rel}; map creation may fail");
         }
     }
 }
@@ -70,16 +63,8 @@ impl Session {
         let bpf = EbpfLoader::new()
             .override_global("OFFSETS", offsets, true)
             .load(OBJECT)
-            .map_err(|e| {
-                fail(
-                    Code::Runtime,
-                    format!("loading the eBPF object failed: {e}"),
-                )
-            })?;
-        Ok(Self {
-            bpf,
-            attachments: Vec::new(),
-        })
+            .map_err(|e| fail(Code::Runtime, format!("loading the eBPF object failed: {e}")))?;
+        Ok(Self { bpf, attachments: Vec::new() })
     }
 
     /// Loads and attaches every tracepoint program; any failure is fatal (no other tier yet).
@@ -90,14 +75,9 @@ impl Session {
                 .program_mut(prog)
                 .with_context(|| format!("program {prog} missing from the eBPF object"))?
                 .try_into()?;
-            p.load()
-                .map_err(|e| fail(Code::Runtime, format!("loading {prog} failed: {e}")))?;
-            p.attach(cat, name).map_err(|e| {
-                fail(
-                    Code::Runtime,
-                    format!("attaching {prog} to {cat}:{name} failed: {e}"),
-                )
-            })?;
+            p.load().map_err(|e| fail(Code::Runtime, format!("loading {prog} failed: {e}")))?;
+            p.attach(cat, name)
+                .map_err(|e| fail(Code::Runtime, format!("attaching {prog} to {cat}:{name} failed: {e}")))?;
             self.attachments.push(Attachment {
                 program: prog,
                 mechanism: "tracepoint",
@@ -109,16 +89,13 @@ impl Session {
 
     /// Adds a process to the in-kernel filter.
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
-        let mut t: HashMap<_, u32, u8> =
-            HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
-        t.insert(tgid, 1, 0)
-            .with_context(|| format!("adding pid {tgid} to the target filter"))
+        let mut t: HashMap<_, u32, u8> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
+        t.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
     }
 
     /// Aggregates summed over CPUs.
     pub fn aggregates(&self) -> Result<BTreeMap<(u32, u16, u16, u64), AggVal>> {
-        let m: PerCpuHashMap<_, AggKey, AggVal> =
-            PerCpuHashMap::try_from(self.bpf.map("AGG").context("AGG map")?)?;
+        let m: PerCpuHashMap<_, AggKey, AggVal> = PerCpuHashMap::try_from(self.bpf.map("AGG").context("AGG map")?)?;
         let mut out = BTreeMap::new();
         for item in m.iter() {
             let (k, per_cpu) = item?;
@@ -140,8 +117,7 @@ impl Session {
 
     /// Loss counters summed over CPUs, indexed by `ipctrace_common::loss`.
     pub fn losses(&self) -> Result<[u64; loss::COUNT as usize]> {
-        let m: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.bpf.map("LOSS").context("LOSS map")?)?;
+        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.bpf.map("LOSS").context("LOSS map")?)?;
         let mut out = [0u64; loss::COUNT as usize];
         for (i, o) in out.iter_mut().enumerate() {
             *o = m.get(&(i as u32), 0)?.iter().sum();

@@ -18,27 +18,14 @@ fn kernel_lifecycle_normal_end_leaves_nothing() {
     }
     let before = snapshot();
     let out = ipctrace(&["run", "--total", "16MiB"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("events lost: 0"));
     assert_nothing_left(&before, "normal end");
 }
 
 fn long_run() -> std::process::Child {
     Command::new(BIN)
-        .args([
-            "run",
-            "--format",
-            "json",
-            "--total",
-            "1024GiB",
-            "--msg-size",
-            "64KiB",
-        ])
+        .args(["run", "--format", "json", "--total", "1024GiB", "--msg-size", "64KiB"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -57,21 +44,12 @@ fn kernel_lifecycle_ctrl_c_prints_partial_report_and_leaves_nothing() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "Ctrl-C still prints a report: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("a JSON report after Ctrl-C");
+    assert_eq!(out.status.code(), Some(0), "Ctrl-C still prints a report: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report after Ctrl-C");
     assert_eq!(r["partial"], true);
     assert_eq!(r["ended_by"], "interrupted");
     let run = &r["runs"][0];
-    assert!(
-        observed(process(run, "producer"), "write").1 > 0,
-        "something was observed before Ctrl-C"
-    );
+    assert!(observed(process(run, "producer"), "write").1 > 0, "something was observed before Ctrl-C");
     assert_nothing_left(&before, "Ctrl-C");
 }
 
@@ -84,10 +62,7 @@ fn kernel_lifecycle_sigkill_leaves_nothing() {
     let mut child = long_run();
     wait_attached(&before);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !snapshot().workload_processes.is_empty(),
-        "workloads were running"
-    );
+    assert!(!snapshot().workload_processes.is_empty(), "workloads were running");
     child.kill().unwrap();
     child.wait().unwrap();
     assert_nothing_left(&before, "SIGKILL");
@@ -117,23 +92,14 @@ fn kernel_lifecycle_unprivileged_user_gets_exit_4() {
     std::fs::copy(BIN, &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"])
         .arg(&bin)
         .arg("run")
         .output()
         .expect("setpriv (util-linux)");
     std::fs::remove_dir_all(&dir).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "privilege exit code; stderr: {stderr}"
-    );
+    assert_eq!(out.status.code(), Some(4), "privilege exit code; stderr: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     assert!(
         stderr.contains("CAP_BPF") && stderr.contains("sudo"),
@@ -145,18 +111,10 @@ fn kernel_lifecycle_unprivileged_user_gets_exit_4() {
 #[test]
 fn kernel_lifecycle_usage_errors_exit_2() {
     // No BPF involved, but kept here with the other exit-code checks.
-    for args in [
-        &["run", "--total", "1MB"][..],
-        &["run", "--msg-size", "0"],
-        &["frobnicate"],
-        &["run", "--duration", "x"],
-    ] {
+    for args in
+        [&["run", "--total", "1MB"][..], &["run", "--msg-size", "0"], &["frobnicate"], &["run", "--duration", "x"]]
+    {
         let out = ipctrace(args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

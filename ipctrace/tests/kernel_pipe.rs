@@ -8,14 +8,8 @@ use std::process::{Command, Stdio};
 use common::*;
 
 fn check_exact(msg: u64, total: u64) {
-    let (code, r, stderr) = run_json(&[
-        "--transport",
-        "pipe",
-        "--total",
-        &total.to_string(),
-        "--msg-size",
-        &msg.to_string(),
-    ]);
+    let (code, r, stderr) =
+        run_json(&["--transport", "pipe", "--total", &total.to_string(), "--msg-size", &msg.to_string()]);
     assert_eq!(code, 0, "exit code; stderr: {stderr}");
     assert_eq!(r["schema_version"], 1);
     assert_eq!(r["partial"], false);
@@ -32,34 +26,13 @@ fn check_exact(msg: u64, total: u64) {
     let (rcalls, rbytes) = observed(cons, "read");
     assert_eq!(wbytes, total, "observed bytes written (msg {msg})");
     assert_eq!(rbytes, total, "observed bytes read (msg {msg})");
-    assert_eq!(
-        observed(prod, "read"),
-        (0, 0),
-        "producer reads nothing from the pipe"
-    );
-    assert_eq!(
-        observed(cons, "write"),
-        (0, 0),
-        "consumer writes nothing to the pipe"
-    );
+    assert_eq!(observed(prod, "read"), (0, 0), "producer reads nothing from the pipe");
+    assert_eq!(observed(cons, "write"), (0, 0), "consumer writes nothing to the pipe");
     // Observed against witness, never witness against itself.
     assert_eq!(cons["witness"]["verified_bytes"].as_u64(), Some(rbytes));
-    assert_eq!(
-        prod["witness"]["calls"].as_u64(),
-        Some(wcalls),
-        "write calls vs the producer's count"
-    );
-    assert_eq!(
-        cons["witness"]["calls"].as_u64(),
-        Some(rcalls),
-        "read calls vs the consumer's count (incl. EOF)"
-    );
-    let eof: u64 = cons["observed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["zero"].as_u64().unwrap())
-        .sum();
+    assert_eq!(prod["witness"]["calls"].as_u64(), Some(wcalls), "write calls vs the producer's count");
+    assert_eq!(cons["witness"]["calls"].as_u64(), Some(rcalls), "read calls vs the consumer's count (incl. EOF)");
+    let eof: u64 = cons["observed"].as_array().unwrap().iter().map(|o| o["zero"].as_u64().unwrap()).sum();
     assert_eq!(eof, 1, "exactly one read returned EOF");
 }
 
@@ -100,10 +73,7 @@ fn kernel_pipe_untargeted_traffic_is_not_counted() {
         return;
     }
     let mut noise = Command::new("sh")
-        .args([
-            "-c",
-            "while :; do dd if=/dev/zero bs=64k count=1000 2>/dev/null | cat > /dev/null; done",
-        ])
+        .args(["-c", "while :; do dd if=/dev/zero bs=64k count=1000 2>/dev/null | cat > /dev/null; done"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -113,15 +83,10 @@ fn kernel_pipe_untargeted_traffic_is_not_counted() {
     let (code, r, stderr) = run_json(&["--total", &total.to_string(), "--msg-size", "65536"]);
     // The noise is still running: it overlapped the whole trace.
     let alive = noise.try_wait().unwrap().is_none();
-    let _ = Command::new("pkill")
-        .args(["-P", &noise.id().to_string()])
-        .status();
+    let _ = Command::new("pkill").args(["-P", &noise.id().to_string()]).status();
     noise.kill().unwrap();
     noise.wait().unwrap();
-    assert!(
-        alive,
-        "the noise loop ended early: the control proves nothing"
-    );
+    assert!(alive, "the noise loop ended early: the control proves nothing");
     assert_eq!(code, 0, "stderr: {stderr}");
     let run = &r["runs"][0];
     assert_eq!(run["channels"].as_array().unwrap().len(), 1);
@@ -138,22 +103,9 @@ fn kernel_pipe_corruption_is_detected() {
         return;
     }
     let total = 1u64 << 20;
-    let (code, r, stderr) = run_json(&[
-        "--total",
-        &total.to_string(),
-        "--msg-size",
-        "4096",
-        "--corrupt-at",
-        "70000",
-    ]);
-    assert_eq!(
-        code, 3,
-        "a failed workload is a target problem; stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains("consumer"),
-        "stderr names the failing side: {stderr}"
-    );
+    let (code, r, stderr) = run_json(&["--total", &total.to_string(), "--msg-size", "4096", "--corrupt-at", "70000"]);
+    assert_eq!(code, 3, "a failed workload is a target problem; stderr: {stderr}");
+    assert!(stderr.contains("consumer"), "stderr names the failing side: {stderr}");
     let run = &r["runs"][0];
     let cons = process(run, "consumer");
     assert_eq!(cons["witness"]["first_mismatch"], 70000);

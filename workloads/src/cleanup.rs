@@ -8,10 +8,8 @@ use std::{
 };
 
 const SLOTS: usize = 4;
-static PATHS: [AtomicPtr<libc::c_char>; SLOTS] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
-static SHM: [AtomicPtr<libc::c_char>; SLOTS] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+static PATHS: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+static SHM: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
 
 extern "C" fn on_signal(sig: libc::c_int) {
     for p in &SHM {
@@ -46,15 +44,8 @@ pub fn install() {
 fn register(table: &[AtomicPtr<libc::c_char>; SLOTS], s: &str) {
     let Ok(c) = CString::new(s) else { return };
     let raw = c.into_raw();
-    if !table.iter().any(|p| {
-        p.compare_exchange(
-            std::ptr::null_mut(),
-            raw,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        )
-        .is_ok()
-    }) {
+    if !table.iter().any(|p| p.compare_exchange(std::ptr::null_mut(), raw, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+    {
         // SAFETY: raw came from into_raw just above and was not stored.
         drop(unsafe { CString::from_raw(raw) });
     }

@@ -31,9 +31,7 @@ impl Control {
     /// # Safety
     /// `fd` must be an open Unix stream socket owned by nothing else in this process.
     pub unsafe fn from_fd(fd: i32) -> Self {
-        Self {
-            sock: unsafe { UnixStream::from_raw_fd(fd) },
-        }
+        Self { sock: unsafe { UnixStream::from_raw_fd(fd) } }
     }
 
     /// Blocks until the launcher opens the gate; returns the peer's pid (None if not given).
@@ -50,8 +48,6 @@ impl Control {
     pub fn report(&mut self, w: &Witness) -> Result<()> {
         let mut line = serde_json::to_vec(w)?;
         line.push(b'\n');
-        self.sock
-            .write_all(&line)
-            .context("sending the witness to the launcher")
+        self.sock.write_all(&line).context("sending the witness to the launcher")
     }
 }

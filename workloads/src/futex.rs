@@ -77,8 +77,7 @@ impl FutexWitness {
     pub fn wake(&mut self, word: &AtomicU32) {
         self.wake_calls += 1;
         // SAFETY: word points into a live shared mapping.
-        let r =
-            unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0, 0, 0) };
+        let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0, 0, 0) };
         if r > 0 {
             self.woken += r as u64;
         }

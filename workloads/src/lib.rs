@@ -11,6 +11,7 @@ pub mod role;
 pub mod shm;
 pub mod size;
 pub mod spawn;
+pub mod stream;
 pub mod witness;
 
 /// The seed's C programs, built by `build.rs` (the foreign programs attach tests target).

@@ -19,9 +19,7 @@ pub struct PatternBuf {
 
 impl PatternBuf {
     pub fn new(len: usize) -> Self {
-        Self {
-            buf: (0..(len + PERIOD) as u64).map(byte_at).collect(),
-        }
+        Self { buf: (0..(len + PERIOD) as u64).map(byte_at).collect() }
     }
 
     /// The expected bytes for `len` bytes at stream offset `off` (len <= the construction length).

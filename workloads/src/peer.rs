@@ -22,20 +22,13 @@ impl Peer {
             bail!("the peer process {pid} is already gone");
         }
         // SAFETY: a fresh fd from pidfd_open.
-        Ok(Self {
-            pid,
-            fd: Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        })
+        Ok(Self { pid, fd: Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }) })
     }
 
     /// Fails if the peer has exited.
     pub fn check(&self, what: &str) -> Result<()> {
         let Some(fd) = &self.fd else { return Ok(()) };
-        let mut p = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(fd),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut p = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(fd), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, zero timeout.
         let r = unsafe { libc::poll(&mut p, 1, 0) };
         if r > 0 {

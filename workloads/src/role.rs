@@ -1,7 +1,10 @@
 //! One side of a workload as its own process: parses the role arguments, waits at the start
 //! gate, runs the loop, reports the witness on the control socket and prints the summary line.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::{
+    os::fd::{FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -13,6 +16,7 @@ use crate::{
     pipe,
     shm::{self, Geometry, ShmArgs, SyncKind},
     size::parse_size,
+    stream::{Rusage, StreamOpts},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -75,6 +79,18 @@ pub struct RingArgs {
     pub populate: bool,
 }
 
+/// How the stream runs: bounded by time instead of bytes, and/or ping-pong.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ShapeArgs {
+    /// Stop producing after this many milliseconds (a time-bounded run: --total is ignored).
+    #[arg(long)]
+    pub duration_ms: Option<u64>,
+    /// Ping-pong: the producer waits for each message to be acknowledged and reports
+    /// round-trip p50/p99 (shm rings then have one slot).
+    #[arg(long)]
+    pub ping_pong: bool,
+}
+
 /// Arguments of one workload process (set by the launcher, not typed by users).
 #[derive(Args, Clone, Debug)]
 pub struct RoleArgs {
@@ -97,6 +113,14 @@ pub struct RoleArgs {
     pub path: Option<String>,
     #[command(flatten)]
     pub ring: RingArgs,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Acknowledgement channel fd (pipe ping-pong).
+    #[arg(long, default_value_t = 5)]
+    pub ack_fd: i32,
+    /// Pin this process to one CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
     /// Test hook: flip the byte at this stream offset (producer only).
     #[arg(long, hide = true)]
     pub corrupt_at: Option<u64>,
@@ -108,13 +132,21 @@ pub fn main(args: RoleArgs) -> i32 {
     match run(&args) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!(
-                "workload {} {}: {e:#}",
-                args.transport.name(),
-                args.role.name()
-            );
+            eprintln!("workload {} {}: {e:#}", args.transport.name(), args.role.name());
             1
         }
+    }
+}
+
+fn remove_fifo_names(path: &str) {
+    // Both ends are open: the names (and their private directory) can go.
+    for p in [path.to_string(), format!("{path}.ack")] {
+        let _ = std::fs::remove_file(&p);
+        cleanup::unregister_path(&p);
+    }
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        let _ = std::fs::remove_dir(dir);
+        cleanup::unregister_path(&dir.to_string_lossy());
     }
 }
 
@@ -123,53 +155,70 @@ fn open_fifo(path: &str, role: Role) -> Result<OwnedFd> {
         Role::Producer => nix::fcntl::OFlag::O_WRONLY,
         Role::Consumer => nix::fcntl::OFlag::O_RDONLY,
     } | nix::fcntl::OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())
-        .with_context(|| format!("opening the FIFO {path}"))?;
-    if role == Role::Consumer {
-        // Both ends are open: the name (and its private directory) can go.
-        let _ = std::fs::remove_file(path);
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            let _ = std::fs::remove_dir(dir);
-            cleanup::unregister_path(&dir.to_string_lossy());
-        }
-        cleanup::unregister_path(path);
-    }
-    Ok(fd)
+    nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).with_context(|| format!("opening the FIFO {path}"))
+}
+
+fn pin(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).context("CPU number out of range")?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
 }
 
 fn run(a: &RoleArgs) -> Result<()> {
     if a.msg_size == 0 {
         bail!("--msg-size must be at least 1 byte");
     }
+    if let Some(cpu) = a.cpu {
+        pin(cpu)?;
+    }
     // SAFETY: the launcher placed this fd here for us and nothing else owns it.
     let mut ctrl = unsafe { Control::from_fd(a.ctrl_fd) };
-    let path = || {
-        a.path
-            .as_deref()
-            .context("--path is required for this transport")
-    };
+    let path = || a.path.as_deref().context("--path is required for this transport");
     if a.transport == RoleTransport::Fifo {
         let p = path()?;
         cleanup::register_path(p);
+        cleanup::register_path(&format!("{p}.ack"));
         if let Some(dir) = std::path::Path::new(p).parent() {
             cleanup::register_path(&dir.to_string_lossy());
         }
     }
     let peer_pid = ctrl.wait_gate()?;
     let peer = Peer::new(peer_pid)?;
+    let rusage0 = Rusage::now();
     let name = a.transport.name();
     let msg = a.msg_size as usize;
-    let w = match a.transport {
+    let stream = StreamOpts {
+        total: a.total,
+        msg_size: msg,
+        deadline: a.shape.duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+        ping_pong: a.shape.ping_pong,
+        corrupt_at: a.corrupt_at,
+    };
+    let mut w = match a.transport {
         RoleTransport::Pipe | RoleTransport::Fifo => {
-            let data = if a.transport == RoleTransport::Pipe {
-                // SAFETY: the launcher placed the pipe end here.
-                unsafe { OwnedFd::from_raw_fd(a.data_fd) }
+            let (data, ack) = if a.transport == RoleTransport::Pipe {
+                // SAFETY: the launcher placed the pipe ends here.
+                let data = unsafe { OwnedFd::from_raw_fd(a.data_fd) };
+                let ack = a.shape.ping_pong.then(|| unsafe { OwnedFd::from_raw_fd(a.ack_fd) });
+                (data, ack)
             } else {
-                open_fifo(path()?, a.role)?
+                let p = path()?;
+                // The ack FIFO is opened in the opposite direction, after the data FIFO.
+                let data = open_fifo(p, a.role)?;
+                let ack = if a.shape.ping_pong {
+                    let other = if a.role == Role::Producer { Role::Consumer } else { Role::Producer };
+                    Some(open_fifo(&format!("{p}.ack"), other)?)
+                } else {
+                    None
+                };
+                if a.role == Role::Consumer {
+                    remove_fifo_names(p);
+                }
+                (data, ack)
             };
             match a.role {
-                Role::Producer => pipe::produce(data, name, a.total, msg, a.corrupt_at)?,
-                Role::Consumer => pipe::consume(data, name, msg)?,
+                Role::Producer => pipe::produce(data, ack, name, &stream)?,
+                Role::Consumer => pipe::consume(data, ack, name, &stream)?,
             }
         }
         RoleTransport::ShmFutex | RoleTransport::ShmSem => {
@@ -178,19 +227,14 @@ fn run(a: &RoleArgs) -> Result<()> {
             } else {
                 SyncKind::Sem
             };
+            let slots = if a.shape.ping_pong { Some(1) } else { a.ring.slots.map(|s| s as usize) };
             let sa = ShmArgs {
                 name: path()?,
                 transport: name,
-                total: a.total,
-                msg_size: msg,
-                geometry: Geometry::new(
-                    msg,
-                    a.ring.slot_size.map(|s| s as usize),
-                    a.ring.slots.map(|s| s as usize),
-                )?,
+                stream,
+                geometry: Geometry::new(msg, a.ring.slot_size.map(|s| s as usize), slots)?,
                 sync,
                 populate: a.ring.populate,
-                corrupt_at: a.corrupt_at,
             };
             match a.role {
                 Role::Producer => shm::produce(&sa, &peer)?,
@@ -198,11 +242,12 @@ fn run(a: &RoleArgs) -> Result<()> {
             }
         }
     };
+    w.rusage_run = Rusage::now().since(&rusage0);
     // Report first: even a failed check leaves the launcher a witness to show.
     ctrl.report(&w)?;
     println!("{}", w.summary_line());
     if a.role == Role::Consumer {
-        w.check_complete(a.total)?;
+        w.check_complete(a.shape.duration_ms.is_none().then_some(a.total))?;
     }
     Ok(())
 }

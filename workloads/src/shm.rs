@@ -18,6 +18,7 @@ use crate::{
     futex::{FutexWitness, Waited},
     pattern::{PatternBuf, first_mismatch},
     peer::Peer,
+    stream::{RttRecorder, StreamOpts, witness},
     witness::Witness,
 };
 
@@ -93,6 +94,9 @@ struct Header {
     space_seq: AtomicU32,
     producer_waiting: AtomicU32,
     _p4: [u8; 56],
+    /// Time-bounded runs: the final head + 1, set once the producer has stopped (0 = running).
+    final_head: AtomicU64,
+    _p5: [u8; 56],
     items: libc::sem_t,
     spaces: libc::sem_t,
 }
@@ -146,21 +150,9 @@ impl Region {
 fn map_fd(fd: i32, len: usize, populate: bool) -> Result<Region> {
     let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
     // SAFETY: plain mmap of a shm fd we own.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            fd,
-            0,
-        )
-    };
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
     if p == libc::MAP_FAILED {
-        bail!(
-            "mmap of the shm object failed: {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("mmap of the shm object failed: {}", std::io::Error::last_os_error());
     }
     // Keep faults per 4 KiB page.
     // SAFETY: advising our own fresh mapping.
@@ -173,27 +165,15 @@ fn create(name: &str, g: &Geometry, sync: SyncKind, populate: bool) -> Result<Re
     let c = CString::new(name)?;
     cleanup::register_shm(name);
     // SAFETY: shm_open with a valid C string.
-    let fd = unsafe {
-        libc::shm_open(
-            c.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-            0o600,
-        )
-    };
+    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600) };
     if fd < 0 {
-        bail!(
-            "shm_open({name}) failed: {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("shm_open({name}) failed: {}", std::io::Error::last_os_error());
     }
     let len = g.region_bytes();
     // SAFETY: fd is ours.
     let r = (|| {
         if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
-            bail!(
-                "ftruncate of {name} failed: {}",
-                std::io::Error::last_os_error()
-            );
+            bail!("ftruncate of {name} failed: {}", std::io::Error::last_os_error());
         }
         map_fd(fd, len, populate)
     })();
@@ -254,10 +234,7 @@ fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
     // SAFETY: valid C string.
     unsafe { libc::shm_unlink(c.as_ptr()) };
     cleanup::unregister_shm(name);
-    let g = Geometry {
-        slot_size: h.slot_size.load(SeqCst) as usize,
-        slots: h.slots.load(SeqCst) as usize,
-    };
+    let g = Geometry { slot_size: h.slot_size.load(SeqCst) as usize, slots: h.slots.load(SeqCst) as usize };
     Ok((region, g))
 }
 
@@ -265,12 +242,10 @@ fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
 pub struct ShmArgs<'a> {
     pub name: &'a str,
     pub transport: &'a str,
-    pub total: u64,
-    pub msg_size: usize,
+    pub stream: StreamOpts,
     pub geometry: Geometry,
     pub sync: SyncKind,
     pub populate: bool,
-    pub corrupt_at: Option<u64>,
 }
 
 struct Waiter<'a> {
@@ -369,39 +344,30 @@ fn info(a: &ShmArgs<'_>, g: &Geometry) -> ShmInfo {
 }
 
 pub fn produce(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
-    let mut w = Witness {
-        transport: a.transport.into(),
-        role: "producer".into(),
-        pid: std::process::id(),
-        ..Default::default()
-    };
+    let mut w = witness("producer", a.transport);
     let start = Instant::now();
+    let o = &a.stream;
     let g = a.geometry;
     let region = create(a.name, &g, a.sync, a.populate).context("setting up the shared ring")?;
     let h = region.header();
-    let pat = PatternBuf::new(a.msg_size);
-    let mut waiter = Waiter {
-        sync: a.sync,
-        fx: Default::default(),
-        sem: Default::default(),
-        peer,
-        peer_name: "consumer",
-    };
+    let pat = PatternBuf::new(o.msg_size);
+    let mut waiter =
+        Waiter { sync: a.sync, fx: Default::default(), sem: Default::default(), peer, peer_name: "consumer" };
+    let mut rtt = RttRecorder::default();
     let (mut off, mut head) = (0u64, 0u64);
-    while off < a.total {
-        let len = a.msg_size.min((a.total - off) as usize);
-        waiter.wait_until(
-            || head - h.tail.load(SeqCst) < g.slots as u64,
-            &h.space_seq,
-            &h.producer_waiting,
-            &h.spaces,
-        )?;
+    let space = |head: u64| head - h.tail.load(SeqCst) < g.slots as u64;
+    while let Some(len) = o.next_len(off, w.messages) {
+        // In ping-pong mode the previous message's acknowledgement already secured the slot.
+        if !(o.ping_pong && head > 0) {
+            waiter.wait_until(|| space(head), &h.space_seq, &h.producer_waiting, &h.spaces)?;
+        }
         let slot = region.slot(&g, head);
+        let t0 = Instant::now();
         // SAFETY: the slot is ours until `head` is published; len <= slot_size.
         unsafe {
             (slot as *mut u64).write_volatile(len as u64);
             std::ptr::copy_nonoverlapping(pat.window(off, len).as_ptr(), slot.add(8), len);
-            if let Some(c) = a.corrupt_at.filter(|c| (off..off + len as u64).contains(c)) {
+            if let Some(c) = o.corrupt_at.filter(|c| (off..off + len as u64).contains(c)) {
                 *slot.add(8 + (c - off) as usize) ^= 0xff;
             }
         }
@@ -410,40 +376,42 @@ pub fn produce(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
         waiter.notify(&h.data_seq, &h.consumer_waiting, &h.items);
         off += len as u64;
         w.messages += 1;
+        if o.ping_pong {
+            // The consumer's release of the slot is the acknowledgement.
+            waiter.wait_until(|| h.tail.load(SeqCst) == head, &h.space_seq, &h.producer_waiting, &h.spaces)?;
+            rtt.record(t0.elapsed());
+        }
     }
+    h.final_head.store(head + 1, SeqCst);
+    waiter.notify(&h.data_seq, &h.consumer_waiting, &h.items);
     w.bytes = off;
     w.elapsed_ns = start.elapsed().as_nanos() as u64;
     w.shm = Some(info(a, &g));
+    w.rtt = rtt.summary();
     waiter.into_witness(&mut w);
     Ok(w)
 }
 
 pub fn consume(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
-    let mut w = Witness {
-        transport: a.transport.into(),
-        role: "consumer".into(),
-        pid: std::process::id(),
-        ..Default::default()
-    };
+    let mut w = witness("consumer", a.transport);
     let start = Instant::now();
     let (region, g) = open(a.name, peer, a.populate).context("attaching to the shared ring")?;
     let h = region.header();
     let pat = PatternBuf::new(g.slot_size);
-    let mut waiter = Waiter {
-        sync: a.sync,
-        fx: Default::default(),
-        sem: Default::default(),
-        peer,
-        peer_name: "producer",
-    };
+    let mut waiter =
+        Waiter { sync: a.sync, fx: Default::default(), sem: Default::default(), peer, peer_name: "producer" };
     let (mut off, mut tail) = (0u64, 0u64);
-    while off < a.total {
+    loop {
         waiter.wait_until(
-            || h.head.load(SeqCst) > tail,
+            || h.head.load(SeqCst) > tail || h.final_head.load(SeqCst) != 0,
             &h.data_seq,
             &h.consumer_waiting,
             &h.items,
         )?;
+        if h.head.load(SeqCst) == tail {
+            // The producer has stopped and everything it published is consumed.
+            break;
+        }
         let slot = region.slot(&g, tail);
         // SAFETY: published slot; the producer does not touch it until `tail` moves past it.
         let len = unsafe { (slot as *const u64).read_volatile() } as usize;

@@ -7,13 +7,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!(
-            "invalid size '{s}': expected a number with an optional unit (B, KiB, MiB, GiB)"
-        ));
+        return Err(format!("invalid size '{s}': expected a number with an optional unit (B, KiB, MiB, GiB)"));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size '{s}': number too large"))?;
+    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}': number too large"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -25,13 +21,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ));
         }
         u => {
-            return Err(format!(
-                "invalid size '{s}': unknown unit '{u}' (use B, KiB, MiB or GiB)"
-            ));
+            return Err(format!("invalid size '{s}': unknown unit '{u}' (use B, KiB, MiB or GiB)"));
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("invalid size '{s}': too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("invalid size '{s}': too large"))
 }
 
 /// Formats a byte count with a binary unit, e.g. `64.0 KiB`, `1.00 GiB`, `4097 B`.

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     control::gate_message,
-    role::{RingArgs, Role, RoleTransport},
+    role::{RingArgs, Role, RoleTransport, ShapeArgs},
+    stream::Rusage,
     witness::Witness,
 };
 
@@ -39,19 +40,12 @@ pub struct Launch {
     pub corrupt_at: Option<u64>,
     /// Ring options (shm transports).
     pub ring: RingArgs,
+    /// Time-bounded and/or ping-pong.
+    pub shape: ShapeArgs,
+    /// Pin the producer and the consumer to these CPUs.
+    pub cpus: Option<[usize; 2]>,
     /// Prefix of shm object names, so a test can check none is left (`/PREFIX-PID-N`).
     pub shm_prefix: String,
-}
-
-/// Resource usage of a reaped process, from wait4(2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rusage {
-    pub minflt: u64,
-    pub majflt: u64,
-    pub nvcsw: u64,
-    pub nivcsw: u64,
-    pub utime_us: u64,
-    pub stime_us: u64,
 }
 
 /// How a role process ended.
@@ -92,7 +86,13 @@ pub struct Pair {
 
 static SHM_SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn spawn_one(l: &Launch, role: Role, data: Option<&OwnedFd>, path: Option<&str>) -> Result<Worker> {
+fn spawn_one(
+    l: &Launch,
+    role: Role,
+    data: Option<&OwnedFd>,
+    ack: Option<&OwnedFd>,
+    path: Option<&str>,
+) -> Result<Worker> {
     let (ours, theirs) = UnixStream::pair().context("creating the control socket")?;
     let role_name = role.name();
     let mut cmd = Command::new(&l.exe);
@@ -120,8 +120,18 @@ fn spawn_one(l: &Launch, role: Role, data: Option<&OwnedFd>, path: Option<&str>)
     if l.ring.populate {
         cmd.arg("--populate");
     }
+    if let Some(ms) = l.shape.duration_ms {
+        cmd.arg(format!("--duration-ms={ms}"));
+    }
+    if l.shape.ping_pong {
+        cmd.arg("--ping-pong");
+    }
+    if let Some(cpus) = l.cpus {
+        cmd.arg(format!("--cpu={}", cpus[if role == Role::Producer { 0 } else { 1 }]));
+    }
     let ctrl_raw = theirs.as_raw_fd();
     let data_raw = data.map_or(-1, |d| d.as_raw_fd());
+    let ack_raw = ack.map_or(-1, |d| d.as_raw_fd());
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -137,51 +147,40 @@ fn spawn_one(l: &Launch, role: Role, data: Option<&OwnedFd>, path: Option<&str>)
             // Own process group: a terminal's Ctrl-C reaches the launcher, which stops us.
             libc::setpgid(0, 0);
             let c = libc::fcntl(ctrl_raw, libc::F_DUPFD_CLOEXEC, 64);
-            let d = if data_raw >= 0 {
-                libc::fcntl(data_raw, libc::F_DUPFD_CLOEXEC, 64)
-            } else {
-                -1
-            };
-            if c < 0 || libc::dup2(c, 3) < 0 || (data_raw >= 0 && (d < 0 || libc::dup2(d, 4) < 0)) {
+            let dup_high = |fd: i32| if fd >= 0 { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64) } else { -1 };
+            let (d, a) = (dup_high(data_raw), dup_high(ack_raw));
+            if c < 0
+                || libc::dup2(c, 3) < 0
+                || (data_raw >= 0 && (d < 0 || libc::dup2(d, 4) < 0))
+                || (ack_raw >= 0 && (a < 0 || libc::dup2(a, 5) < 0))
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting the {role_name} ({})", l.exe.display()))?;
+    let child = cmd.spawn().with_context(|| format!("starting the {role_name} ({})", l.exe.display()))?;
     ours.set_read_timeout(Some(Duration::from_secs(2)))?;
-    Ok(Worker {
-        role,
-        pid: child.id(),
-        ctrl: ours,
-        ended: None,
-    })
+    Ok(Worker { role, pid: child.id(), ctrl: ours, ended: None })
 }
 
 /// Starts both sides of `l.transport`, held at their start gates.
 pub fn spawn_pair(l: &Launch) -> Result<Pair> {
-    let mut pair = Pair {
-        workers: Vec::new(),
-        channel_ino: None,
-        channel_path: None,
-        transport: l.transport,
-        fifo_dir: None,
-    };
+    let mut pair =
+        Pair { workers: Vec::new(), channel_ino: None, channel_path: None, transport: l.transport, fifo_dir: None };
+    let mode = nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR;
     match l.transport {
         RoleTransport::Pipe => {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .context("creating the data pipe")?;
-            pair.channel_ino = Some(
-                nix::sys::stat::fstat(&r)
-                    .context("fstat of the data pipe")?
-                    .st_ino,
-            );
-            pair.workers
-                .push(spawn_one(l, Role::Producer, Some(&w), None)?);
-            pair.workers
-                .push(spawn_one(l, Role::Consumer, Some(&r), None)?);
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the data pipe")?;
+            pair.channel_ino = Some(nix::sys::stat::fstat(&r).context("fstat of the data pipe")?.st_ino);
+            let ack = match l.shape.ping_pong {
+                true => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the ack pipe")?),
+                false => None,
+            };
+            // The producer reads acknowledgements, the consumer writes them.
+            let (ack_r, ack_w) = (ack.as_ref().map(|a| &a.0), ack.as_ref().map(|a| &a.1));
+            pair.workers.push(spawn_one(l, Role::Producer, Some(&w), ack_r, None)?);
+            pair.workers.push(spawn_one(l, Role::Consumer, Some(&r), ack_w, None)?);
             // Our copies of the ends close here, so the consumer sees EOF when the producer ends.
         }
         RoleTransport::Fifo => {
@@ -189,26 +188,21 @@ pub fn spawn_pair(l: &Launch) -> Result<Pair> {
                 .context("creating a private directory for the FIFO")?;
             pair.fifo_dir = Some(dir.clone());
             let path = dir.join("fifo");
-            nix::unistd::mkfifo(
-                &path,
-                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-            )
-            .context("mkfifo")?;
+            nix::unistd::mkfifo(&path, mode).context("mkfifo")?;
+            if l.shape.ping_pong {
+                nix::unistd::mkfifo(&dir.join("fifo.ack"), mode).context("mkfifo")?;
+            }
             pair.channel_ino = Some(nix::sys::stat::stat(&path)?.st_ino);
             let p = path.to_string_lossy().into_owned();
-            pair.workers
-                .push(spawn_one(l, Role::Producer, None, Some(&p))?);
-            pair.workers
-                .push(spawn_one(l, Role::Consumer, None, Some(&p))?);
+            pair.workers.push(spawn_one(l, Role::Producer, None, None, Some(&p))?);
+            pair.workers.push(spawn_one(l, Role::Consumer, None, None, Some(&p))?);
             pair.channel_path = Some(p);
         }
         RoleTransport::ShmFutex | RoleTransport::ShmSem => {
             let n = SHM_SEQ.fetch_add(1, Ordering::SeqCst);
             let name = format!("/{}-{}-{n}", l.shm_prefix, std::process::id());
-            pair.workers
-                .push(spawn_one(l, Role::Producer, None, Some(&name))?);
-            pair.workers
-                .push(spawn_one(l, Role::Consumer, None, Some(&name))?);
+            pair.workers.push(spawn_one(l, Role::Producer, None, None, Some(&name))?);
+            pair.workers.push(spawn_one(l, Role::Consumer, None, None, Some(&name))?);
             pair.channel_path = Some(name);
         }
     }
@@ -218,9 +212,7 @@ pub fn spawn_pair(l: &Launch) -> Result<Pair> {
 impl Worker {
     /// Lets the process start its transfer; tells it which pid its peer has.
     pub fn open_gate(&mut self, peer: u32) -> Result<()> {
-        self.ctrl
-            .write_all(&gate_message(peer))
-            .context("opening the start gate")
+        self.ctrl.write_all(&gate_message(peer)).context("opening the start gate")
     }
 
     /// Reaps the process if it has ended (non-blocking); true once it has.
@@ -236,40 +228,18 @@ impl Worker {
             return Ok(false);
         }
         if r < 0 {
-            bail!(
-                "wait4({}) failed: {}",
-                self.pid,
-                std::io::Error::last_os_error()
-            );
+            bail!("wait4({}) failed: {}", self.pid, std::io::Error::last_os_error());
         }
-        let tv_us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-        let rusage = Rusage {
-            minflt: ru.ru_minflt as u64,
-            majflt: ru.ru_majflt as u64,
-            nvcsw: ru.ru_nvcsw as u64,
-            nivcsw: ru.ru_nivcsw as u64,
-            utime_us: tv_us(ru.ru_utime),
-            stime_us: tv_us(ru.ru_stime),
-        };
+        let rusage = Rusage::from_libc(&ru);
         let mut buf = Vec::new();
         let _ = self.ctrl.read_to_end(&mut buf);
-        let witness = buf
-            .split(|b| *b == b'\n')
-            .find_map(|l| serde_json::from_slice(l).ok());
+        let witness = buf.split(|b| *b == b'\n').find_map(|l| serde_json::from_slice(l).ok());
         let (exit_code, signal) = if libc::WIFEXITED(status) {
             (Some(libc::WEXITSTATUS(status)), None)
         } else {
-            (
-                None,
-                libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
-            )
+            (None, libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)))
         };
-        self.ended = Some(Ended {
-            exit_code,
-            signal,
-            rusage,
-            witness,
-        });
+        self.ended = Some(Ended { exit_code, signal, rusage, witness });
         Ok(true)
     }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     futex::FutexWitness,
     shm::{SemWitness, ShmInfo},
+    stream::{Rtt, Rusage},
 };
 
 /// Counters a workload process keeps about itself; never filled from BPF.
@@ -38,15 +39,18 @@ pub struct Witness {
     /// shm-sem: sem_wait/sem_post calls (user level).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sem: Option<SemWitness>,
+    /// Ping-pong mode (producer): round-trip times measured with the producer's own clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<Rtt>,
+    /// getrusage(RUSAGE_SELF) delta from the start gate to the end of the transfer.
+    #[serde(default)]
+    pub rusage_run: Rusage,
 }
 
 impl Witness {
     /// `workload=pipe role=consumer pid=.. bytes=.. messages=.. calls=.. verified=.. result=ok`
     pub fn summary_line(&self) -> String {
-        let verified = self
-            .verified_bytes
-            .map(|v| format!(" verified={v}"))
-            .unwrap_or_default();
+        let verified = self.verified_bytes.map(|v| format!(" verified={v}")).unwrap_or_default();
         let result = match self.first_mismatch {
             Some(off) => format!("mismatch@{off}"),
             None => "ok".into(),
@@ -68,29 +72,18 @@ impl Witness {
             .unwrap_or_default();
         format!(
             "workload={} role={} pid={} bytes={} messages={} calls={}{}{}{} result={}",
-            self.transport,
-            self.role,
-            self.pid,
-            self.bytes,
-            self.messages,
-            self.calls,
-            verified,
-            futex,
-            sem,
-            result
+            self.transport, self.role, self.pid, self.bytes, self.messages, self.calls, verified, futex, sem, result
         )
     }
 
     /// The checks a consumer applies after the run; `Err` is what the workload exits with.
-    pub fn check_complete(&self, total: u64) -> Result<()> {
+    /// `total`: the bytes expected (None for time-bounded runs).
+    pub fn check_complete(&self, total: Option<u64>) -> Result<()> {
         if let Some(off) = self.first_mismatch {
             bail!("data corrupted: byte {off} of the stream differs from the pattern");
         }
-        if self.bytes != total {
-            bail!(
-                "the producer went away: received {} of {total} bytes",
-                self.bytes
-            );
+        if let Some(total) = total.filter(|t| *t != self.bytes) {
+            bail!("the producer went away: received {} of {total} bytes", self.bytes);
         }
         Ok(())
     }

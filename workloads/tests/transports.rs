@@ -41,12 +41,8 @@ fn run(transport: &str, total: u64, msg: u64, extra: &[&str], prefix: &str) -> (
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{transport}: no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{transport}: no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap_or(-1), v)
 }
 
@@ -63,12 +59,9 @@ fn witness<'a>(v: &'a Value, role: &str) -> &'a Value {
 fn every_transport_moves_and_verifies_exact_totals() {
     let p = prefix("exact");
     for t in TRANSPORTS {
-        for (msg, total) in [
-            (1u64, 100_003u64),
-            (4097, (8 << 20) + 12345),
-            (65536, (8 << 20) + 777),
-            (1 << 20, (16 << 20) + 5),
-        ] {
+        for (msg, total) in
+            [(1u64, 100_003u64), (4097, (8 << 20) + 12345), (65536, (8 << 20) + 777), (1 << 20, (16 << 20) + 5)]
+        {
             let (code, v) = run(t, total, msg, &[], &p);
             assert_eq!(code, 0, "{t} msg {msg}: {v}");
             let c = witness(&v, "consumer");
@@ -76,11 +69,7 @@ fn every_transport_moves_and_verifies_exact_totals() {
             assert_eq!(c["verified_bytes"].as_u64(), Some(total), "{t} msg {msg}");
             assert_eq!(c["bytes"].as_u64(), Some(total), "{t} msg {msg}");
             assert_eq!(pr["bytes"].as_u64(), Some(total), "{t} msg {msg}");
-            assert_eq!(
-                pr["messages"].as_u64(),
-                Some(total.div_ceil(msg)),
-                "{t} msg {msg}"
-            );
+            assert_eq!(pr["messages"].as_u64(), Some(total.div_ceil(msg)), "{t} msg {msg}");
             if t.starts_with("shm") {
                 // Message boundaries survive a ring; a pipe may split or merge them.
                 assert_eq!(c["messages"], pr["messages"], "{t} msg {msg}");
@@ -88,11 +77,7 @@ fn every_transport_moves_and_verifies_exact_totals() {
             }
         }
     }
-    assert!(
-        shm_left(&p).is_empty(),
-        "shm objects left: {:?}",
-        shm_left(&p)
-    );
+    assert!(shm_left(&p).is_empty(), "shm objects left: {:?}", shm_left(&p));
 }
 
 #[test]
@@ -103,10 +88,8 @@ fn futex_witness_is_consistent() {
     for role in ["producer", "consumer"] {
         let f = &witness(&v, role)["futex"];
         let calls = f["wait_calls"].as_u64().unwrap();
-        let parts: u64 = ["wait_woken", "wait_eagain", "wait_timedout", "wait_eintr"]
-            .iter()
-            .map(|k| f[k].as_u64().unwrap())
-            .sum();
+        let parts: u64 =
+            ["wait_woken", "wait_eagain", "wait_timedout", "wait_eintr"].iter().map(|k| f[k].as_u64().unwrap()).sum();
         assert_eq!(calls, parts, "{role}: waits split by result add up");
     }
     // Each wait that slept was ended by one FUTEX_WAKE of the other side that woke a waiter.
@@ -114,10 +97,7 @@ fn futex_witness_is_consistent() {
     assert_eq!(n("consumer", "wait_woken"), n("producer", "woken"));
     assert_eq!(n("producer", "wait_woken"), n("consumer", "woken"));
     assert!(n("producer", "woken") <= n("producer", "wake_calls"));
-    assert!(
-        n("consumer", "wait_calls") > 0,
-        "a 64 MiB run at 4 KiB makes the consumer wait"
-    );
+    assert!(n("consumer", "wait_calls") > 0, "a 64 MiB run at 4 KiB makes the consumer wait");
     assert!(shm_left(&p).is_empty());
 }
 
@@ -137,25 +117,13 @@ fn a_corrupted_byte_is_detected_on_every_transport() {
 /// Starts a long run held at its gate; returns (launcher, producer pid, consumer pid).
 fn start_long(t: &str, prefix: &str) -> (std::process::Child, i32, i32) {
     let mut child = Command::new(BIN)
-        .args([
-            t,
-            "--json",
-            "--wait-start",
-            "--total",
-            "1000GiB",
-            "--msg-size",
-            "64KiB",
-            "--shm-prefix",
-            prefix,
-        ])
+        .args([t, "--json", "--wait-start", "--total", "1000GiB", "--msg-size", "64KiB", "--shm-prefix", prefix])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
     let field = |k: &str| -> i32 {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{k}=")))
@@ -172,10 +140,7 @@ fn start_long(t: &str, prefix: &str) -> (std::process::Child, i32, i32) {
 fn wait_bounded(mut child: std::process::Child, secs: u64) -> Value {
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "the survivor hung after its peer was killed"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(secs), "the survivor hung after its peer was killed");
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
@@ -193,58 +158,28 @@ fn killing_one_side_makes_the_other_exit_nonzero() {
             unsafe { libc::kill(pids[victim], libc::SIGKILL) };
             let v = wait_bounded(child, 10);
             let procs = v["processes"].as_array().unwrap();
-            assert_eq!(
-                procs[victim]["signal"], 9,
-                "{t}: the victim died of SIGKILL"
-            );
+            assert_eq!(procs[victim]["signal"], 9, "{t}: the victim died of SIGKILL");
             let code = procs[survivor]["exit_code"].as_i64();
-            assert!(
-                code.is_some_and(|c| c != 0),
-                "{t}: the survivor must exit non-zero, got {:?}",
-                procs[survivor]
-            );
+            assert!(code.is_some_and(|c| c != 0), "{t}: the survivor must exit non-zero, got {:?}", procs[survivor]);
         }
     }
-    assert!(
-        shm_left(&p).is_empty(),
-        "shm objects left after kills: {:?}",
-        shm_left(&p)
-    );
+    assert!(shm_left(&p).is_empty(), "shm objects left after kills: {:?}", shm_left(&p));
 }
 
 #[test]
 fn c_programs_verify_and_print_the_same_summary() {
     use workloads::c_programs::{PIPE_PC, SHM_PC};
     for (prog, transport) in [(PIPE_PC, "pipe"), (SHM_PC, "shm-futex")] {
-        for (msg, total) in [
-            (1u64, 50_001u64),
-            (4097, (8 << 20) + 12345),
-            (65536, (8 << 20) + 1),
-            (1 << 20, 16 << 20),
-        ] {
+        for (msg, total) in [(1u64, 50_001u64), (4097, (8 << 20) + 12345), (65536, (8 << 20) + 1), (1 << 20, 16 << 20)]
+        {
             let out = Command::new(prog)
-                .args([
-                    "--total",
-                    &total.to_string(),
-                    "--msg-size",
-                    &msg.to_string(),
-                ])
+                .args(["--total", &total.to_string(), "--msg-size", &msg.to_string()])
                 .output()
                 .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{prog} msg {msg}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let cons = stdout
-                .lines()
-                .find(|l| l.contains("role=consumer"))
-                .expect("consumer summary");
-            assert!(
-                cons.starts_with(&format!("workload={transport} role=consumer ")),
-                "{cons}"
-            );
+            assert!(out.status.success(), "{prog} msg {msg}: {}", String::from_utf8_lossy(&out.stderr));
+            let cons = stdout.lines().find(|l| l.contains("role=consumer")).expect("consumer summary");
+            assert!(cons.starts_with(&format!("workload={transport} role=consumer ")), "{cons}");
             assert!(
                 cons.contains(&format!(" bytes={total} "))
                     && cons.contains(&format!(" verified={total} "))
@@ -253,22 +188,11 @@ fn c_programs_verify_and_print_the_same_summary() {
             );
         }
         let out = Command::new(prog)
-            .args([
-                "--total",
-                "1MiB",
-                "--msg-size",
-                "4096",
-                "--corrupt-at",
-                "99999",
-            ])
+            .args(["--total", "1MiB", "--msg-size", "4096", "--corrupt-at", "99999"])
             .output()
             .unwrap();
         assert!(!out.status.success(), "{prog}: corruption must fail");
         assert!(String::from_utf8_lossy(&out.stdout).contains("result=mismatch@99999"));
     }
-    assert!(
-        shm_left("shm_pc-")
-            .iter()
-            .all(|n| !n.contains(&std::process::id().to_string()))
-    );
+    assert!(shm_left("shm_pc-").iter().all(|n| !n.contains(&std::process::id().to_string())));
 }

@@ -1,6 +1,7 @@
 //! xtask: the project's own commands (`cargo xtask <cmd>`): set-up, run, test.
 //! Each command sets up first, so the README's two commands work on a fresh machine.
 
+mod bench;
 mod setup;
 mod test;
 mod util;
@@ -28,6 +29,8 @@ enum Cmd {
     },
     /// Set up, then fmt --check, clippy -D warnings, unit tests, and the root kernel tests.
     Test,
+    /// Benchmark the transports untraced (and traced vs untraced, as root): table, JSON, SVG.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(),
         Cmd::Run { args } => setup::setup().and_then(|()| test::run_ipctrace(&args)),
         Cmd::Test => setup::setup().and_then(|()| test::test()),
+        Cmd::Bench(a) => setup::setup().and_then(|()| bench::bench(&a)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

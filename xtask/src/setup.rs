@@ -9,10 +9,7 @@ use anyhow::{Result, bail};
 use crate::util::{self, is_root, output, run, which};
 
 /// Debian packages the tests use.
-const TEST_PACKAGES: &[(&str, &str)] = &[
-    ("strace", "/usr/bin/strace"),
-    ("bpftool", "/usr/sbin/bpftool"),
-];
+const TEST_PACKAGES: &[(&str, &str)] = &[("strace", "/usr/bin/strace"), ("bpftool", "/usr/sbin/bpftool")];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 struct Plan {
@@ -58,24 +55,14 @@ fn dpkg_installed(pkg: &str) -> bool {
 /// rustup nightly with rust-src: the standard aya route.
 fn nightly_with_rust_src() -> bool {
     output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
-        .is_some_and(|s| {
-            Path::new(s.trim())
-                .join("lib/rustlib/src/rust/library/core")
-                .is_dir()
-        })
+        .is_some_and(|s| Path::new(s.trim()).join("lib/rustlib/src/rust/library/core").is_dir())
 }
 
 /// LLVM major version of a rustc, from `rustc -vV`.
 fn llvm_major(rustc: &str) -> Option<u32> {
     let out = output(Command::new(rustc).arg("-vV"))?;
     let line = out.lines().find(|l| l.starts_with("LLVM version:"))?;
-    line.split(':')
-        .nth(1)?
-        .trim()
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
+    line.split(':').nth(1)?.trim().split('.').next()?.parse().ok()
 }
 
 /// Is bpf-linker installed (by cargo install) at our version with the given LLVM feature?
@@ -98,47 +85,29 @@ fn bpf_linker_ok(llvm_feature: Option<&str>) -> bool {
     v["installs"].as_object().is_some_and(|m| {
         m.iter().any(|(k, info)| {
             k.starts_with(&format!("bpf-linker {BPF_LINKER_VERSION} "))
-                && info["features"]
-                    .as_array()
-                    .is_some_and(|f| f.iter().any(|x| x == feature))
+                && info["features"].as_array().is_some_and(|f| f.iter().any(|x| x == feature))
         })
     })
 }
 
 fn home_bin(name: &str) -> std::path::PathBuf {
-    Path::new(&std::env::var_os("HOME").unwrap_or_default())
-        .join(".cargo/bin")
-        .join(name)
+    Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin").join(name)
 }
 
 pub fn setup() -> Result<()> {
-    let mut plan = Plan {
-        found: Vec::new(),
-        did: Vec::new(),
-    };
+    let mut plan = Plan { found: Vec::new(), did: Vec::new() };
     if nightly_with_rust_src() {
-        plan.found
-            .push("rustup nightly with rust-src (standard aya route)".into());
+        plan.found.push("rustup nightly with rust-src (standard aya route)".into());
         if !bpf_linker_ok(None) {
-            run(util::cargo().args([
-                "install",
-                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                "--locked",
-            ]))?;
-            plan.did
-                .push(format!("built bpf-linker {BPF_LINKER_VERSION}"));
+            run(util::cargo().args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"]))?;
+            plan.did.push(format!("built bpf-linker {BPF_LINKER_VERSION}"));
         }
     } else {
         // Debian route: rustc-web ships a prebuilt `core` for the bpf targets.
-        let mut missing: Vec<&str> = [
-            "rustc-web",
-            "cargo-web",
-            "libstd-rust-web-dev-bpf",
-            "libzstd-dev",
-        ]
-        .into_iter()
-        .filter(|p| !dpkg_installed(p))
-        .collect();
+        let mut missing: Vec<&str> = ["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "libzstd-dev"]
+            .into_iter()
+            .filter(|p| !dpkg_installed(p))
+            .collect();
         if !missing.is_empty() && !Path::new("/etc/debian_version").exists() {
             bail!(
                 "no BPF-capable Rust toolchain: install a rustup nightly with rust-src \
@@ -149,33 +118,19 @@ pub fn setup() -> Result<()> {
         let Some(llvm) = llvm_major("/usr/bin/rustc") else {
             bail!("/usr/bin/rustc -vV did not report an LLVM version; is rustc-web installed?");
         };
-        plan.found.push(format!(
-            "Debian rustc-web (LLVM {llvm}) with the prebuilt bpf core"
-        ));
+        plan.found.push(format!("Debian rustc-web (LLVM {llvm}) with the prebuilt bpf core"));
         let llvm_dev = format!("llvm-{llvm}-dev");
-        missing = if dpkg_installed(&llvm_dev) {
-            vec![]
-        } else {
-            vec![llvm_dev.as_str()]
-        };
+        missing = if dpkg_installed(&llvm_dev) { vec![] } else { vec![llvm_dev.as_str()] };
         apt_install(&missing, &mut plan)?;
         let feature = format!("llvm-{llvm}");
         if bpf_linker_ok(Some(&feature)) {
-            plan.found
-                .push(format!("bpf-linker {BPF_LINKER_VERSION} for LLVM {llvm}"));
+            plan.found.push(format!("bpf-linker {BPF_LINKER_VERSION} for LLVM {llvm}"));
         } else {
             run(util::cargo()
                 .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}"))
-                .args([
-                    "install",
-                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                    "--locked",
-                    "--no-default-features",
-                ])
+                .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
                 .args(["--features", &format!("{feature},llvm-link-static")]))?;
-            plan.did.push(format!(
-                "built bpf-linker {BPF_LINKER_VERSION} for LLVM {llvm}"
-            ));
+            plan.did.push(format!("built bpf-linker {BPF_LINKER_VERSION} for LLVM {llvm}"));
         }
     }
     let missing: Vec<&str> = TEST_PACKAGES
@@ -185,10 +140,7 @@ pub fn setup() -> Result<()> {
         .collect();
     apt_install(&missing, &mut plan)?;
     if plan.did.is_empty() {
-        eprintln!(
-            "setup: nothing to do ({}; strace and bpftool present)",
-            plan.found.join("; ")
-        );
+        eprintln!("setup: nothing to do ({}; strace and bpftool present)", plan.found.join("; "));
     } else {
         eprintln!("setup: found {}", plan.found.join("; "));
         eprintln!("setup: {}", plan.did.join("; "));

@@ -37,14 +37,7 @@ pub fn test() -> Result<()> {
     // Unit tests (no root, no BPF); the kernel tests are the `kernel_*` integration tests.
     run(cargo().args(["test", "--lib", "--bins"]))?;
     // The workloads' own tests (no root): exact totals, corruption, killed peers, C programs.
-    run(cargo().args([
-        "test",
-        "--release",
-        "-p",
-        "workloads",
-        "--test",
-        "transports",
-    ]))?;
+    run(cargo().args(["test", "--release", "-p", "workloads", "--test", "transports"]))?;
     kernel_tests()
 }
 
@@ -52,16 +45,7 @@ pub fn test() -> Result<()> {
 /// else through sudo), one test at a time.
 fn kernel_tests() -> Result<()> {
     let out = cargo()
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "ipctrace",
-            "--test",
-            "kernel_*",
-            "--no-run",
-            "--message-format=json",
-        ])
+        .args(["test", "--release", "-p", "ipctrace", "--test", "kernel_*", "--no-run", "--message-format=json"])
         .stderr(std::process::Stdio::inherit())
         .output()?;
     if !out.status.success() {
@@ -71,10 +55,7 @@ fn kernel_tests() -> Result<()> {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| {
-            v["target"]["kind"][0] == "test"
-                && v["target"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("kernel_"))
+            v["target"]["kind"][0] == "test" && v["target"]["name"].as_str().is_some_and(|n| n.starts_with("kernel_"))
         })
         .filter_map(|v| v["executable"].as_str().map(String::from))
         .collect();
@@ -99,18 +80,12 @@ fn kernel_tests() -> Result<()> {
         } else {
             Command::new(&exe)
         };
-        run(cmd
-            .arg("--test-threads=1")
-            .current_dir(root().join("ipctrace")))?;
+        run(cmd.arg("--test-threads=1").current_dir(root().join("ipctrace")))?;
     }
     Ok(())
 }
 
 fn sudo_works() -> bool {
     use std::io::IsTerminal;
-    Command::new("sudo")
-        .args(["-n", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
-        || std::io::stdin().is_terminal()
+    Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success()) || std::io::stdin().is_terminal()
 }

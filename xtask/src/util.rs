@@ -9,10 +9,7 @@ use anyhow::{Context, Result, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 pub fn is_root() -> bool {
@@ -32,9 +29,7 @@ pub fn in_ci() -> bool {
 /// Prints the command, runs it, fails unless it exits 0.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {}", show(cmd));
-    let st = cmd
-        .status()
-        .with_context(|| format!("starting {}", show(cmd)))?;
+    let st = cmd.status().with_context(|| format!("starting {}", show(cmd)))?;
     if !st.success() {
         bail!("`{}` failed ({st})", show(cmd));
     }
@@ -44,9 +39,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Runs quietly and returns stdout if it exits 0.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn show(cmd: &Command) -> String {
@@ -67,7 +60,5 @@ pub fn cargo() -> Command {
 
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }

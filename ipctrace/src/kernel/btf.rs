@@ -8,9 +8,7 @@ use ipctrace_common::Offsets;
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
-    let types = btf
-        .resolve_types_by_name(name)
-        .with_context(|| format!("struct {name} not in kernel BTF"))?;
+    let types = btf.resolve_types_by_name(name).with_context(|| format!("struct {name} not in kernel BTF"))?;
     types
         .into_iter()
         .find_map(|t| match t {
@@ -53,9 +51,8 @@ fn offset(btf: &Btf, st: &str, field: &str) -> Result<u32> {
 
 /// Reads every offset the programs need.
 pub fn offsets() -> Result<Offsets> {
-    let btf = Btf::from_file(VMLINUX).with_context(|| {
-        format!("reading {VMLINUX} (ipctrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)")
-    })?;
+    let btf = Btf::from_file(VMLINUX)
+        .with_context(|| format!("reading {VMLINUX} (ipctrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)"))?;
     Ok(Offsets {
         task_files: offset(&btf, "task_struct", "files")?,
         files_fdt: offset(&btf, "files_struct", "fdt")?,

@@ -14,10 +14,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
 fn populated(p: &str) -> bool {
-    Path::new(p)
-        .read_dir()
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
+    Path::new(p).read_dir().map(|mut d| d.next().is_some()).unwrap_or(false)
 }
 
 /// How tracefs was made available.
@@ -32,24 +29,11 @@ pub fn ensure() -> Result<Tracefs> {
     if populated(TRACEFS) || populated(DEBUGFS_TRACING) {
         return Ok(Tracefs::AlreadyMounted);
     }
-    unshare(CloneFlags::CLONE_NEWNS)
-        .context("tracefs is not mounted and unshare(CLONE_NEWNS) failed")?;
+    unshare(CloneFlags::CLONE_NEWNS).context("tracefs is not mounted and unshare(CLONE_NEWNS) failed")?;
     // Stop our mounts from propagating back to the host namespace.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("making the private mount namespace private")?;
-    mount(
-        Some("nodev"),
-        TRACEFS,
-        Some("tracefs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .with_context(|| format!("mounting tracefs on {TRACEFS} in a private namespace"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("making the private mount namespace private")?;
+    mount(Some("nodev"), TRACEFS, Some("tracefs"), MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting tracefs on {TRACEFS} in a private namespace"))?;
     Ok(Tracefs::MountedPrivately)
 }

@@ -26,35 +26,13 @@ fn agree(observed: u64, witness: Option<u64>) -> Cell {
 
 fn process_rows(t: &mut Table, p: &Process) {
     let (op, wcalls, wbytes) = match p.role.as_str() {
-        "producer" => (
-            "write",
-            p.witness.as_ref().map(|w| w.calls),
-            p.witness.as_ref().map(|w| w.bytes),
-        ),
-        _ => (
-            "read",
-            p.witness.as_ref().map(|w| w.calls),
-            p.witness.as_ref().map(|w| w.bytes),
-        ),
+        "producer" => ("write", p.witness.as_ref().map(|w| w.calls), p.witness.as_ref().map(|w| w.bytes)),
+        _ => ("read", p.witness.as_ref().map(|w| w.calls), p.witness.as_ref().map(|w| w.bytes)),
     };
     let (calls, bytes) = p.observed_op(op);
-    let lbl = p
-        .observed
-        .iter()
-        .find(|o| o.op == op)
-        .map(|o| label(o.label))
-        .unwrap_or("not observed");
-    let time_ns: u64 = p
-        .observed
-        .iter()
-        .filter(|o| o.op == op)
-        .map(|o| o.time_ns)
-        .sum();
-    let mean = if calls > 0 {
-        format!("{:.1} µs", time_ns as f64 / calls as f64 / 1000.0)
-    } else {
-        "-".into()
-    };
+    let lbl = p.observed.iter().find(|o| o.op == op).map(|o| label(o.label)).unwrap_or("not observed");
+    let time_ns: u64 = p.observed.iter().filter(|o| o.op == op).map(|o| o.time_ns).sum();
+    let mean = if calls > 0 { format!("{:.1} µs", time_ns as f64 / calls as f64 / 1000.0) } else { "-".into() };
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     t.add_row(vec![
         Cell::new(format!("{} {}", p.role, p.pid)),
@@ -71,16 +49,8 @@ fn process_rows(t: &mut Table, p: &Process) {
 
 fn run_section(out: &mut String, r: &TransportRun) {
     let secs = r.elapsed_ns as f64 / 1e9;
-    let producer = r
-        .processes
-        .iter()
-        .find(|p| p.role == "producer")
-        .map(|p| p.pid);
-    let consumer = r
-        .processes
-        .iter()
-        .find(|p| p.role == "consumer")
-        .map(|p| p.pid);
+    let producer = r.processes.iter().find(|p| p.role == "producer").map(|p| p.pid);
+    let consumer = r.processes.iter().find(|p| p.role == "consumer").map(|p| p.pid);
     let _ = writeln!(
         out,
         "\n{}  {} in {} messages · {:.2} s · {} (wall clock, gate to exit)",
@@ -91,11 +61,7 @@ fn run_section(out: &mut String, r: &TransportRun) {
         format_rate(r.total, secs)
     );
     for c in &r.channels {
-        let data = if Some(c.ino) == r.data_channel_ino {
-            "data channel"
-        } else {
-            "other channel"
-        };
+        let data = if Some(c.ino) == r.data_channel_ino { "data channel" } else { "other channel" };
         let _ = writeln!(
             out,
             "  {} ino {} ({data}) · producer {} -> consumer {}",
@@ -109,8 +75,7 @@ fn run_section(out: &mut String, r: &TransportRun) {
         let _ = writeln!(out, "  no pipe traffic observed");
     }
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     t.set_header(vec![
         "process",
         "call",
@@ -128,31 +93,15 @@ fn run_section(out: &mut String, r: &TransportRun) {
     let _ = writeln!(out, "{t}");
     for p in &r.processes {
         if let Some(v) = p.witness.as_ref().and_then(|w| w.verified_bytes) {
-            let _ = writeln!(
-                out,
-                "  {} {} verified {} of {} bytes against the pattern",
-                p.role, p.pid, v, r.total
-            );
+            let _ = writeln!(out, "  {} {} verified {} of {} bytes against the pattern", p.role, p.pid, v, r.total);
         }
         match &p.exit {
             Some(e) if !e.success() => {
-                let how = e
-                    .signal
-                    .map_or(format!("exit code {:?}", e.exit_code), |s| {
-                        format!("signal {s}")
-                    });
-                let _ = writeln!(
-                    out,
-                    "  {} {} ended abnormally ({how}); its witness may be missing",
-                    p.role, p.pid
-                );
+                let how = e.signal.map_or(format!("exit code {:?}", e.exit_code), |s| format!("signal {s}"));
+                let _ = writeln!(out, "  {} {} ended abnormally ({how}); its witness may be missing", p.role, p.pid);
             }
             None => {
-                let _ = writeln!(
-                    out,
-                    "  {} {} was still running when the trace stopped",
-                    p.role, p.pid
-                );
+                let _ = writeln!(out, "  {} {} was still running when the trace stopped", p.role, p.pid);
             }
             _ => {}
         }
@@ -161,36 +110,21 @@ fn run_section(out: &mut String, r: &TransportRun) {
 
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "ipctrace {} · kernel {} · tier: {} ({})",
-        r.ipctrace_version, r.kernel, r.tier.name, r.tier.why
-    );
+    let _ =
+        writeln!(out, "ipctrace {} · kernel {} · tier: {} ({})", r.ipctrace_version, r.kernel, r.tier.name, r.tier.why);
     if r.partial {
-        let _ = writeln!(
-            out,
-            "PARTIAL REPORT: the run was {:?} before the workloads finished",
-            r.ended_by
-        );
+        let _ = writeln!(out, "PARTIAL REPORT: the run was {:?} before the workloads finished", r.ended_by);
     }
     for run in &r.runs {
         run_section(&mut out, run);
     }
-    let _ = writeln!(
-        out,
-        "\nobserved = counted by ipctrace's BPF programs; witness = the workload's own counters."
-    );
+    let _ = writeln!(out, "\nobserved = counted by ipctrace's BPF programs; witness = the workload's own counters.");
     let _ = writeln!(out, "derived: {}", crate::model::RULE_SYSCALL_BYTES);
     if r.loss.total == 0 {
         let _ = writeln!(out, "events lost: 0");
     } else {
-        let detail: Vec<String> = r
-            .loss
-            .counters
-            .iter()
-            .filter(|(_, v)| **v > 0)
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
+        let detail: Vec<String> =
+            r.loss.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             out,
             "WARNING: events lost: {} ({}); observed figures are low by at least that many calls",

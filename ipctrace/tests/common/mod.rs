@@ -26,10 +26,7 @@ pub fn require_root(test: &str) -> bool {
 }
 
 pub fn ipctrace(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("starting ipctrace")
+    Command::new(BIN).args(args).output().expect("starting ipctrace")
 }
 
 /// Runs `ipctrace run --format json ARGS` and returns (exit code, report, stderr).
@@ -45,12 +42,7 @@ pub fn run_json(args: &[&str]) -> (i32, Value, String) {
 
 /// The process with `role` in a transport run.
 pub fn process<'a>(run: &'a Value, role: &str) -> &'a Value {
-    run["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["role"] == role)
-        .unwrap_or_else(|| panic!("no {role}"))
+    run["processes"].as_array().unwrap().iter().find(|p| p["role"] == role).unwrap_or_else(|| panic!("no {role}"))
 }
 
 /// Sum of observed (calls, bytes) for `op` across channels.
@@ -60,12 +52,7 @@ pub fn observed(p: &Value, op: &str) -> (u64, u64) {
         .unwrap()
         .iter()
         .filter(|o| o["op"] == op)
-        .fold((0, 0), |(c, b), o| {
-            (
-                c + o["calls"].as_u64().unwrap(),
-                b + o["bytes"].as_u64().unwrap(),
-            )
-        })
+        .fold((0, 0), |(c, b), o| (c + o["calls"].as_u64().unwrap(), b + o["bytes"].as_u64().unwrap()))
 }
 
 /// What must be identical before and after any ipctrace run.
@@ -78,22 +65,12 @@ pub struct Snapshot {
 }
 
 pub fn snapshot() -> Snapshot {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool (cargo xtask setup installs it)");
+    let out =
+        Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool (cargo xtask setup installs it)");
     let progs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
-    let bpf_prog_ids = progs
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["id"].as_u64())
-        .collect();
-    let tracefs_mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(" tracefs "))
-        .count();
+    let bpf_prog_ids = progs.as_array().unwrap().iter().filter_map(|p| p["id"].as_u64()).collect();
+    let tracefs_mounts =
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(" tracefs ")).count();
     let dev_shm = std::fs::read_dir("/dev/shm")
         .unwrap()
         .flatten()
@@ -110,12 +87,7 @@ pub fn snapshot() -> Snapshot {
             })
         })
         .collect();
-    Snapshot {
-        bpf_prog_ids,
-        tracefs_mounts,
-        dev_shm,
-        workload_processes,
-    }
+    Snapshot { bpf_prog_ids, tracefs_mounts, dev_shm, workload_processes }
 }
 
 /// Waits (up to 10 s: program release after a process dies is asynchronous) until the state
@@ -138,10 +110,7 @@ pub fn assert_nothing_left(before: &Snapshot, what: &str) {
 pub fn wait_attached(before: &Snapshot) {
     let t0 = Instant::now();
     while snapshot().bpf_prog_ids.len() <= before.bpf_prog_ids.len() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "ipctrace never loaded its programs"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "ipctrace never loaded its programs");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -7,16 +7,13 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use workloads::{
-    role::{self, RingArgs, RoleArgs, RoleTransport},
+    role::{self, RingArgs, RoleArgs, RoleTransport, ShapeArgs},
     size::{format_rate, parse_size},
     spawn::{Ended, Launch, spawn_pair},
 };
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "ipctrace's built-in producer/consumer workloads, untraced"
-)]
+#[command(version, about = "ipctrace's built-in producer/consumer workloads, untraced")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,6 +29,11 @@ struct Common {
     msg_size: u64,
     #[command(flatten)]
     ring: RingArgs,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Pin the producer and the consumer to these two CPUs (e.g. 0,1; 0,0 for the same CPU).
+    #[arg(long, value_delimiter = ',', num_args = 1, value_name = "A,B")]
+    cpus: Option<Vec<usize>>,
     /// Hold both sides at their start gate until this process receives SIGUSR1.
     #[arg(long)]
     wait_start: bool,
@@ -78,6 +80,14 @@ fn wait_for_sigusr1() -> Result<()> {
     Ok(())
 }
 
+fn cpu_pair(v: &Option<Vec<usize>>) -> Result<Option<[usize; 2]>> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some([a, b]) => Ok(Some([*a, *b])),
+        Some(_) => anyhow::bail!("--cpus takes two CPU numbers: producer,consumer"),
+    }
+}
+
 fn run(t: RoleTransport, c: Common) -> Result<bool> {
     let launch = Launch {
         exe: std::env::current_exe()?,
@@ -88,6 +98,8 @@ fn run(t: RoleTransport, c: Common) -> Result<bool> {
         msg_size: c.msg_size,
         corrupt_at: c.corrupt_at,
         ring: c.ring.clone(),
+        shape: c.shape.clone(),
+        cpus: cpu_pair(&c.cpus)?,
         shm_prefix: c.shm_prefix.clone(),
     };
     if c.wait_start {
@@ -112,11 +124,7 @@ fn run(t: RoleTransport, c: Common) -> Result<bool> {
     pair.open_gates()?;
     pair.wait_all()?;
     let elapsed = t0.elapsed();
-    let ended: Vec<Ended> = pair
-        .workers
-        .iter()
-        .map(|w| w.ended.clone().unwrap_or_default())
-        .collect();
+    let ended: Vec<Ended> = pair.workers.iter().map(|w| w.ended.clone().unwrap_or_default()).collect();
     let ok = ended.iter().all(Ended::success);
     let witnesses: Vec<_> = ended.iter().filter_map(|e| e.witness.clone()).collect();
     if c.json {
@@ -133,7 +141,8 @@ fn run(t: RoleTransport, c: Common) -> Result<bool> {
         for w in &witnesses {
             println!("{}", w.summary_line());
         }
-        println!("throughput={}", format_rate(c.total, elapsed.as_secs_f64()));
+        let moved = witnesses.iter().find(|w| w.role == "consumer").map_or(0, |w| w.bytes);
+        println!("throughput={}", format_rate(moved, elapsed.as_secs_f64()));
     }
     Ok(ok)
 }

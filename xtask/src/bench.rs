@@ -1,0 +1,474 @@
+//! `cargo xtask bench`: untraced transport benchmark (throughput, messages/s, CPU s/GiB,
+//! ping-pong round trip), same-CPU and cross-CPU, repeated and interleaved, with `dd | dd`
+//! and memcpy baselines, plus traced-vs-untraced pairs (root). Writes a table, JSON and SVG.
+//! Measures; never asserts (targets are reported, not enforced).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::util::{cargo, is_root, root, run};
+
+pub const TRANSPORTS: [&str; 4] = ["pipe", "fifo", "shm-futex", "shm-sem"];
+pub const SIZES: [u64; 4] = [64, 4096, 65536, 1 << 20];
+const PLACEMENTS: [(&str, [usize; 2]); 2] = [("same-cpu", [0, 0]), ("cross-cpu", [0, 1])];
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Repetitions of every configuration (interleaved).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Length of each throughput run, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub run_ms: u64,
+    /// Length of each ping-pong run, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub pingpong_ms: u64,
+    /// Traced/untraced pairs for the tracing-overhead figure (needs root; 0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub overhead_pairs: usize,
+    /// Output directory for bench.json and throughput.svg.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+}
+
+/// Median and spread of repeated measurements.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    pub fn of(v: &[f64]) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let m = s.len();
+        let median = if m % 2 == 1 { s[m / 2] } else { (s[m / 2 - 1] + s[m / 2]) / 2.0 };
+        Self { median, min: s[0], max: s[m - 1], n: m }
+    }
+
+    fn show(&self, scale: f64, digits: usize) -> String {
+        if self.n == 0 {
+            return "-".into();
+        }
+        format!("{:.*} ({:.*}-{:.*})", digits, self.median * scale, digits, self.min * scale, digits, self.max * scale)
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    gib_s: Vec<f64>,
+    msgs_s: Vec<f64>,
+    cpu_s_per_gib: Vec<f64>,
+    rtt_p50_us: Vec<f64>,
+    rtt_p99_us: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    transport: String,
+    msg_size: u64,
+    placement: String,
+    throughput_gib_s: Stat,
+    messages_per_s: Stat,
+    cpu_s_per_gib: Stat,
+    rtt_p50_us: Stat,
+    rtt_p99_us: Stat,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: String,
+    kernel: String,
+    reps: usize,
+    run_ms: u64,
+    memcpy_gib_s: Stat,
+    rows: Vec<Row>,
+    targets: Vec<(String, String)>,
+    tracing_overhead: Option<Overhead>,
+}
+
+#[derive(Serialize)]
+pub struct Overhead {
+    pub config: String,
+    pub untraced_gib_s: Stat,
+    pub traced_gib_s: Stat,
+    /// traced / untraced of each interleaved pair.
+    pub ratio: Stat,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn workloads_bin() -> PathBuf {
+    root().join("target/release/workloads")
+}
+
+/// One untraced workload run; returns the launcher's JSON.
+pub fn workload_json(transport: &str, msg: u64, cpus: [usize; 2], extra: &[&str]) -> Result<Value> {
+    let out = Command::new(workloads_bin())
+        .args([transport, "--json", "--msg-size", &msg.to_string(), "--shm-prefix", "ipctrace-bench"])
+        .arg(format!("--cpus={},{}", cpus[0], cpus[1]))
+        .args(extra)
+        .output()?;
+    if !out.status.success() {
+        bail!("workloads {transport} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn consumer_bytes(v: &Value) -> u64 {
+    v["witnesses"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == "consumer"))
+        .map_or(0, |w| w["bytes"].as_u64().unwrap_or(0))
+}
+
+fn cpu_secs(v: &Value) -> f64 {
+    v["processes"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (p["rusage"]["utime_us"].as_u64().unwrap_or(0) + p["rusage"]["stime_us"].as_u64().unwrap_or(0))
+                        as f64
+                        / 1e6
+                })
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+fn measure(s: &mut Samples, transport: &str, msg: u64, cpus: [usize; 2], a: &BenchArgs) -> Result<()> {
+    let v = workload_json(transport, msg, cpus, &[&format!("--duration-ms={}", a.run_ms)])?;
+    let secs = v["elapsed_ns"].as_f64().unwrap_or(0.0) / 1e9;
+    let bytes = consumer_bytes(&v) as f64;
+    s.gib_s.push(bytes / GIB / secs);
+    s.msgs_s.push(bytes / msg as f64 / secs);
+    s.cpu_s_per_gib.push(cpu_secs(&v) / (bytes / GIB));
+    let v = workload_json(transport, msg, cpus, &[&format!("--duration-ms={}", a.pingpong_ms), "--ping-pong"])?;
+    let rtt =
+        v["witnesses"].as_array().and_then(|w| w.iter().find(|w| w["role"] == "producer")).map(|w| w["rtt"].clone());
+    if let Some(rtt) = rtt.filter(|r| !r.is_null()) {
+        s.rtt_p50_us.push(rtt["p50_ns"].as_f64().unwrap_or(0.0) / 1e3);
+        s.rtt_p99_us.push(rtt["p99_ns"].as_f64().unwrap_or(0.0) / 1e3);
+    }
+    Ok(())
+}
+
+/// `dd if=/dev/zero bs=S | dd of=/dev/null bs=S`, pinned, stopped after `ms`; GiB/s from the reader's own report.
+fn dd_pipe(msg: u64, cpus: [usize; 2], ms: u64) -> Result<f64> {
+    let bs = format!("bs={msg}");
+    let mut writer = Command::new("taskset")
+        .args(["-c", &cpus[0].to_string(), "dd", "if=/dev/zero", &bs, "status=none"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("taskset/dd")?;
+    let reader = Command::new("taskset")
+        .args(["-c", &cpus[1].to_string(), "dd", "of=/dev/null", &bs])
+        .stdin(writer.stdout.take().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(ms));
+    writer.kill()?;
+    writer.wait()?;
+    let out = reader.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    // "... 123456 bytes (...) copied, 0.3 s, ..."
+    let line = text.lines().find(|l| l.contains("bytes")).context("dd printed no summary")?;
+    let bytes: f64 = line.split_whitespace().next().and_then(|b| b.parse().ok()).context("dd byte count")?;
+    let secs: f64 = line
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" s").and_then(|s| s.trim().parse().ok()))
+        .context("dd seconds")?;
+    Ok(bytes / GIB / secs)
+}
+
+/// Single-thread memcpy bandwidth over 64 MiB buffers (the physical limit for a copy).
+fn memcpy_gib_s(ms: u64) -> f64 {
+    let src = vec![1u8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    dst.copy_from_slice(&src);
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_millis(ms) {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        n += 1;
+    }
+    std::hint::black_box(&dst);
+    (n as f64 * (64 << 20) as f64) / GIB / t0.elapsed().as_secs_f64()
+}
+
+/// Traced (ipctrace run) vs untraced (workloads) pipe 64 KiB same-CPU, interleaved pairs,
+/// throughput from the workloads' own clocks in both cases.
+pub fn tracing_overhead(pairs: usize) -> Result<Overhead> {
+    let ipctrace = root().join("target/release/ipctrace");
+    let total = "1GiB";
+    let (mut un, mut tr, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let witness_rate = |ws: &[Value]| -> f64 {
+        let bytes = ws.iter().find(|w| w["role"] == "consumer").and_then(|w| w["bytes"].as_f64()).unwrap_or(0.0);
+        let ns = ws.iter().filter_map(|w| w["elapsed_ns"].as_f64()).fold(0.0, f64::max);
+        bytes / GIB / (ns / 1e9)
+    };
+    for _ in 0..pairs {
+        let v = workload_json("pipe", 65536, [0, 0], &["--total", total])?;
+        let u = witness_rate(v["witnesses"].as_array().context("witnesses")?);
+        let out = Command::new(&ipctrace)
+            .args([
+                "run",
+                "--format",
+                "json",
+                "--transport",
+                "pipe",
+                "--msg-size",
+                "64KiB",
+                "--cpus",
+                "0,0",
+                "--total",
+                total,
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!("ipctrace run failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let r: Value = serde_json::from_slice(&out.stdout)?;
+        let ws: Vec<Value> =
+            r["runs"][0]["processes"].as_array().context("processes")?.iter().map(|p| p["witness"].clone()).collect();
+        let t = witness_rate(&ws);
+        un.push(u);
+        tr.push(t);
+        ratio.push(t / u);
+    }
+    Ok(Overhead {
+        config: "pipe, 64 KiB messages, 1 GiB, producer and consumer on CPU 0, `ipctrace run` default probes".into(),
+        untraced_gib_s: Stat::of(&un),
+        traced_gib_s: Stat::of(&tr),
+        ratio: Stat::of(&ratio),
+    })
+}
+
+fn size_label(s: u64) -> String {
+    match s {
+        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+fn chart(path: &Path, rows: &[Row], memcpy: f64) -> Result<()> {
+    use plotters::prelude::*;
+    let root_area = SVGBackend::new(path, (1100, 450)).into_drawing_area();
+    root_area.fill(&WHITE)?;
+    let panels = root_area.split_evenly((1, 2));
+    let ymax = rows.iter().map(|r| r.throughput_gib_s.max).fold(memcpy, f64::max) * 1.1;
+    let colors = [RED, BLUE, GREEN, MAGENTA];
+    for (panel, (place, _)) in panels.iter().zip(PLACEMENTS) {
+        let mut c = ChartBuilder::on(panel)
+            .caption(format!("throughput vs message size ({place})"), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(5.5f64..20.5f64, 0f64..ymax)?;
+        c.configure_mesh()
+            .x_desc("message size (log2 bytes)")
+            .y_desc("GiB/s")
+            .x_label_formatter(&|x| size_label(1u64 << (*x as u32)))
+            .draw()?;
+        for (t, color) in TRANSPORTS.iter().zip(colors) {
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.transport == *t && r.placement == place)
+                .map(|r| ((r.msg_size as f64).log2(), r.throughput_gib_s.median))
+                .collect();
+            c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(*t)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        }
+        c.draw_series(LineSeries::new(vec![(5.5, memcpy), (20.5, memcpy)], BLACK.stroke_width(1)))?
+            .label("memcpy (1 thread)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+        c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    }
+    root_area.present()?;
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{n} x {cpu}")
+}
+
+pub fn bench(a: &BenchArgs) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "workloads", "-p", "ipctrace"]))?;
+    let started = Instant::now();
+    let memcpy: Vec<f64> = (0..a.reps).map(|_| memcpy_gib_s(300)).collect();
+    let mut samples: BTreeMap<(String, u64, &str), Samples> = BTreeMap::new();
+    let mut dd: BTreeMap<(u64, &str), Vec<f64>> = BTreeMap::new();
+    let total_runs = a.reps * PLACEMENTS.len() * SIZES.len() * (TRANSPORTS.len() + 1);
+    let mut done = 0;
+    for rep in 0..a.reps {
+        for (place, cpus) in PLACEMENTS {
+            for msg in SIZES {
+                for t in TRANSPORTS {
+                    measure(samples.entry((t.to_string(), msg, place)).or_default(), t, msg, cpus, a)?;
+                    done += 1;
+                }
+                dd.entry((msg, place)).or_default().push(dd_pipe(msg, cpus, a.run_ms)?);
+                done += 1;
+                eprint!(
+                    "\rbench: rep {}/{} · {done}/{total_runs} runs · {:.0} s",
+                    rep + 1,
+                    a.reps,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    eprintln!();
+    let mut rows: Vec<Row> = samples
+        .into_iter()
+        .map(|((t, msg, place), s)| Row {
+            transport: t,
+            msg_size: msg,
+            placement: place.into(),
+            throughput_gib_s: Stat::of(&s.gib_s),
+            messages_per_s: Stat::of(&s.msgs_s),
+            cpu_s_per_gib: Stat::of(&s.cpu_s_per_gib),
+            rtt_p50_us: Stat::of(&s.rtt_p50_us),
+            rtt_p99_us: Stat::of(&s.rtt_p99_us),
+        })
+        .collect();
+    for ((msg, place), v) in &dd {
+        rows.push(Row {
+            transport: "dd | dd".into(),
+            msg_size: *msg,
+            placement: (*place).into(),
+            throughput_gib_s: Stat::of(v),
+            messages_per_s: Stat::of(&v.iter().map(|g| g * GIB / *msg as f64).collect::<Vec<_>>()),
+            cpu_s_per_gib: Stat::default(),
+            rtt_p50_us: Stat::default(),
+            rtt_p99_us: Stat::default(),
+        });
+    }
+    rows.sort_by(|x, y| {
+        (x.placement.as_str(), x.msg_size, x.transport.as_str()).cmp(&(
+            y.placement.as_str(),
+            y.msg_size,
+            y.transport.as_str(),
+        ))
+    });
+    let memcpy = Stat::of(&memcpy);
+    let get = |t: &str, m: u64, p: &str| rows.iter().find(|r| r.transport == t && r.msg_size == m && r.placement == p);
+    let mut targets = Vec::new();
+    for (place, _) in PLACEMENTS {
+        let (Some(pipe64k), Some(dd64k), Some(shm64k), Some(shm1m)) = (
+            get("pipe", 65536, place),
+            get("dd | dd", 65536, place),
+            get("shm-futex", 65536, place),
+            get("shm-futex", 1 << 20, place),
+        ) else {
+            continue;
+        };
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let r1 = pipe64k.throughput_gib_s.median / dd64k.throughput_gib_s.median;
+        targets.push((format!("{place}: pipe >= 0.95x dd|dd at 64 KiB"), format!("{r1:.2}x: {}", verdict(r1 >= 0.95))));
+        let r2 = shm64k.throughput_gib_s.median / pipe64k.throughput_gib_s.median;
+        targets.push((format!("{place}: shm-futex >= 3x pipe at 64 KiB"), format!("{r2:.2}x: {}", verdict(r2 >= 3.0))));
+        let r3 = shm1m.throughput_gib_s.median / memcpy.median;
+        targets
+            .push((format!("{place}: shm-futex >= 0.5x memcpy at 1 MiB"), format!("{r3:.2}x: {}", verdict(r3 >= 0.5))));
+        if let (Some(s), Some(p)) = (get("shm-futex", 64, place), get("pipe", 64, place)) {
+            let ok = s.rtt_p50_us.median < p.rtt_p50_us.median;
+            targets.push((
+                format!("{place}: shm round trip below the pipe's at 64 B"),
+                format!("{:.1} us vs {:.1} us: {}", s.rtt_p50_us.median, p.rtt_p50_us.median, verdict(ok)),
+            ));
+        }
+    }
+    let overhead = if a.overhead_pairs == 0 {
+        None
+    } else if !is_root() {
+        eprintln!("bench: skipping traced vs untraced (ipctrace needs root)");
+        None
+    } else {
+        Some(tracing_overhead(a.overhead_pairs)?)
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let report = Report {
+        machine: machine(),
+        kernel,
+        reps: a.reps,
+        run_ms: a.run_ms,
+        memcpy_gib_s: memcpy,
+        rows,
+        targets,
+        tracing_overhead: overhead,
+    };
+
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["placement", "msg", "transport", "GiB/s", "Mmsg/s", "CPU s/GiB", "RTT p50 µs", "RTT p99 µs"]);
+    for r in &report.rows {
+        t.add_row(vec![
+            r.placement.clone(),
+            size_label(r.msg_size),
+            r.transport.clone(),
+            r.throughput_gib_s.show(1.0, 2),
+            r.messages_per_s.show(1e-6, 3),
+            r.cpu_s_per_gib.show(1.0, 2),
+            r.rtt_p50_us.show(1.0, 1),
+            r.rtt_p99_us.show(1.0, 1),
+        ]);
+    }
+    println!(
+        "machine: {} · kernel {} · {} reps of {} ms, interleaved · median (min-max)",
+        report.machine, report.kernel, report.reps, report.run_ms
+    );
+    println!("{t}");
+    println!("memcpy, 1 thread, 64 MiB buffers: {} GiB/s", report.memcpy_gib_s.show(1.0, 2));
+    for (k, v) in &report.targets {
+        println!("target {k}: {v}");
+    }
+    if let Some(o) = &report.tracing_overhead {
+        println!(
+            "tracing overhead ({}): untraced {} GiB/s, traced {} GiB/s, traced/untraced {}",
+            o.config,
+            o.untraced_gib_s.show(1.0, 2),
+            o.traced_gib_s.show(1.0, 2),
+            o.ratio.show(1.0, 2)
+        );
+    }
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
+    chart(&a.out.join("throughput.svg"), &report.rows, report.memcpy_gib_s.median)?;
+    eprintln!(
+        "bench: wrote {} and {} in {:.0} s",
+        a.out.join("bench.json").display(),
+        a.out.join("throughput.svg").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
