@@ -6,7 +6,7 @@
 /// Rust eBPF built with aya has no CO-RE relocations, so the loader hands these over as
 /// global data. A value of `u32::MAX` means "field not found".
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offsets {
     pub task_files: u32,
     pub files_fdt: u32,
@@ -18,26 +18,118 @@ pub struct Offsets {
     pub inode_pipe: u32,
     pub inode_sb: u32,
     pub sb_magic: u32,
+    /// `struct kiocb.ki_filp` (function tier: pipe_write/pipe_read's first argument).
+    pub kiocb_filp: u32,
+    /// `struct vm_area_struct.vm_file` (function tier: handle_mm_fault's first argument).
+    pub vma_file: u32,
 }
 
-/// Logical probes, used as part of the aggregation key.
+impl Offsets {
+    pub const UNKNOWN: Self = Self {
+        task_files: u32::MAX,
+        files_fdt: u32::MAX,
+        fdt_max_fds: u32::MAX,
+        fdt_fd: u32::MAX,
+        file_inode: u32::MAX,
+        inode_mode: u32::MAX,
+        inode_ino: u32::MAX,
+        inode_pipe: u32::MAX,
+        inode_sb: u32::MAX,
+        sb_magic: u32::MAX,
+        kiocb_filp: u32::MAX,
+        vma_file: u32::MAX,
+    };
+}
+
+/// Field offsets inside tracepoint records, read from tracefs `format` files at start-up
+/// (they move between kernels, e.g. `sched_process_fork` since 6.x).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TpOffsets {
+    pub fork_parent_pid: u32,
+    pub fork_child_pid: u32,
+    pub switch_prev_state: u32,
+    pub switch_next_pid: u32,
+    pub wakeup_pid: u32,
+    pub fault_address: u32,
+    pub alloc_order: u32,
+}
+
+impl TpOffsets {
+    pub const UNKNOWN: Self = Self {
+        fork_parent_pid: u32::MAX,
+        fork_child_pid: u32::MAX,
+        switch_prev_state: u32::MAX,
+        switch_next_pid: u32::MAX,
+        wakeup_pid: u32::MAX,
+        fault_address: u32::MAX,
+        alloc_order: u32::MAX,
+    };
+}
+
+/// Logical probes: the `probe` part of aggregation and stack keys.
 pub mod probe {
-    /// write(2) / writev(2) on a pipe fd (syscall tracepoints).
-    pub const SYS_WRITE: u16 = 1;
-    /// read(2) / readv(2) on a pipe fd (syscall tracepoints).
-    pub const SYS_READ: u16 = 2;
+    /// write(2)/writev(2) on a pipe fd (syscall tier) or the pipe write function (function tier).
+    pub const PIPE_WRITE: u16 = 1;
+    /// read(2)/readv(2) on a pipe fd, or the pipe read function.
+    pub const PIPE_READ: u16 = 2;
+    /// splice(2) with the pipe as source: pages leave the pipe without a copy to user space.
+    pub const SPLICE_OUT: u16 = 3;
+    /// splice(2) into the pipe.
+    pub const SPLICE_IN: u16 = 4;
+    /// vmsplice(2) into the pipe.
+    pub const VMSPLICE: u16 = 5;
+    /// FUTEX_WAIT(_BITSET) / futex_wait on a word inside a traced shm mapping.
+    pub const FUTEX_WAIT: u16 = 6;
+    /// FUTEX_WAKE(_BITSET) / futex_wake on a word inside a traced shm mapping.
+    pub const FUTEX_WAKE: u16 = 7;
+    /// Page fault taken in user mode (`sub` = channel kind of the faulting address).
+    pub const FAULT_USER: u16 = 8;
+    /// Page fault on a user address taken in kernel mode (e.g. during copy_from_user).
+    pub const FAULT_KERNEL: u16 = 9;
+    /// Pages allocated (bytes = 4096 << order).
+    pub const PAGE_ALLOC: u16 = 10;
+    /// The task left the CPU (`sub`: 1 voluntary = blocked, 2 involuntary = preempted).
+    pub const SCHED_OUT: u16 = 11;
+    /// The task was woken (`ino` = the waker's tgid).
+    pub const WAKEUP: u16 = 12;
+    /// openat(2) of a /dev/shm path (shm_open).
+    pub const SHM_OPEN: u16 = 13;
+    /// ftruncate(2) of a shmem fd.
+    pub const SHM_FTRUNCATE: u16 = 14;
+    /// mmap(2) of a shmem fd (`bytes` = length mapped).
+    pub const SHM_MMAP: u16 = 15;
+    /// munmap(2) of a traced shm mapping.
+    pub const SHM_MUNMAP: u16 = 16;
+    /// unlink(2) of a /dev/shm path (shm_unlink).
+    pub const SHM_UNLINK: u16 = 17;
+    /// cpu-clock sample (stack counts only).
+    pub const SAMPLE: u16 = 18;
+    /// Time off the CPU after a voluntary switch (stack counts only).
+    pub const OFFCPU: u16 = 19;
+    /// Function tier: handle_mm_fault on a shm mapping (`time_ns` = fault latency).
+    pub const MM_FAULT: u16 = 20;
+    pub const COUNT: u16 = 21;
 }
 
-/// Channel kinds, part of the aggregation key.
+/// Channel kinds / probe-specific sub-keys.
 pub mod kind {
+    /// Not a traced channel (e.g. a fault outside any shm mapping).
+    pub const OTHER: u16 = 0;
     /// Anonymous pipe (inode on pipefs).
     pub const ANON_PIPE: u16 = 1;
     /// Named pipe (FIFO on a real filesystem).
     pub const FIFO: u16 = 2;
+    /// Shared memory object (shmem: /dev/shm, memfd).
+    pub const SHM: u16 = 3;
+    /// SCHED_OUT sub-keys.
+    pub const VOLUNTARY: u16 = 1;
+    pub const INVOLUNTARY: u16 = 2;
 }
 
-/// `PIPEFS_MAGIC` from `include/uapi/linux/magic.h`.
+/// `PIPEFS_MAGIC` and `TMPFS_MAGIC` from `include/uapi/linux/magic.h`.
 pub const PIPEFS_MAGIC: u64 = 0x5049_5045;
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
 /// `S_IFMT` and `S_IFIFO` from `include/uapi/linux/stat.h`.
 pub const S_IFMT: u16 = 0o170000;
 pub const S_IFIFO: u16 = 0o010000;
@@ -45,13 +137,24 @@ pub const S_IFIFO: u16 = 0o010000;
 /// Number of log2 latency buckets (bucket i holds durations in [2^i, 2^(i+1)) ns).
 pub const HIST_BUCKETS: usize = 32;
 
-/// Aggregation key: one per (process, logical probe, channel).
+/// Result classes of failed calls (`AggVal::err`).
+pub mod err {
+    pub const EAGAIN: usize = 0;
+    pub const ETIMEDOUT: usize = 1;
+    pub const EINTR: usize = 2;
+    pub const OTHER: usize = 3;
+    pub const COUNT: usize = 4;
+}
+
+/// Aggregation key: one per (process, logical probe, sub-key, channel).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AggKey {
     pub tgid: u32,
     pub probe: u16,
+    /// Channel kind (`kind::*`) or a probe-specific sub-key.
     pub kind: u16,
+    /// Channel inode, or a probe-specific value (WAKEUP: the waker's tgid).
     pub ino: u64,
 }
 
@@ -59,47 +162,114 @@ pub struct AggKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AggVal {
-    /// Completed calls (the exit was seen).
+    /// Events or completed calls.
     pub calls: u64,
-    /// Sum of positive return values (bytes moved).
+    /// Sum of positive return values (bytes moved, waiters woken) or bytes allocated/mapped.
     pub bytes: u64,
     /// Calls that returned an error.
     pub errors: u64,
-    /// Calls that returned 0 (EOF on read).
+    /// Calls that returned 0 (EOF on read; woken on FUTEX_WAIT).
     pub zero: u64,
-    /// Sum of enter->exit durations in ns.
+    /// Sum of entry->exit durations in ns.
     pub time_ns: u64,
-    /// log2 histogram of enter->exit durations.
+    /// Failed calls by class (`err::*`).
+    pub err: [u64; err::COUNT],
+    /// log2 histogram of entry->exit durations.
     pub hist: [u64; HIST_BUCKETS],
 }
 
 impl Default for AggVal {
     fn default() -> Self {
-        Self { calls: 0, bytes: 0, errors: 0, zero: 0, time_ns: 0, hist: [0; HIST_BUCKETS] }
+        Self { calls: 0, bytes: 0, errors: 0, zero: 0, time_ns: 0, err: [0; err::COUNT], hist: [0; HIST_BUCKETS] }
     }
 }
 
-/// A call in flight, keyed by thread (pid_tgid) between syscall entry and exit.
+/// Key of a stack count: where (kernel and user stack ids) a probe fired for a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub probe: u16,
+    pub kind: u16,
+    /// Stack ids in the STACKS map; negative = not captured.
+    pub kstack: i32,
+    pub ustack: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackVal {
+    pub count: u64,
+    /// OFFCPU: total time off the CPU in ns.
+    pub time_ns: u64,
+}
+
+/// A call in flight, keyed by thread (pid_tgid) between entry and exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Pending {
     pub ino: u64,
     pub start_ns: u64,
+    /// mmap: length requested.
+    pub len: u64,
     pub probe: u16,
     pub kind: u16,
     pub _pad: u32,
 }
 
+/// A thread that left the CPU, keyed by tid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpu {
+    pub ts: u64,
+    pub tgid: u32,
+    pub kstack: i32,
+}
+
+/// One traced shm mapping of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+    pub ino: u64,
+}
+
+pub const RANGES_PER_PROCESS: usize = 4;
+
+/// The shm mappings of a process (filled at mmap exit, or by the loader for `attach`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ranges {
+    pub r: [Range; RANGES_PER_PROCESS],
+}
+
 /// Indexes into the per-CPU `LOSS` array: every event the programs had to drop.
 pub mod loss {
-    /// The in-flight map was full at syscall entry: the call is not counted.
+    /// The in-flight map was full at entry: the call is not counted.
     pub const PENDING_FULL: u32 = 0;
-    /// The aggregation map was full at syscall exit: the call is not counted.
+    /// The aggregation map was full: the event is not counted.
     pub const AGG_FULL: u32 = 1;
     /// A kernel read (fd -> file -> inode) failed: the call could not be classified.
     pub const READ_FAILED: u32 = 2;
-    pub const COUNT: u32 = 3;
-    pub const NAMES: [&str; COUNT as usize] = ["in-flight map full", "aggregation map full", "kernel read failed"];
+    /// bpf_get_stackid failed (stack map full or hash collision): the stack is missing.
+    pub const STACK_FAILED: u32 = 3;
+    /// The stack-count map was full: the stack sample is not counted.
+    pub const STACK_COUNT_FULL: u32 = 4;
+    /// The off-CPU map was full: a block's duration is not measured.
+    pub const OFFCPU_FULL: u32 = 5;
+    /// A process already had RANGES_PER_PROCESS shm mappings: a new one is not traced.
+    pub const RANGES_FULL: u32 = 6;
+    pub const COUNT: u32 = 7;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "in-flight map full",
+        "aggregation map full",
+        "kernel read failed",
+        "stack capture failed",
+        "stack-count map full",
+        "off-cpu map full",
+        "shm range table full",
+    ];
 }
 
 /// log2 bucket of a duration in ns, clamped to the histogram.
@@ -116,9 +286,15 @@ pub fn log2_bucket(v: u64) -> usize {
 mod pod {
     use super::*;
     unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for TpOffsets {}
     unsafe impl aya::Pod for AggKey {}
     unsafe impl aya::Pod for AggVal {}
+    unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for StackVal {}
     unsafe impl aya::Pod for Pending {}
+    unsafe impl aya::Pod for OffCpu {}
+    unsafe impl aya::Pod for Range {}
+    unsafe impl aya::Pod for Ranges {}
 }
 
 #[cfg(test)]
@@ -133,5 +309,12 @@ mod tests {
         assert_eq!(log2_bucket(1023), 9);
         assert_eq!(log2_bucket(1024), 10);
         assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn keys_have_no_padding_holes() {
+        assert_eq!(core::mem::size_of::<AggKey>(), 16);
+        assert_eq!(core::mem::size_of::<StackKey>(), 16);
+        assert_eq!(core::mem::size_of::<Pending>(), 32);
     }
 }

@@ -1,35 +1,38 @@
-//! ipctrace's kernel-side programs: syscall tracepoints that classify the fd as a pipe/FIFO
-//! and aggregate calls, bytes and latency per (tgid, probe, channel) in per-CPU maps.
-//! Only targeted tgids are counted; every dropped event is counted in `LOSS`.
+//! ipctrace's kernel-side programs. Every program first drops processes not in `TARGETS`,
+//! then classifies what it sees (pipe, FIFO, shm object) and aggregates into per-CPU maps;
+//! stacks go to `STACKS` and are counted in `STACK_COUNTS`. Every dropped event is counted
+//! in `LOSS`. Modules hold the programs by subject; this file holds maps and helpers.
 #![no_std]
 #![no_main]
 
+mod function;
+mod futex;
+mod pipe;
+mod sample;
+mod sched;
+mod shm;
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    programs::tracing::StackIdContext,
 };
 use ipctrace_common::{
-    AggKey, AggVal, Offsets, PIPEFS_MAGIC, Pending, S_IFIFO, S_IFMT, kind, log2_bucket, loss, probe,
+    AggKey, AggVal, HIST_BUCKETS, OffCpu, Offsets, PIPEFS_MAGIC, Pending, Ranges, S_IFIFO, S_IFMT, StackKey, StackVal,
+    TMPFS_MAGIC, TpOffsets, kind, log2_bucket, loss,
 };
 
 /// Filled by the loader from BTF before loading (global data).
 #[unsafe(no_mangle)]
-static OFFSETS: Offsets = Offsets {
-    task_files: u32::MAX,
-    files_fdt: u32::MAX,
-    fdt_max_fds: u32::MAX,
-    fdt_fd: u32::MAX,
-    file_inode: u32::MAX,
-    inode_mode: u32::MAX,
-    inode_ino: u32::MAX,
-    inode_pipe: u32::MAX,
-    inode_sb: u32::MAX,
-    sb_magic: u32::MAX,
-};
+static OFFSETS: Offsets = Offsets::UNKNOWN;
 
-/// Target processes (tgid -> 1); filled by the loader before the workload's start gate opens.
+/// Filled by the loader from tracefs format files.
+#[unsafe(no_mangle)]
+static TP_OFFSETS: TpOffsets = TpOffsets::UNKNOWN;
+
+/// Target processes (tgid -> 1); filled before the workload's start gate opens, extended on fork.
 #[map]
 static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
@@ -37,18 +40,32 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 
-/// Aggregates per (tgid, probe, channel), per CPU.
+/// Aggregates per (tgid, probe, sub-key, channel), per CPU.
 #[map]
 static AGG: PerCpuHashMap<AggKey, AggVal> = PerCpuHashMap::with_max_entries(8192, 0);
+
+/// Kernel and user stacks.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// How often (and for OFFCPU how long) each stack was seen, per process and probe.
+#[map]
+static STACK_COUNTS: PerCpuHashMap<StackKey, StackVal> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Threads that blocked, by tid, until they run again.
+#[map]
+static OFFCPU: HashMap<u32, OffCpu> = HashMap::with_max_entries(16384, 0);
+
+/// shm mappings per process.
+#[map]
+static SHM_RANGES: HashMap<u32, Ranges> = HashMap::with_max_entries(4096, 0);
 
 /// Dropped-event counters, indexed by `ipctrace_common::loss::*`.
 #[map]
 static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);
 
-/// Offset of the first syscall argument in a `syscalls:sys_enter_*` record, and of `ret`
-/// in a `syscalls:sys_exit_*` record (after the 8-byte common header and `__syscall_nr`).
-const SYSCALL_ARG0: usize = 16;
-const SYSCALL_RET: usize = 16;
+/// `-EFAULT`: no stack to capture (e.g. a sample taken in user mode has no kernel stack).
+const EFAULT: i32 = -14;
 
 #[inline(always)]
 fn count_loss(idx: u32) {
@@ -58,111 +75,143 @@ fn count_loss(idx: u32) {
 }
 
 #[inline(always)]
+fn current() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+#[inline(always)]
 fn is_target(tgid: u32) -> bool {
     unsafe { TARGETS.get(&tgid).is_some() }
 }
 
 #[inline(always)]
+fn offsets() -> Offsets {
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+fn tp_offsets() -> TpOffsets {
+    unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
+}
+
+#[inline(always)]
 unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, i32> {
-    if off == u32::MAX {
+    if off == u32::MAX || base.is_null() {
         return Err(-1);
     }
     unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const T) }
 }
 
-/// fd of the current task -> (inode number, channel kind) if it is a pipe or FIFO.
+/// Reads a tracepoint field at an offset from `TP_OFFSETS`.
 #[inline(always)]
-unsafe fn pipe_of_fd(fd: u64) -> Result<Option<(u64, u16)>, i32> {
-    let o = unsafe { core::ptr::read_volatile(&OFFSETS) };
+unsafe fn tp_field<T, C: EbpfContext>(ctx: &C, off: u32) -> Result<T, i32> {
+    unsafe { read_at(ctx.as_ptr() as *const u8, off) }
+}
+
+/// The current task's `struct file *` for `fd` (null if none).
+#[inline(always)]
+unsafe fn file_of_fd(fd: u64) -> Result<*const u8, i32> {
+    let o = offsets();
     let task = unsafe { bpf_get_current_task() } as *const u8;
     unsafe {
         let files: *const u8 = read_at(task, o.task_files)?;
         if files.is_null() {
-            return Ok(None);
+            return Ok(core::ptr::null());
         }
         let fdt: *const u8 = read_at(files, o.files_fdt)?;
         let max_fds: u32 = read_at(fdt, o.fdt_max_fds)?;
         if fd >= max_fds as u64 {
-            return Ok(None);
+            return Ok(core::ptr::null());
         }
         let fd_array: *const u8 = read_at(fdt, o.fdt_fd)?;
-        let file: *const u8 = bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8)?;
-        if file.is_null() {
-            return Ok(None);
-        }
+        bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8)
+    }
+}
+
+/// A file -> (inode number, channel kind) if it is a pipe, a FIFO or a shmem object.
+#[inline(always)]
+unsafe fn classify_file(file: *const u8) -> Result<Option<(u64, u16)>, i32> {
+    if file.is_null() {
+        return Ok(None);
+    }
+    let o = offsets();
+    unsafe {
         let inode: *const u8 = read_at(file, o.file_inode)?;
         let mode: u16 = read_at(inode, o.inode_mode)?;
-        if mode & S_IFMT != S_IFIFO {
-            return Ok(None);
-        }
-        let pipe: u64 = read_at(inode, o.inode_pipe)?;
-        if pipe == 0 {
-            return Ok(None);
-        }
-        let ino: u64 = read_at(inode, o.inode_ino)?;
         let sb: *const u8 = read_at(inode, o.inode_sb)?;
         let magic: u64 = read_at(sb, o.sb_magic)?;
-        let k = if magic == PIPEFS_MAGIC { kind::ANON_PIPE } else { kind::FIFO };
-        Ok(Some((ino, k)))
+        let ino: u64 = read_at(inode, o.inode_ino)?;
+        if mode & S_IFMT == S_IFIFO {
+            let pipe: u64 = read_at(inode, o.inode_pipe)?;
+            if pipe == 0 {
+                return Ok(None);
+            }
+            let k = if magic == PIPEFS_MAGIC { kind::ANON_PIPE } else { kind::FIFO };
+            return Ok(Some((ino, k)));
+        }
+        if magic == TMPFS_MAGIC {
+            return Ok(Some((ino, kind::SHM)));
+        }
+        Ok(None)
     }
 }
 
+/// fd of the current task -> (ino, kind), counting failed reads as loss.
 #[inline(always)]
-fn on_enter(ctx: &TracePointContext, probe: u16) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    if !is_target((id >> 32) as u32) {
-        return 0;
-    }
-    let fd: u64 = match unsafe { ctx.read_at::<u64>(SYSCALL_ARG0) } {
-        Ok(fd) => fd,
+fn classify_fd(fd: u64) -> Option<(u64, u16)> {
+    match unsafe { file_of_fd(fd).and_then(|f| classify_file(f)) } {
+        Ok(c) => c,
         Err(_) => {
             count_loss(loss::READ_FAILED);
-            return 0;
+            None
         }
-    };
-    let (ino, k) = match unsafe { pipe_of_fd(fd) } {
-        Ok(Some(p)) => p,
-        Ok(None) => return 0,
-        Err(_) => {
-            count_loss(loss::READ_FAILED);
-            return 0;
-        }
-    };
-    let p = Pending { ino, start_ns: unsafe { bpf_ktime_get_ns() }, probe, kind: k, _pad: 0 };
-    if PENDING.insert(&id, &p, 0).is_err() {
-        count_loss(loss::PENDING_FULL);
     }
-    0
+}
+
+/// The traced shm mapping of `tgid` that holds `addr`, as its object's inode.
+#[inline(always)]
+fn shm_ino_of(tgid: u32, addr: u64) -> Option<u64> {
+    let r = unsafe { SHM_RANGES.get(&tgid) }?;
+    for x in r.r.iter() {
+        if x.start != 0 && addr >= x.start && addr < x.end {
+            return Some(x.ino);
+        }
+    }
+    None
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    let p = match unsafe { PENDING.get(&id) } {
-        Some(p) => *p,
-        None => return 0,
-    };
-    let _ = PENDING.remove(&id);
-    let ret: i64 = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.unwrap_or(-1);
-    let dt = unsafe { bpf_ktime_get_ns() }.saturating_sub(p.start_ns);
-    let key = AggKey { tgid: (id >> 32) as u32, probe: p.probe, kind: p.kind, ino: p.ino };
-    let val = match AGG.get_ptr_mut(&key) {
-        Some(v) => v,
+fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
+    if let Some(v) = AGG.get_ptr_mut(key) {
+        return Some(unsafe { &mut *v });
+    }
+    if AGG.insert(key, &AggVal::default(), 0).is_err() {
+        count_loss(loss::AGG_FULL);
+        return None;
+    }
+    match AGG.get_ptr_mut(key) {
+        Some(v) => Some(unsafe { &mut *v }),
         None => {
-            if AGG.insert(&key, &AggVal::default(), 0).is_err() {
-                count_loss(loss::AGG_FULL);
-                return 0;
-            }
-            match AGG.get_ptr_mut(&key) {
-                Some(v) => v,
-                None => {
-                    count_loss(loss::AGG_FULL);
-                    return 0;
-                }
-            }
+            count_loss(loss::AGG_FULL);
+            None
         }
-    };
-    let v = unsafe { &mut *val };
+    }
+}
+
+/// Counts one event (no return value, no duration).
+#[inline(always)]
+fn agg_event(tgid: u32, probe: u16, k: u16, ino: u64, bytes: u64) {
+    if let Some(v) = agg_slot(&AggKey { tgid, probe, kind: k, ino }) {
+        v.calls += 1;
+        v.bytes += bytes;
+    }
+}
+
+/// Counts one completed call with its return value and duration.
+#[inline(always)]
+fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
+    let Some(v) = agg_slot(&AggKey { tgid, probe: p.probe, kind: p.kind, ino: p.ino }) else { return };
     v.calls += 1;
     if ret > 0 {
         v.bytes += ret as u64;
@@ -170,53 +219,72 @@ fn on_exit(ctx: &TracePointContext) -> u32 {
         v.zero += 1;
     } else {
         v.errors += 1;
+        let class = match ret {
+            -11 => ipctrace_common::err::EAGAIN,
+            -110 => ipctrace_common::err::ETIMEDOUT,
+            -4 => ipctrace_common::err::EINTR,
+            _ => ipctrace_common::err::OTHER,
+        };
+        if class < v.err.len() {
+            v.err[class] += 1;
+        }
     }
     v.time_ns += dt;
     let b = log2_bucket(dt);
-    if b < v.hist.len() {
+    if b < HIST_BUCKETS {
         v.hist[b] += 1;
     }
-    0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_write")]
-pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    on_enter(&ctx, probe::SYS_WRITE)
+/// Records a call's start for the current thread.
+#[inline(always)]
+fn pending_start(p: Pending) {
+    let id = bpf_get_current_pid_tgid();
+    if PENDING.insert(&id, &p, 0).is_err() {
+        count_loss(loss::PENDING_FULL);
+    }
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_write")]
-pub fn sys_exit_write(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx)
+/// Ends the current thread's call: (tgid, pending) if one was started.
+#[inline(always)]
+fn pending_take() -> Option<(u32, Pending)> {
+    let id = bpf_get_current_pid_tgid();
+    let p = unsafe { PENDING.get(&id) }.copied()?;
+    let _ = PENDING.remove(&id);
+    Some(((id >> 32) as u32, p))
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
-pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    on_enter(&ctx, probe::SYS_WRITE)
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_writev")]
-pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx)
+/// Stack id, or -1 when there is none; failures other than "no stack" are loss.
+#[inline(always)]
+fn stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
+    match ctx.get_stackid(&STACKS, flags) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            if e != EFAULT {
+                count_loss(loss::STACK_FAILED);
+            }
+            -1
+        }
+    }
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_read")]
-pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    on_enter(&ctx, probe::SYS_READ)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_read")]
-pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_readv")]
-pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
-    on_enter(&ctx, probe::SYS_READ)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_readv")]
-pub fn sys_exit_readv(ctx: TracePointContext) -> u32 {
-    on_exit(&ctx)
+#[inline(always)]
+fn stack_add(key: &StackKey, time_ns: u64) {
+    if let Some(v) = STACK_COUNTS.get_ptr_mut(key) {
+        unsafe {
+            (*v).count += 1;
+            (*v).time_ns += time_ns;
+        }
+        return;
+    }
+    if STACK_COUNTS.insert(key, &StackVal { count: 1, time_ns }, 0).is_err() {
+        count_loss(loss::STACK_COUNT_FULL);
+    }
 }
 
 #[cfg(not(test))]

@@ -26,10 +26,10 @@ struct header {
     char p1[56];
     _Atomic uint64_t tail;
     char p2[56];
-    _Atomic uint32_t data_seq, consumer_waiting;
-    char p3[56];
-    _Atomic uint32_t space_seq, producer_waiting;
-    char p4[56];
+    _Atomic uint32_t data_seq; /* futex event counts: the consumer waits here, */
+    char p3[60];
+    _Atomic uint32_t space_seq; /* the producer here */
+    char p4[60];
 };
 
 static char shm_name[64];
@@ -103,26 +103,27 @@ static void fwake(struct futex_witness *f, _Atomic uint32_t *word)
         f->woken += (uint64_t)r;
 }
 
-/* Block until ready(h, arg) (see the Rust Waiter::wait_until for the protocol). */
-#define WAIT_UNTIL(cond, seq, waiting, peer)                                                                           \
+/* Block until cond. seq is an event count: +2 per notification, low bit = "a waiter may sleep"
+ * (set by the waiter with a CAS, cleared by the notifier that wakes it): see the Rust
+ * Waiter::wait_until for the argument that no wake-up is lost. */
+#define WAIT_UNTIL(cond, seq, peer)                                                                                    \
     for (;;) {                                                                                                         \
         if (cond)                                                                                                      \
             break;                                                                                                     \
-        uint32_t expected = atomic_load(&(seq));                                                                       \
-        atomic_store(&(waiting), 1);                                                                                   \
-        if (cond) {                                                                                                    \
-            atomic_store(&(waiting), 0);                                                                               \
+        uint32_t v = atomic_load(&(seq));                                                                              \
+        if (!(v & 1) && !atomic_compare_exchange_strong(&(seq), &v, v | 1))                                            \
+            continue;                                                                                                  \
+        if (cond)                                                                                                      \
             break;                                                                                                     \
-        }                                                                                                              \
-        fwait(&fx, &(seq), expected, peer);                                                                            \
-        atomic_store(&(waiting), 0);                                                                                   \
+        fwait(&fx, &(seq), v | 1, peer);                                                                               \
     }
 
-#define NOTIFY(seq, other_waiting)                                                                                     \
+#define NOTIFY(seq)                                                                                                    \
     do {                                                                                                               \
-        atomic_fetch_add(&(seq), 1);                                                                                   \
-        if (atomic_exchange(&(other_waiting), 0))                                                                      \
+        if (atomic_fetch_add(&(seq), 2) & 1) {                                                                         \
+            atomic_fetch_and(&(seq), ~1u);                                                                             \
             fwake(&fx, &(seq));                                                                                        \
+        }                                                                                                              \
     } while (0)
 
 static int produce(const struct opts *o)
@@ -158,7 +159,7 @@ static int produce(const struct opts *o)
     uint64_t off = 0, head = 0;
     while (off < o->total) {
         uint64_t n = o->total - off < o->msg_size ? o->total - off : o->msg_size;
-        WAIT_UNTIL(head - atomic_load(&h->tail) < slots, h->space_seq, h->producer_waiting, "consumer");
+        WAIT_UNTIL(head - atomic_load(&h->tail) < slots, h->space_seq, "consumer");
         uint8_t *slot = base + HEADER + (head % slots) * stride;
         *(volatile uint64_t *)slot = n;
         memcpy(slot + 8, pat + off % PERIOD, n);
@@ -166,7 +167,7 @@ static int produce(const struct opts *o)
             slot[8 + (uint64_t)o->corrupt_at - off] ^= 0xff;
         head++;
         atomic_store(&h->head, head);
-        NOTIFY(h->data_seq, h->consumer_waiting);
+        NOTIFY(h->data_seq);
         off += n;
         w.messages++;
     }
@@ -207,7 +208,7 @@ static int consume(const struct opts *o)
     uint8_t *pat = pattern_buf(slot_size);
     uint64_t off = 0, tail = 0;
     while (off < o->total) {
-        WAIT_UNTIL(atomic_load(&h->head) > tail, h->data_seq, h->consumer_waiting, "producer");
+        WAIT_UNTIL(atomic_load(&h->head) > tail, h->data_seq, "producer");
         uint8_t *slot = base + HEADER + (tail % slots) * stride;
         uint64_t n = *(volatile uint64_t *)slot;
         if (n > slot_size) {
@@ -219,7 +220,7 @@ static int consume(const struct opts *o)
         off += n;
         tail++;
         atomic_store(&h->tail, tail);
-        NOTIFY(h->space_seq, h->producer_waiting);
+        NOTIFY(h->space_seq);
         w.messages++;
     }
     w.bytes = off;

@@ -88,12 +88,12 @@ struct Header {
     _p1: [u8; 56],
     tail: AtomicU64,
     _p2: [u8; 56],
+    /// Futex event counts (see `Waiter::wait_until`): the consumer waits on `data_seq`, the
+    /// producer on `space_seq`.
     data_seq: AtomicU32,
-    consumer_waiting: AtomicU32,
-    _p3: [u8; 56],
+    _p3: [u8; 60],
     space_seq: AtomicU32,
-    producer_waiting: AtomicU32,
-    _p4: [u8; 56],
+    _p4: [u8; 60],
     /// Time-bounded runs: the final head + 1, set once the producer has stopped (0 = running).
     final_head: AtomicU64,
     _p5: [u8; 56],
@@ -257,14 +257,11 @@ struct Waiter<'a> {
 }
 
 impl Waiter<'_> {
-    /// Blocks until `ready()`; `seq`/`waiting` are this side's futex word and flag, `sem` its semaphore.
-    fn wait_until(
-        &mut self,
-        ready: impl Fn() -> bool,
-        seq: &AtomicU32,
-        waiting: &AtomicU32,
-        sem: &libc::sem_t,
-    ) -> Result<()> {
+    /// Blocks until `ready()`. `seq` is this side's futex word, an event count: it rises by 2
+    /// per notification and its low bit says "a waiter may sleep here" (set by the waiter
+    /// with a CAS, cleared by the notifier that wakes it), so a wake is issued only when
+    /// someone may sleep and no notification can be lost. `sem` is the semaphore (shm-sem).
+    fn wait_until(&mut self, ready: impl Fn() -> bool, seq: &AtomicU32, sem: &libc::sem_t) -> Result<()> {
         match self.sync {
             SyncKind::Futex { spin } => loop {
                 if ready() {
@@ -276,15 +273,15 @@ impl Waiter<'_> {
                         return Ok(());
                     }
                 }
-                let expected = seq.load(SeqCst);
-                waiting.store(1, SeqCst);
+                let v = seq.load(SeqCst);
+                if v & 1 == 0 && seq.compare_exchange(v, v | 1, SeqCst, SeqCst).is_err() {
+                    continue;
+                }
+                // Anything published before the bit was set is visible now.
                 if ready() {
-                    waiting.store(0, SeqCst);
                     return Ok(());
                 }
-                let r = self.fx.wait(seq, expected, WAIT_TIMEOUT);
-                waiting.store(0, SeqCst);
-                if r == Waited::TimedOut {
+                if self.fx.wait(seq, v | 1, WAIT_TIMEOUT) == Waited::TimedOut {
                     self.peer.check(self.peer_name)?;
                 }
             },
@@ -306,13 +303,12 @@ impl Waiter<'_> {
         }
     }
 
-    /// Tells the other side: bump its word and wake it if it sleeps, or post its semaphore.
-    fn notify(&mut self, seq: &AtomicU32, other_waiting: &AtomicU32, sem: &libc::sem_t) {
+    /// Tells the other side: bump its word and wake it if it may sleep, or post its semaphore.
+    fn notify(&mut self, seq: &AtomicU32, sem: &libc::sem_t) {
         match self.sync {
             SyncKind::Futex { .. } => {
-                seq.fetch_add(1, SeqCst);
-                // Clearing the flag here means one wake per sleep, not one per message.
-                if other_waiting.swap(0, SeqCst) != 0 {
+                if seq.fetch_add(2, SeqCst) & 1 != 0 {
+                    seq.fetch_and(!1, SeqCst);
                     self.fx.wake(seq);
                 }
             }
@@ -359,7 +355,7 @@ pub fn produce(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
     while let Some(len) = o.next_len(off, w.messages) {
         // In ping-pong mode the previous message's acknowledgement already secured the slot.
         if !(o.ping_pong && head > 0) {
-            waiter.wait_until(|| space(head), &h.space_seq, &h.producer_waiting, &h.spaces)?;
+            waiter.wait_until(|| space(head), &h.space_seq, &h.spaces)?;
         }
         let slot = region.slot(&g, head);
         let t0 = Instant::now();
@@ -373,17 +369,17 @@ pub fn produce(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
         }
         head += 1;
         h.head.store(head, SeqCst);
-        waiter.notify(&h.data_seq, &h.consumer_waiting, &h.items);
+        waiter.notify(&h.data_seq, &h.items);
         off += len as u64;
         w.messages += 1;
         if o.ping_pong {
             // The consumer's release of the slot is the acknowledgement.
-            waiter.wait_until(|| h.tail.load(SeqCst) == head, &h.space_seq, &h.producer_waiting, &h.spaces)?;
+            waiter.wait_until(|| h.tail.load(SeqCst) == head, &h.space_seq, &h.spaces)?;
             rtt.record(t0.elapsed());
         }
     }
     h.final_head.store(head + 1, SeqCst);
-    waiter.notify(&h.data_seq, &h.consumer_waiting, &h.items);
+    waiter.notify(&h.data_seq, &h.items);
     w.bytes = off;
     w.elapsed_ns = start.elapsed().as_nanos() as u64;
     w.shm = Some(info(a, &g));
@@ -402,12 +398,7 @@ pub fn consume(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
         Waiter { sync: a.sync, fx: Default::default(), sem: Default::default(), peer, peer_name: "producer" };
     let (mut off, mut tail) = (0u64, 0u64);
     loop {
-        waiter.wait_until(
-            || h.head.load(SeqCst) > tail || h.final_head.load(SeqCst) != 0,
-            &h.data_seq,
-            &h.consumer_waiting,
-            &h.items,
-        )?;
+        waiter.wait_until(|| h.head.load(SeqCst) > tail || h.final_head.load(SeqCst) != 0, &h.data_seq, &h.items)?;
         if h.head.load(SeqCst) == tail {
             // The producer has stopped and everything it published is consumed.
             break;
@@ -425,7 +416,7 @@ pub fn consume(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
         off += len as u64;
         tail += 1;
         h.tail.store(tail, SeqCst);
-        waiter.notify(&h.space_seq, &h.producer_waiting, &h.spaces);
+        waiter.notify(&h.space_seq, &h.spaces);
         w.messages += 1;
     }
     w.bytes = off;

@@ -98,6 +98,7 @@ struct Report {
     reps: usize,
     run_ms: u64,
     memcpy_gib_s: Stat,
+    memcpy_4mib_gib_s: Stat,
     rows: Vec<Row>,
     targets: Vec<(String, String)>,
     tracing_overhead: Option<Overhead>,
@@ -198,10 +199,11 @@ fn dd_pipe(msg: u64, cpus: [usize; 2], ms: u64) -> Result<f64> {
     Ok(bytes / GIB / secs)
 }
 
-/// Single-thread memcpy bandwidth over 64 MiB buffers (the physical limit for a copy).
-fn memcpy_gib_s(ms: u64) -> f64 {
-    let src = vec![1u8; 64 << 20];
-    let mut dst = vec![0u8; 64 << 20];
+/// Single-thread memcpy bandwidth over `size`-byte buffers: 64 MiB is DRAM-bound (the
+/// physical limit for a copy); 4 MiB, the size of a default shm ring, mostly stays in cache.
+fn memcpy_gib_s(ms: u64, size: usize) -> f64 {
+    let src = vec![1u8; size];
+    let mut dst = vec![0u8; size];
     dst.copy_from_slice(&src);
     let t0 = Instant::now();
     let mut n = 0u64;
@@ -210,7 +212,7 @@ fn memcpy_gib_s(ms: u64) -> f64 {
         n += 1;
     }
     std::hint::black_box(&dst);
-    (n as f64 * (64 << 20) as f64) / GIB / t0.elapsed().as_secs_f64()
+    (n as f64 * size as f64) / GIB / t0.elapsed().as_secs_f64()
 }
 
 /// Traced (ipctrace run) vs untraced (workloads) pipe 64 KiB same-CPU, interleaved pairs,
@@ -324,7 +326,8 @@ fn machine() -> String {
 pub fn bench(a: &BenchArgs) -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "workloads", "-p", "ipctrace"]))?;
     let started = Instant::now();
-    let memcpy: Vec<f64> = (0..a.reps).map(|_| memcpy_gib_s(300)).collect();
+    let memcpy: Vec<f64> = (0..a.reps).map(|_| memcpy_gib_s(300, 64 << 20)).collect();
+    let memcpy_cached: Vec<f64> = (0..a.reps).map(|_| memcpy_gib_s(300, 4 << 20)).collect();
     let mut samples: BTreeMap<(String, u64, &str), Samples> = BTreeMap::new();
     let mut dd: BTreeMap<(u64, &str), Vec<f64>> = BTreeMap::new();
     let total_runs = a.reps * PLACEMENTS.len() * SIZES.len() * (TRANSPORTS.len() + 1);
@@ -423,6 +426,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         reps: a.reps,
         run_ms: a.run_ms,
         memcpy_gib_s: memcpy,
+        memcpy_4mib_gib_s: Stat::of(&memcpy_cached),
         rows,
         targets,
         tracing_overhead: overhead,
@@ -448,7 +452,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         report.machine, report.kernel, report.reps, report.run_ms
     );
     println!("{t}");
-    println!("memcpy, 1 thread, 64 MiB buffers: {} GiB/s", report.memcpy_gib_s.show(1.0, 2));
+    println!(
+        "memcpy, 1 thread: {} GiB/s with 64 MiB buffers (DRAM), {} GiB/s with 4 MiB buffers (a default ring's size: cache)",
+        report.memcpy_gib_s.show(1.0, 2),
+        report.memcpy_4mib_gib_s.show(1.0, 2)
+    );
     for (k, v) in &report.targets {
         println!("target {k}: {v}");
     }

@@ -1,0 +1,19 @@
+//! Sampling: a cpu-clock perf event on every CPU; samples of targets count their kernel and
+//! user stacks (a sampled figure: where the CPU time went, statistically).
+
+use aya_ebpf::{bindings::BPF_F_USER_STACK, macros::perf_event, programs::PerfEventContext};
+use ipctrace_common::{StackKey, probe};
+
+use crate::{current, is_target, stack_add, stack_id};
+
+#[perf_event]
+pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
+    let (tgid, _) = current();
+    if !is_target(tgid) {
+        return 0;
+    }
+    let kstack = stack_id(&ctx, 0);
+    let ustack = stack_id(&ctx, BPF_F_USER_STACK as u64);
+    stack_add(&StackKey { tgid, probe: probe::SAMPLE, kind: 0, kstack, ustack }, 0);
+    0
+}

@@ -1,0 +1,69 @@
+//! Scheduling: who left the CPU and why (voluntary = blocked, with the kernel stack where it
+//! blocked, and for how long), who woke whom, and fork-following of the target set.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use ipctrace_common::{OffCpu, StackKey, kind, loss, probe};
+
+use crate::{
+    OFFCPU, TARGETS, agg_event, count_loss, current, is_target, now, stack_add, stack_id, tp_field, tp_offsets,
+};
+
+/// `TASK_REPORT_MAX`: the state sched_switch reports for a preempted task.
+const TASK_REPORT_MAX: i64 = 0x100;
+
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    let t = tp_offsets();
+    // The task leaving the CPU is `current`.
+    let (tgid, tid) = current();
+    if tid != 0 && is_target(tgid) {
+        let state: i64 = unsafe { tp_field(&ctx, t.switch_prev_state) }.unwrap_or(0);
+        let voluntary = state != 0 && state & TASK_REPORT_MAX == 0;
+        agg_event(tgid, probe::SCHED_OUT, if voluntary { kind::VOLUNTARY } else { kind::INVOLUNTARY }, 0, 0);
+        if voluntary {
+            let o = OffCpu { ts: now(), tgid, kstack: stack_id(&ctx, 0) };
+            if OFFCPU.insert(&tid, &o, 0).is_err() {
+                count_loss(loss::OFFCPU_FULL);
+            }
+        }
+    }
+    // The task coming in: close its off-CPU interval.
+    let next: u32 = unsafe { tp_field(&ctx, t.switch_next_pid) }.unwrap_or(0);
+    if next != 0
+        && let Some(o) = unsafe { OFFCPU.get(&next) }.copied()
+    {
+        let _ = OFFCPU.remove(&next);
+        let key = StackKey { tgid: o.tgid, probe: probe::OFFCPU, kind: 0, kstack: o.kstack, ustack: -1 };
+        stack_add(&key, now().saturating_sub(o.ts));
+    }
+    0
+}
+
+/// A blocked target thread is woken: count it against the waker, with the waker's stack.
+#[tracepoint(category = "sched", name = "sched_wakeup")]
+pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
+    let pid: u32 = unsafe { tp_field(&ctx, tp_offsets().wakeup_pid) }.unwrap_or(0);
+    if pid == 0 {
+        return 0;
+    }
+    let Some(o) = (unsafe { OFFCPU.get(&pid) }).copied() else { return 0 };
+    let (waker, _) = current();
+    agg_event(o.tgid, probe::WAKEUP, 0, waker as u64, 0);
+    let kstack = stack_id(&ctx, 0);
+    stack_add(&StackKey { tgid: o.tgid, probe: probe::WAKEUP, kind: 0, kstack, ustack: -1 }, 0);
+    0
+}
+
+/// Children of targets become targets before they run.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let (tgid, _) = current();
+    if !is_target(tgid) {
+        return 0;
+    }
+    let child: u32 = unsafe { tp_field(&ctx, tp_offsets().fork_child_pid) }.unwrap_or(0);
+    if child != 0 {
+        let _ = TARGETS.insert(&child, &1, 0);
+    }
+    0
+}
