@@ -79,9 +79,13 @@ pub fn kprobe_pipe_read(ctx: ProbeContext) -> u32 {
     pipe_entry(ctx.arg(0).unwrap_or(core::ptr::null()), probe::PIPE_READ)
 }
 
-/// Shared by the pipe and futex kretprobes.
 #[kretprobe]
-pub fn kretprobe_call(ctx: RetProbeContext) -> u32 {
+pub fn kretprobe_pipe_write(ctx: RetProbeContext) -> u32 {
+    call_exit(ctx.ret::<i64>())
+}
+
+#[kretprobe]
+pub fn kretprobe_pipe_read(ctx: RetProbeContext) -> u32 {
     call_exit(ctx.ret::<i64>())
 }
 

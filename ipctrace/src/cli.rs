@@ -8,7 +8,7 @@ use workloads::{
     size::parse_size,
 };
 
-use crate::render::Format;
+use crate::{probes::Tier, render::Format};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,9 +30,35 @@ pub struct Cli {
 pub enum Command {
     /// Run built-in producer/consumer workloads under tracing and report their kernel data path.
     Run(RunArgs),
+    /// Show which mechanism each logical probe uses on this kernel, and why the others were skipped.
+    Probes(ProbesArgs),
     /// One side of a built-in workload (ipctrace re-executes itself with this; not for direct use).
     #[command(name = "__workload", hide = true)]
     Workload(RoleArgs),
+}
+
+/// Which probe implementations may be used.
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// Best tier to try: function (fentry, then kprobe, then tracepoints), tracepoint, or
+    /// sampling. Each logical probe falls back from there to what this kernel allows.
+    #[arg(long, value_enum, default_value_t = Tier::Function)]
+    pub tier: Tier,
+    /// Never use fentry/fexit (kprobes are tried instead).
+    #[arg(long)]
+    pub no_fentry: bool,
+    /// cpu-clock sampling frequency for kernel and user stacks, per CPU (0 disables sampling).
+    #[arg(long, default_value_t = 999)]
+    pub sample_hz: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbesArgs {
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+    /// Output format (markdown is not available here).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +78,8 @@ pub struct RunArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub ring: RingArgs,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
     /// Pin the producer and the consumer to these two CPUs (e.g. 0,1; 0,0 for the same CPU).
     #[arg(long, value_delimiter = ',', num_args = 1, value_name = "A,B", value_parser = clap::value_parser!(usize))]
     pub cpus: Option<Vec<usize>>,

@@ -1,10 +1,13 @@
 //! ipctrace: entry point. Parses the command line, checks privileges, makes tracefs
 //! reachable (before any thread exists), then runs the command and maps errors to exit codes.
 
+mod agree;
 mod cli;
 mod exit;
 mod kernel;
 mod model;
+mod path;
+mod probes;
 mod privileges;
 mod render;
 mod run;
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Workload(args) => return ExitCode::from(workloads::role::main(args) as u8),
         Command::Run(args) => run_command(&args),
+        Command::Probes(args) => probes_command(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -48,4 +52,13 @@ fn run_command(args: &cli::RunArgs) -> anyhow::Result<Code> {
         Some(msg) => Err(fail(Code::Target, msg)),
         None => Ok(Code::Ok),
     }
+}
+
+fn probes_command(args: &cli::ProbesArgs) -> anyhow::Result<Code> {
+    privileges::check("probes")?;
+    kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
+    let session = run::open_session(&args.probes)?;
+    let tier = run::tier_summary(&session.choices);
+    print!("{}", render::probes(&session.choices, &tier, args.format));
+    Ok(Code::Ok)
 }

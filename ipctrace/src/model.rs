@@ -1,25 +1,38 @@
-//! The report data model: what BPF observed (with its label and rule) kept apart from what the
-//! workloads witnessed about themselves. Built from session sums; rendered by `render`.
+//! The report data model: what BPF observed (each figure with its label and rule) kept apart
+//! from what the workloads witnessed about themselves. Built from a session snapshot by
+//! `observe`; the path model (`path.rs`) and the renderers only read it.
 //! `SCHEMA_VERSION` changes whenever a field changes meaning or disappears.
 
 use std::collections::BTreeMap;
 
-use ipctrace_common::{AggVal, kind, loss, probe};
+use ipctrace_common::{AggKey, AggVal, StackKey, StackVal, err, kind, loss, probe};
 use serde::{Deserialize, Serialize};
 use workloads::{spawn::Ended, witness::Witness};
 
-pub const SCHEMA_VERSION: u32 = 1;
+use crate::{path::PathModel, probes::Choice};
+
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How a figure was measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Label {
-    /// Counted at the kernel function itself (fentry/fexit, kprobe).
+    /// Counted at the kernel function (fentry/fexit, kprobe) or at the event's own tracepoint.
     Exact,
     /// Computed from tracepoint values by a stated rule.
     Derived,
     /// Statistical, from stack samples.
     Sampled,
+}
+
+impl Label {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Derived => "derived",
+            Self::Sampled => "sampled",
+        }
+    }
 }
 
 /// Why the run ended.
@@ -43,17 +56,12 @@ pub struct Report {
     pub ended_by: EndedBy,
     /// True when the report covers only part of what was asked (interrupted, duration).
     pub partial: bool,
-    pub tier: Tier,
+    /// One line: which mechanisms measured this run and why.
+    pub tier: String,
+    /// The probe table as decided for this kernel.
+    pub probes: Vec<Choice>,
     pub runs: Vec<TransportRun>,
     pub loss: Loss,
-}
-
-/// Which mechanisms measured this run, and why.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Tier {
-    pub name: String,
-    pub why: String,
-    pub attach_points: Vec<String>,
 }
 
 /// One built-in workload run over one transport.
@@ -62,8 +70,7 @@ pub struct TransportRun {
     pub transport: String,
     pub total: u64,
     pub msg_size: u64,
-    /// Inode of the pipe or FIFO ipctrace created for the workload (none for shm: the
-    /// producer creates that object).
+    /// Inode of the pipe or FIFO ipctrace created (none for shm: the producer creates it).
     pub data_channel_ino: Option<u64>,
     /// FIFO path or POSIX shm name.
     pub channel_path: Option<String>,
@@ -72,11 +79,15 @@ pub struct TransportRun {
     /// Every channel the targets used, as observed by BPF.
     pub channels: Vec<ChannelId>,
     pub processes: Vec<Process>,
+    /// The kernel data path reconstructed from this run's events and stacks.
+    pub path: PathModel,
+    /// Observed figures against the processes' own counts.
+    pub agreement: Vec<crate::agree::Agreement>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChannelId {
-    /// `anon_pipe` or `fifo`.
+    /// `anon_pipe`, `fifo` or `shm`.
     pub kind: String,
     pub ino: u64,
 }
@@ -86,28 +97,61 @@ pub struct ChannelId {
 pub struct Process {
     pub pid: u32,
     pub role: String,
-    pub observed: Vec<ObservedCalls>,
+    pub observed: Observed,
     pub witness: Option<Witness>,
     /// How the process ended, with its wait4 rusage (also a witness).
     pub exit: Option<Ended>,
 }
 
-/// Calls of one kind on one channel by one process, as BPF saw them.
+/// Everything BPF saw for one process.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Observed {
+    pub events: Vec<Observation>,
+    /// Symbolized kernel stacks with their counts, per probe (sched_out, offcpu, wakeup, page_alloc, sample).
+    pub stacks: Vec<StackCount>,
+}
+
+/// One aggregate: a probe's events for one (sub-key, channel) of a process.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ObservedCalls {
-    pub channel: ChannelId,
-    /// `write` (write/writev) or `read` (read/readv).
-    pub op: String,
+pub struct Observation {
+    /// `pipe_write`, `pipe_read`, `splice_out`, `splice_in`, `vmsplice`, `futex_wait`,
+    /// `futex_wake`, `fault_user`, `fault_kernel`, `mm_fault`, `page_alloc`, `sched_out`,
+    /// `wakeup`, `shm_open`, `shm_ftruncate`, `shm_mmap`, `shm_munmap`, `shm_unlink`.
+    pub probe: String,
+    /// Channel kind or sub-key: `anon_pipe`, `fifo`, `shm`, `other`, `voluntary`, `involuntary`.
+    pub sub: String,
+    pub channel: Option<ChannelId>,
+    /// WAKEUP: the waker's pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waker: Option<u32>,
     pub calls: u64,
+    /// Sum of positive return values (bytes; for futex_wake the waiters woken), bytes allocated or mapped.
     pub bytes: u64,
     pub errors: u64,
-    /// Calls that returned 0 (EOF on read).
+    /// Calls that returned 0 (EOF on read; woken on futex_wait; faults handled).
     pub zero: u64,
+    pub eagain: u64,
+    pub etimedout: u64,
+    pub eintr: u64,
     pub time_ns: u64,
-    /// log2 buckets of call latency: bucket i counts calls in [2^i, 2^(i+1)) ns.
+    /// log2 buckets: bucket i counts calls that took [2^i, 2^(i+1)) ns.
     pub latency_log2_ns: Vec<u64>,
     pub label: Label,
     pub rule: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StackCount {
+    /// `sched_out` is not kept; `offcpu` (voluntary switch, with time), `wakeup` (the waker's stack),
+    /// `page_alloc`, `sample`.
+    pub probe: String,
+    pub count: u64,
+    pub time_ns: u64,
+    /// Kernel frames, outermost first (`entry_SYSCALL_64 ... leaf`); empty if not captured.
+    pub kernel: Vec<String>,
+    /// True when the sample also had a user stack (user frames are not symbolized yet).
+    pub user: bool,
+    pub label: Label,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -116,50 +160,121 @@ pub struct Loss {
     pub total: u64,
 }
 
-pub const RULE_SYSCALL_BYTES: &str = "bytes = sum of positive return values of write/writev (or read/readv) on an fd whose inode is a pipe or FIFO (syscall tracepoints)";
-
-pub fn kind_name(k: u16) -> &'static str {
-    match k {
-        kind::ANON_PIPE => "anon_pipe",
-        kind::FIFO => "fifo",
-        _ => "unknown",
-    }
-}
-
-pub fn op_name(p: u16) -> &'static str {
+pub fn probe_name(p: u16) -> &'static str {
     match p {
-        probe::SYS_WRITE => "write",
-        probe::SYS_READ => "read",
+        probe::PIPE_WRITE => "pipe_write",
+        probe::PIPE_READ => "pipe_read",
+        probe::SPLICE_OUT => "splice_out",
+        probe::SPLICE_IN => "splice_in",
+        probe::VMSPLICE => "vmsplice",
+        probe::FUTEX_WAIT => "futex_wait",
+        probe::FUTEX_WAKE => "futex_wake",
+        probe::FAULT_USER => "fault_user",
+        probe::FAULT_KERNEL => "fault_kernel",
+        probe::MM_FAULT => "mm_fault",
+        probe::PAGE_ALLOC => "page_alloc",
+        probe::SCHED_OUT => "sched_out",
+        probe::WAKEUP => "wakeup",
+        probe::SHM_OPEN => "shm_open",
+        probe::SHM_FTRUNCATE => "shm_ftruncate",
+        probe::SHM_MMAP => "shm_mmap",
+        probe::SHM_MUNMAP => "shm_munmap",
+        probe::SHM_UNLINK => "shm_unlink",
+        probe::SAMPLE => "sample",
+        probe::OFFCPU => "offcpu",
         _ => "unknown",
     }
 }
 
-/// Observed calls of `tgid`, from the session's summed aggregates.
-pub fn observed_for(aggs: &BTreeMap<(u32, u16, u16, u64), AggVal>, tgid: u32) -> Vec<ObservedCalls> {
-    aggs.range((tgid, 0, 0, 0)..=(tgid, u16::MAX, u16::MAX, u64::MAX))
-        .map(|(&(_, p, k, ino), v)| ObservedCalls {
-            channel: ChannelId { kind: kind_name(k).into(), ino },
-            op: op_name(p).into(),
-            calls: v.calls,
-            bytes: v.bytes,
-            errors: v.errors,
-            zero: v.zero,
-            time_ns: v.time_ns,
-            latency_log2_ns: trim_hist(&v.hist),
-            label: Label::Derived,
-            rule: RULE_SYSCALL_BYTES.into(),
-        })
-        .collect()
+/// The logical probe (probe-table row) an aggregate comes from.
+pub fn logical_probe(p: u16) -> &'static str {
+    match p {
+        probe::PIPE_WRITE => "pipe_write",
+        probe::PIPE_READ => "pipe_read",
+        probe::SPLICE_OUT | probe::SPLICE_IN | probe::VMSPLICE => "pipe_splice",
+        probe::FUTEX_WAIT | probe::FUTEX_WAKE => "futex",
+        probe::FAULT_USER | probe::FAULT_KERNEL | probe::MM_FAULT => "page_fault",
+        probe::PAGE_ALLOC => "page_alloc",
+        probe::SCHED_OUT | probe::OFFCPU => "sched_switch",
+        probe::WAKEUP => "sched_wakeup",
+        probe::SAMPLE => "cpu_sample",
+        _ => "shm_setup",
+    }
 }
 
-/// Observed bytes of `tgid` for `op` (`read` or `write`) across channels.
-pub fn observed_bytes(aggs: &BTreeMap<(u32, u16, u16, u64), AggVal>, tgid: u32, op: &str) -> u64 {
-    observed_for(aggs, tgid).iter().filter(|o| o.op == op).map(|o| o.bytes).sum()
+fn sub_name(p: u16, k: u16) -> &'static str {
+    match (p, k) {
+        (probe::SCHED_OUT, kind::VOLUNTARY) => "voluntary",
+        (probe::SCHED_OUT, kind::INVOLUNTARY) => "involuntary",
+        (probe::WAKEUP, _) => "waker",
+        (_, kind::ANON_PIPE) => "anon_pipe",
+        (_, kind::FIFO) => "fifo",
+        (_, kind::SHM) => "shm",
+        _ => "other",
+    }
 }
 
 fn trim_hist(h: &[u64]) -> Vec<u64> {
     let end = h.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
     h[..end].to_vec()
+}
+
+/// Turns the session's sums for `tgid` into labelled observations. `choices` gives each
+/// figure its label and rule; `stack` resolves stack ids to symbolized kernel frames.
+pub fn observe(
+    tgid: u32,
+    aggs: &BTreeMap<AggKey, AggVal>,
+    stacks: &BTreeMap<StackKey, StackVal>,
+    choices: &[Choice],
+    stack: &mut dyn FnMut(i32) -> Vec<String>,
+) -> Observed {
+    let label_of = |p: u16| {
+        let c = choices.iter().find(|c| c.probe == logical_probe(p));
+        let chosen = c.and_then(|c| c.chosen.as_ref());
+        (chosen.map_or(Label::Derived, |c| c.label), chosen.map_or(String::new(), |c| c.rule.clone()))
+    };
+    let events = aggs
+        .range(AggKey { tgid, probe: 0, kind: 0, ino: 0 }..=AggKey { tgid, probe: u16::MAX, kind: u16::MAX, ino: u64::MAX })
+        .map(|(k, v)| {
+            let (label, rule) = label_of(k.probe);
+            let is_channel = matches!(k.kind, kind::ANON_PIPE | kind::FIFO | kind::SHM) && k.probe != probe::SCHED_OUT;
+            Observation {
+                probe: probe_name(k.probe).into(),
+                sub: sub_name(k.probe, k.kind).into(),
+                channel: (is_channel && k.ino != 0).then(|| ChannelId { kind: sub_name(k.probe, k.kind).into(), ino: k.ino }),
+                waker: (k.probe == probe::WAKEUP).then_some(k.ino as u32),
+                calls: v.calls,
+                bytes: v.bytes,
+                errors: v.errors,
+                zero: v.zero,
+                eagain: v.err[err::EAGAIN],
+                etimedout: v.err[err::ETIMEDOUT],
+                eintr: v.err[err::EINTR],
+                time_ns: v.time_ns,
+                latency_log2_ns: trim_hist(&v.hist),
+                label,
+                rule,
+            }
+        })
+        .collect();
+    let stacks = stacks
+        .range(StackKey { tgid, probe: 0, kind: 0, kstack: i32::MIN, ustack: i32::MIN }..=StackKey {
+            tgid,
+            probe: u16::MAX,
+            kind: u16::MAX,
+            kstack: i32::MAX,
+            ustack: i32::MAX,
+        })
+        .map(|(k, v)| StackCount {
+            probe: probe_name(k.probe).into(),
+            count: v.count,
+            time_ns: v.time_ns,
+            kernel: stack(k.kstack),
+            user: k.ustack >= 0,
+            label: if k.probe == probe::SAMPLE { Label::Sampled } else { Label::Exact },
+        })
+        .collect();
+    Observed { events, stacks }
 }
 
 pub fn loss_from(raw: &[u64]) -> Loss {
@@ -169,11 +284,74 @@ pub fn loss_from(raw: &[u64]) -> Loss {
     Loss { counters, total }
 }
 
-impl Process {
-    /// Observed totals for one op across channels.
-    pub fn observed_op(&self, op: &str) -> (u64, u64) {
-        self.observed.iter().filter(|o| o.op == op).fold((0, 0), |(c, b), o| (c + o.calls, b + o.bytes))
+/// Sums over a process's observations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sum {
+    pub calls: u64,
+    pub bytes: u64,
+    pub zero: u64,
+    pub eagain: u64,
+    pub etimedout: u64,
+    pub eintr: u64,
+    pub time_ns: u64,
+}
+
+impl Observed {
+    /// Sum of every observation of `probe` whose sub-key is `sub` (None: any).
+    pub fn sum(&self, probe: &str, sub: Option<&str>) -> Sum {
+        self.events.iter().filter(|o| o.probe == probe && sub.is_none_or(|s| o.sub == s)).fold(Sum::default(), |a, o| Sum {
+            calls: a.calls + o.calls,
+            bytes: a.bytes + o.bytes,
+            zero: a.zero + o.zero,
+            eagain: a.eagain + o.eagain,
+            etimedout: a.etimedout + o.etimedout,
+            eintr: a.eintr + o.eintr,
+            time_ns: a.time_ns + o.time_ns,
+        })
     }
+
+    /// Merged latency histogram of `probe`.
+    pub fn hist(&self, probe: &str) -> Vec<u64> {
+        let mut h: Vec<u64> = Vec::new();
+        for o in self.events.iter().filter(|o| o.probe == probe) {
+            if h.len() < o.latency_log2_ns.len() {
+                h.resize(o.latency_log2_ns.len(), 0);
+            }
+            for (a, b) in h.iter_mut().zip(&o.latency_log2_ns) {
+                *a += b;
+            }
+        }
+        h
+    }
+
+    pub fn label(&self, probe: &str) -> Option<Label> {
+        self.events.iter().find(|o| o.probe == probe).map(|o| o.label)
+    }
+}
+
+impl Process {
+    /// Observed (calls, bytes) for a pipe op (`write` or `read`) across channels.
+    pub fn observed_op(&self, op: &str) -> (u64, u64) {
+        let s = self.observed.sum(&format!("pipe_{op}"), None);
+        (s.calls, s.bytes)
+    }
+}
+
+/// Quantile of a log2 histogram: the upper bound of the bucket holding it (ns).
+pub fn hist_quantile(h: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = h.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let target = (total as f64 * q).ceil().max(1.0) as u64;
+    let mut acc = 0;
+    for (i, c) in h.iter().enumerate() {
+        acc += c;
+        if acc >= target {
+            return Some(1u64 << (i + 1));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -181,24 +359,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn observed_is_filtered_by_tgid_and_labelled() {
+    fn observations_are_filtered_by_tgid_and_labelled() {
         let mut aggs = BTreeMap::new();
         let mut v = AggVal { calls: 3, bytes: 300, ..Default::default() };
         v.hist[4] = 3;
-        aggs.insert((10, probe::SYS_WRITE, kind::ANON_PIPE, 77), v);
-        aggs.insert((11, probe::SYS_READ, kind::ANON_PIPE, 77), v);
-        let o = observed_for(&aggs, 10);
-        assert_eq!(o.len(), 1);
-        assert_eq!(o[0].op, "write");
-        assert_eq!(o[0].bytes, 300);
-        assert_eq!(o[0].latency_log2_ns, vec![0, 0, 0, 0, 3]);
-        assert_eq!(o[0].label, Label::Derived);
-        assert_eq!(o[0].channel, ChannelId { kind: "anon_pipe".into(), ino: 77 });
+        aggs.insert(AggKey { tgid: 10, probe: probe::PIPE_WRITE, kind: kind::ANON_PIPE, ino: 77 }, v);
+        aggs.insert(AggKey { tgid: 11, probe: probe::PIPE_READ, kind: kind::ANON_PIPE, ino: 77 }, v);
+        let o = observe(10, &aggs, &BTreeMap::new(), &[], &mut |_| vec![]);
+        assert_eq!(o.events.len(), 1);
+        assert_eq!(o.events[0].probe, "pipe_write");
+        assert_eq!(o.events[0].bytes, 300);
+        assert_eq!(o.events[0].latency_log2_ns, vec![0, 0, 0, 0, 3]);
+        assert_eq!(o.events[0].channel, Some(ChannelId { kind: "anon_pipe".into(), ino: 77 }));
+        assert_eq!(o.sum("pipe_write", None).calls, 3);
+        assert_eq!(o.sum("pipe_read", None).calls, 0);
+    }
+
+    #[test]
+    fn quantiles() {
+        assert_eq!(hist_quantile(&[0, 0, 0, 0, 3], 0.5), Some(32));
+        assert_eq!(hist_quantile(&[1, 0, 0, 0, 99], 0.01), Some(2));
+        assert_eq!(hist_quantile(&[], 0.5), None);
     }
 
     #[test]
     fn loss_sums() {
-        let l = loss_from(&[1, 2, 3]);
+        let l = loss_from(&[1, 2, 3, 0, 0, 0, 0]);
         assert_eq!(l.total, 6);
         assert_eq!(l.counters["in_flight_map_full"], 1);
     }

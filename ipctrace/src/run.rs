@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::Result;
+use ipctrace_common::{AggKey, probe};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::signal::unix::{SignalKind, signal};
 use workloads::spawn::{Launch, Pair, spawn_pair};
@@ -18,9 +19,12 @@ use crate::{
     cli::RunArgs,
     exit::{Code, fail},
     kernel,
-    model::{self, ChannelId, EndedBy, Process, Report, Tier, TransportRun},
+    kernel::symbols::KernelSymbols,
+    model::{self, ChannelId, EndedBy, Process, Report, TransportRun},
+    path,
+    probes::{Choice, Mechanism},
     render::Format,
-    session::Session,
+    session::{ProbeOptions, Session},
 };
 
 /// The outcome of `run`: the report, and an error to report after it (exit code 3) if a
@@ -67,7 +71,16 @@ async fn wait(
         if let (Some(pb), Some(c)) = (pb, consumer)
             && let Ok(aggs) = session.aggregates()
         {
-            pb.set_position(model::observed_bytes(&aggs, c, "read"));
+            let read: u64 = aggs
+                .range(AggKey { tgid: c, probe: probe::PIPE_READ, kind: 0, ino: 0 }..=AggKey {
+                    tgid: c,
+                    probe: probe::PIPE_READ,
+                    kind: u16::MAX,
+                    ino: u64::MAX,
+                })
+                .map(|(_, v)| v.bytes)
+                .sum();
+            pb.set_position(read);
         }
         tokio::select! {
             _ = sigint.recv() => return Ok(EndedBy::Interrupted),
@@ -78,6 +91,40 @@ async fn wait(
     }
 }
 
+/// Loads the programs and attaches the probe table for this kernel.
+pub fn open_session(p: &crate::cli::ProbeArgs) -> Result<Session> {
+    let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
+    let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets())?;
+    session.attach(ProbeOptions { tier: p.tier, no_fentry: p.no_fentry, sample_hz: p.sample_hz })?;
+    Ok(session)
+}
+
+/// One line saying which mechanisms measure the data path and why the better ones were not used.
+pub fn tier_summary(choices: &[Choice]) -> String {
+    let pick = |name: &str| choices.iter().find(|c| c.probe == name);
+    let mut mechs: Vec<&str> = Vec::new();
+    for c in choices.iter().filter_map(|c| c.chosen.as_ref()) {
+        let m = match c.mechanism {
+            Mechanism::Fentry | Mechanism::Kprobe => "function",
+            Mechanism::Tracepoint => "tracepoint",
+            Mechanism::PerfEvent => "sampling",
+        };
+        if !mechs.contains(&m) {
+            mechs.push(m);
+        }
+    }
+    let why: Vec<String> = pick("pipe_write")
+        .map(|c| {
+            c.skipped
+                .iter()
+                .filter(|s| !s.reason.starts_with("not needed"))
+                .map(|s| format!("{}: {}", s.mechanism.name(), s.reason))
+                .collect()
+        })
+        .unwrap_or_default();
+    if why.is_empty() { mechs.join("+") } else { format!("{} ({})", mechs.join("+"), why.join("; ")) }
+}
+
 pub async fn run(args: &RunArgs) -> Result<Outcome> {
     args.check().map_err(|e| fail(Code::Usage, e))?;
     if args.msg_size == 0 {
@@ -86,9 +133,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
     if args.total == 0 {
         return Err(fail(Code::Usage, "--total must be at least 1 byte"));
     }
-    let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let mut session = Session::load(&offsets)?;
-    session.attach()?;
+    let mut session = open_session(&args.probes)?;
     let show_progress = args.format == Format::Table && std::io::stderr().is_terminal();
     let deadline = args.duration.map(|d| Instant::now() + d);
 
@@ -126,16 +171,22 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             pair.kill_and_reap();
             ended_by = why;
         }
-        let aggs = session.aggregates()?;
+        let snap = session.snapshot()?;
+        let mut syms = KernelSymbols::default();
+        let mut stack = |id: i32| -> Vec<String> {
+            let mut frames = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
+            frames.reverse();
+            frames
+        };
         let mut channels: Vec<ChannelId> = Vec::new();
         let processes: Vec<Process> = pair
             .workers
             .iter()
             .map(|w| {
-                let observed = model::observed_for(&aggs, w.pid);
-                for o in &observed {
-                    if !channels.contains(&o.channel) {
-                        channels.push(o.channel.clone());
+                let observed = model::observe(w.pid, &snap.aggs, &snap.stacks, &session.choices, &mut stack);
+                for c in observed.events.iter().filter_map(|o| o.channel.as_ref()) {
+                    if !channels.contains(c) {
+                        channels.push(c.clone());
                     }
                 }
                 let exit = w.ended.clone();
@@ -163,6 +214,8 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             channel_path: pair.channel_path.clone(),
             elapsed_ns,
             channels,
+            path: path::build(name, &processes, elapsed_ns),
+            agreement: processes.iter().flat_map(|p| crate::agree::compare(name, p)).collect(),
             processes,
         });
         if why != EndedBy::Completed {
@@ -176,11 +229,8 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         command: "run".into(),
         ended_by,
         partial: ended_by != EndedBy::Completed,
-        tier: Tier {
-            name: "tracepoint".into(),
-            why: "syscall tracepoints on pipe fds; function probes are not used yet".into(),
-            attach_points: session.attachments.iter().map(|a| a.attach_point.clone()).collect(),
-        },
+        tier: tier_summary(&session.choices),
+        probes: session.choices.clone(),
         runs,
         loss: model::loss_from(&session.losses()?),
     };

@@ -1,44 +1,49 @@
-//! A tracing session: loads the eBPF object with the BTF offsets, attaches its programs, fills
-//! the target filter and reads back the per-CPU aggregates and loss counters (summed).
+//! A tracing session: loads the eBPF object with the kernel's offsets, walks the probe table
+//! (attaching the first implementation of each logical probe that the kernel accepts), fills
+//! the target filter, and reads back per-CPU aggregates, stack counts, stacks and losses.
 //! Knows nothing about reports; hands raw sums to the model.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
-    programs::TracePoint,
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    programs::{
+        FEntry, FExit, KProbe, PerfEvent, Program, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
 };
-use ipctrace_common::{AggKey, AggVal, Offsets, loss};
+use ipctrace_common::{AggKey, AggVal, Offsets, Ranges, StackKey, StackVal, TpOffsets, loss};
 
-use crate::exit::{Code, fail};
+use crate::{
+    exit::{Code, fail},
+    kernel::{symbols::KernelFunctions, tracefs},
+    probes::{Attach, Choice, Chosen, Impl, Skipped, TABLE, Tier, allowed},
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipctrace-ebpf.o"));
 
-/// One program attachment: which program, where, and how it was measured.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Attachment {
-    pub program: &'static str,
-    pub mechanism: &'static str,
-    pub attach_point: String,
+/// Options that decide which implementations are tried.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    pub tier: Tier,
+    pub no_fentry: bool,
+    /// cpu-clock sampling frequency (Hz); 0 disables sampling.
+    pub sample_hz: u64,
 }
-
-/// Programs and their tracepoints (the tracepoint tier of the pipe data-path probes).
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sys_enter_write", "syscalls", "sys_enter_write"),
-    ("sys_exit_write", "syscalls", "sys_exit_write"),
-    ("sys_enter_writev", "syscalls", "sys_enter_writev"),
-    ("sys_exit_writev", "syscalls", "sys_exit_writev"),
-    ("sys_enter_read", "syscalls", "sys_enter_read"),
-    ("sys_exit_read", "syscalls", "sys_exit_read"),
-    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
-    ("sys_exit_readv", "syscalls", "sys_exit_readv"),
-];
 
 pub struct Session {
     bpf: Ebpf,
-    pub attachments: Vec<Attachment>,
+    pub choices: Vec<Choice>,
+}
+
+/// Sums of everything the programs aggregated, keyed like the maps.
+#[derive(Default)]
+pub struct Snapshot {
+    pub aggs: BTreeMap<AggKey, AggVal>,
+    pub stacks: BTreeMap<StackKey, StackVal>,
+    pub losses: Vec<u64>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11); later kernels
@@ -56,35 +61,220 @@ fn bump_memlock() {
     }
 }
 
+fn unload(bpf: &mut Ebpf, prog: &str) {
+    let _ = match bpf.program_mut(prog) {
+        Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::FExit(p)) => p.unload(),
+        Some(Program::KProbe(p)) => p.unload(),
+        Some(Program::TracePoint(p)) => p.unload(),
+        Some(Program::PerfEvent(p)) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+/// An error and its causes on one line (aya puts the errno in the source chain); an empty
+/// verifier log and causes repeated by their parent are dropped.
+fn short<E: std::error::Error>(e: E) -> String {
+    let clean = |s: String| s.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string();
+    let mut parts = vec![clean(e.to_string())];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let p = clean(s.to_string());
+        if !parts.iter().any(|q| q.contains(&p)) {
+            parts.push(p);
+        }
+        src = s.source();
+    }
+    let s = parts.join(": ");
+    if s.is_empty() { "unknown error".into() } else { s }
+}
+
+/// Kernel-side state an attempt needs.
+struct Kernel {
+    funcs: KernelFunctions,
+    btf: Option<Btf>,
+    btf_err: String,
+    cpus: Vec<u32>,
+}
+
 impl Session {
-    /// Loads the programs (not yet attached).
-    pub fn load(offsets: &Offsets) -> Result<Self> {
+    /// Loads the object (maps created, programs not yet loaded).
+    pub fn load(offsets: &Offsets, tp_offsets: &TpOffsets) -> Result<Self> {
         bump_memlock();
         let bpf = EbpfLoader::new()
             .override_global("OFFSETS", offsets, true)
+            .override_global("TP_OFFSETS", tp_offsets, true)
             .load(OBJECT)
             .map_err(|e| fail(Code::Runtime, format!("loading the eBPF object failed: {e}")))?;
-        Ok(Self { bpf, attachments: Vec::new() })
+        Ok(Self { bpf, choices: Vec::new() })
     }
 
-    /// Loads and attaches every tracepoint program; any failure is fatal (no other tier yet).
-    pub fn attach(&mut self) -> Result<()> {
-        for &(prog, cat, name) in TRACEPOINTS {
-            let p: &mut TracePoint = self
-                .bpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
-            p.load().map_err(|e| fail(Code::Runtime, format!("loading {prog} failed: {e}")))?;
-            p.attach(cat, name)
-                .map_err(|e| fail(Code::Runtime, format!("attaching {prog} to {cat}:{name} failed: {e}")))?;
-            self.attachments.push(Attachment {
-                program: prog,
-                mechanism: "tracepoint",
-                attach_point: format!("{cat}:{name}"),
-            });
+    fn prog<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+    where
+        &'a mut T: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+    {
+        let p = bpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the eBPF object"))?;
+        p.try_into().map_err(short)
+    }
+
+    /// Attaches one program; returns its attach point.
+    fn attach_one(&mut self, a: &Attach, k: &Kernel, sample_hz: u64, loaded: &mut Vec<&'static str>) -> Result<String, String> {
+        let func = |variants: &[&str]| -> Result<String, String> {
+            let name = k.funcs.first_present(variants).ok_or_else(|| {
+                format!("none of {} is a function of this kernel", variants.join(", "))
+            })?;
+            match k.funcs.check(name) {
+                Some(why) => Err(why),
+                None => Ok(name.to_string()),
+            }
+        };
+        match *a {
+            Attach::Fentry { prog, func: f } | Attach::Fexit { prog, func: f } => {
+                let name = func(f)?;
+                let btf = k.btf.as_ref().ok_or_else(|| format!("kernel BTF unavailable: {}", k.btf_err))?;
+                loaded.push(prog);
+                let is_entry = matches!(a, Attach::Fentry { .. });
+                let load_err = |e: aya::programs::ProgramError| {
+                    let s = short(e);
+                    // The verifier log is empty when trampolines are refused outright.
+                    format!("load of {prog} for {name} refused: {s}")
+                };
+                if is_entry {
+                    let p: &mut FEntry = Self::prog(&mut self.bpf, prog)?;
+                    p.load(&name, btf).map_err(load_err)?;
+                    p.attach().map_err(|e| format!("attach to {name} failed: {}", short(e)))?;
+                    Ok(format!("fentry:{name}"))
+                } else {
+                    let p: &mut FExit = Self::prog(&mut self.bpf, prog)?;
+                    p.load(&name, btf).map_err(load_err)?;
+                    p.attach().map_err(|e| format!("attach to {name} failed: {}", short(e)))?;
+                    Ok(format!("fexit:{name}"))
+                }
+            }
+            Attach::Kprobe { prog, func: f } | Attach::Kretprobe { prog, func: f } => {
+                let name = func(f)?;
+                loaded.push(prog);
+                let p: &mut KProbe = Self::prog(&mut self.bpf, prog)?;
+                if p.fd().is_err() {
+                    p.load().map_err(|e| format!("load of {prog} refused: {}", short(e)))?;
+                }
+                p.attach(&name, 0).map_err(|e| format!("attach to {name} failed: {}", short(e)))?;
+                let kind = if matches!(a, Attach::Kprobe { .. }) { "kprobe" } else { "kretprobe" };
+                Ok(format!("{kind}:{name}"))
+            }
+            Attach::Tracepoint { prog, category, name, required } => {
+                if !tracefs::event_exists(category, name) {
+                    return if required {
+                        Err(format!("tracepoint {category}:{name} does not exist on this kernel"))
+                    } else {
+                        Ok(String::new())
+                    };
+                }
+                loaded.push(prog);
+                let p: &mut TracePoint = Self::prog(&mut self.bpf, prog)?;
+                p.load().map_err(|e| format!("load of {prog} refused: {}", short(e)))?;
+                p.attach(category, name).map_err(|e| format!("attach to {category}:{name} failed: {}", short(e)))?;
+                Ok(format!("{category}:{name}"))
+            }
+            Attach::CpuClock { prog } => {
+                if sample_hz == 0 {
+                    return Err("sampling disabled (--sample-hz 0)".into());
+                }
+                loaded.push(prog);
+                let p: &mut PerfEvent = Self::prog(&mut self.bpf, prog)?;
+                p.load().map_err(|e| format!("load of {prog} refused: {}", short(e)))?;
+                for &cpu in &k.cpus {
+                    p.attach(
+                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Frequency(sample_hz),
+                        false,
+                    )
+                    .map_err(|e| format!("perf_event_open(cpu-clock) on CPU {cpu} failed: {}", short(e)))?;
+                }
+                Ok(format!("perf_event:cpu-clock@{sample_hz}Hz x {} CPUs", k.cpus.len()))
+            }
+            Attach::CheckOnly { func: f, why_no_program } => {
+                for name in f {
+                    if let Some(why) = k.funcs.check(name) {
+                        return Err(why);
+                    }
+                }
+                Err(why_no_program.into())
+            }
+        }
+    }
+
+    /// Tries one implementation; on failure detaches what it attached.
+    fn try_impl(&mut self, i: &Impl, k: &Kernel, sample_hz: u64) -> Result<Vec<String>, String> {
+        let mut loaded = Vec::new();
+        let mut points = Vec::new();
+        for a in i.attach {
+            match self.attach_one(a, k, sample_hz, &mut loaded) {
+                Ok(p) if p.is_empty() => {}
+                Ok(p) => points.push(p),
+                Err(e) => {
+                    for prog in loaded {
+                        unload(&mut self.bpf, prog);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    /// Walks the probe table; fails (exit 1) only if not even the pipe probes could attach.
+    pub fn attach(&mut self, opts: ProbeOptions) -> Result<()> {
+        let (btf, btf_err) = match Btf::from_sys_fs() {
+            Ok(b) => (Some(b), String::new()),
+            Err(e) => (None, short(e)),
+        };
+        let cpus = aya::util::online_cpus().map_err(|(_, e)| fail(Code::Runtime, format!("reading online CPUs: {e}")))?;
+        let k = Kernel { funcs: KernelFunctions::load(), btf, btf_err, cpus };
+        for p in TABLE {
+            let mut choice = Choice { probe: p.name.into(), what: p.what.into(), chosen: None, skipped: Vec::new() };
+            for i in p.impls {
+                if choice.chosen.is_some() {
+                    choice.skipped.push(Skipped { mechanism: i.mechanism, reason: "not needed: an earlier tier works".into() });
+                    continue;
+                }
+                if let Err(why) = allowed(i, opts.tier, opts.no_fentry) {
+                    choice.skipped.push(Skipped { mechanism: i.mechanism, reason: why });
+                    continue;
+                }
+                let result = match i.uses {
+                    Some(other) => match self.choices.iter().find(|c| c.probe == other).and_then(|c| c.chosen.as_ref()) {
+                        Some(_) => Ok(vec![format!("(stacks of {other})")]),
+                        None => Err(format!("needs {other}, which is not attached")),
+                    },
+                    None => self.try_impl(i, &k, opts.sample_hz),
+                };
+                match result {
+                    Ok(points) => {
+                        choice.chosen = Some(Chosen {
+                            mechanism: i.mechanism,
+                            label: i.label,
+                            rule: i.rule.into(),
+                            attach_points: points,
+                        })
+                    }
+                    Err(e) => choice.skipped.push(Skipped { mechanism: i.mechanism, reason: e }),
+                }
+            }
+            self.choices.push(choice);
+        }
+        for needed in ["pipe_write", "pipe_read"] {
+            if let Some(c) = self.choices.iter().find(|c| c.probe == needed && c.chosen.is_none()) {
+                let why: Vec<String> = c.skipped.iter().map(|s| format!("{}: {}", s.mechanism.name(), s.reason)).collect();
+                return Err(fail(Code::Runtime, format!("no probe tier could attach {needed} ({})", why.join("; "))));
+            }
         }
         Ok(())
+    }
+
+    pub fn choice(&self, probe: &str) -> Option<&Choice> {
+        self.choices.iter().find(|c| c.probe == probe)
     }
 
     /// Adds a process to the in-kernel filter.
@@ -93,8 +283,14 @@ impl Session {
         t.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
     }
 
+    /// Tells the programs about shm mappings that existed before tracing (attach).
+    pub fn add_ranges(&mut self, tgid: u32, r: &Ranges) -> Result<()> {
+        let mut m: HashMap<_, u32, Ranges> = HashMap::try_from(self.bpf.map_mut("SHM_RANGES").context("SHM_RANGES")?)?;
+        m.insert(tgid, *r, 0).context("adding shm ranges")
+    }
+
     /// Aggregates summed over CPUs.
-    pub fn aggregates(&self) -> Result<BTreeMap<(u32, u16, u16, u64), AggVal>> {
+    pub fn aggregates(&self) -> Result<BTreeMap<AggKey, AggVal>> {
         let m: PerCpuHashMap<_, AggKey, AggVal> = PerCpuHashMap::try_from(self.bpf.map("AGG").context("AGG map")?)?;
         let mut out = BTreeMap::new();
         for item in m.iter() {
@@ -106,22 +302,47 @@ impl Session {
                 sum.errors += v.errors;
                 sum.zero += v.zero;
                 sum.time_ns += v.time_ns;
+                for (s, x) in sum.err.iter_mut().zip(v.err.iter()) {
+                    *s += x;
+                }
                 for (s, x) in sum.hist.iter_mut().zip(v.hist.iter()) {
                     *s += x;
                 }
             }
-            out.insert((k.tgid, k.probe, k.kind, k.ino), sum);
+            out.insert(k, sum);
         }
         Ok(out)
     }
 
-    /// Loss counters summed over CPUs, indexed by `ipctrace_common::loss`.
-    pub fn losses(&self) -> Result<[u64; loss::COUNT as usize]> {
-        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.bpf.map("LOSS").context("LOSS map")?)?;
-        let mut out = [0u64; loss::COUNT as usize];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = m.get(&(i as u32), 0)?.iter().sum();
+    /// Everything at once, for the report.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let m: PerCpuHashMap<_, StackKey, StackVal> =
+            PerCpuHashMap::try_from(self.bpf.map("STACK_COUNTS").context("STACK_COUNTS map")?)?;
+        let mut stacks = BTreeMap::new();
+        for item in m.iter() {
+            let (k, per_cpu) = item?;
+            let v = per_cpu.iter().fold(StackVal::default(), |a, v| StackVal {
+                count: a.count + v.count,
+                time_ns: a.time_ns + v.time_ns,
+            });
+            stacks.insert(k, v);
         }
-        Ok(out)
+        Ok(Snapshot { aggs: self.aggregates()?, stacks, losses: self.losses()? })
+    }
+
+    /// Instruction pointers of stack `id` (innermost first).
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        if id < 0 {
+            return None;
+        }
+        let m: StackTraceMap<_> = StackTraceMap::try_from(self.bpf.map("STACKS")?).ok()?;
+        let st = m.get(&(id as u32), 0).ok()?;
+        Some(st.frames().iter().map(|f| f.ip).collect())
+    }
+
+    /// Loss counters summed over CPUs, indexed by `ipctrace_common::loss`.
+    pub fn losses(&self) -> Result<Vec<u64>> {
+        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.bpf.map("LOSS").context("LOSS map")?)?;
+        (0..loss::COUNT).map(|i| Ok(m.get(&i, 0)?.iter().sum())).collect()
     }
 }

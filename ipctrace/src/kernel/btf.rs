@@ -64,6 +64,9 @@ pub fn offsets() -> Result<Offsets> {
         inode_pipe: offset(&btf, "inode", "i_pipe")?,
         inode_sb: offset(&btf, "inode", "i_sb")?,
         sb_magic: offset(&btf, "super_block", "s_magic")?,
+        // Only the function tier needs these; a kernel without them just loses that tier.
+        kiocb_filp: offset(&btf, "kiocb", "ki_filp").unwrap_or(u32::MAX),
+        vma_file: offset(&btf, "vm_area_struct", "vm_file").unwrap_or(u32::MAX),
     })
 }
 

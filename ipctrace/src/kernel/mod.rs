@@ -2,6 +2,7 @@
 //! Read-only queries plus the one private-namespace tracefs mount.
 
 pub mod btf;
+pub mod symbols;
 pub mod tracefs;
 
 /// `uname -r` of the running kernel.

@@ -1,99 +1,110 @@
-//! The terminal report: a header saying how things were measured, then per transport run a
-//! comfy-table of observed (BPF) beside witness (workload) figures, then loss.
+//! The terminal report: a header saying how things were measured, then per transport run the
+//! reconstructed path (stage table) and observed-against-witness checks, then the comparison
+//! across transports with its verdict, then loss. Also the `ipctrace probes` table.
 
 use std::fmt::Write;
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use workloads::size::{format_rate, format_size};
 
-use crate::model::{Label, Process, Report, TransportRun};
+use crate::{
+    model::{Report, TransportRun},
+    path::{self, Metrics},
+    probes::Choice,
+};
 
-fn label(l: Label) -> &'static str {
-    match l {
-        Label::Exact => "exact",
-        Label::Derived => "derived",
-        Label::Sampled => "sampled",
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    t
+}
+
+/// 1234567 -> "1,234,567"
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
     }
+    out
 }
 
-fn agree(observed: u64, witness: Option<u64>) -> Cell {
-    match witness {
-        None => Cell::new("-"),
-        Some(w) if w == observed => Cell::new("yes").fg(Color::Green),
-        Some(w) => Cell::new(format!("NO ({:+})", observed as i128 - w as i128)).fg(Color::Red),
-    }
-}
-
-fn process_rows(t: &mut Table, p: &Process) {
-    let (op, wcalls, wbytes) = match p.role.as_str() {
-        "producer" => ("write", p.witness.as_ref().map(|w| w.calls), p.witness.as_ref().map(|w| w.bytes)),
-        _ => ("read", p.witness.as_ref().map(|w| w.calls), p.witness.as_ref().map(|w| w.bytes)),
-    };
-    let (calls, bytes) = p.observed_op(op);
-    let lbl = p.observed.iter().find(|o| o.op == op).map(|o| label(o.label)).unwrap_or("not observed");
-    let time_ns: u64 = p.observed.iter().filter(|o| o.op == op).map(|o| o.time_ns).sum();
-    let mean = if calls > 0 { format!("{:.1} µs", time_ns as f64 / calls as f64 / 1000.0) } else { "-".into() };
-    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    t.add_row(vec![
-        Cell::new(format!("{} {}", p.role, p.pid)),
-        Cell::new(format!("{op}(2)")),
-        Cell::new(calls),
-        Cell::new(bytes),
-        Cell::new(opt(wcalls)),
-        Cell::new(opt(wbytes)),
-        agree(bytes, wbytes),
-        Cell::new(mean),
-        Cell::new(lbl),
-    ]);
-}
-
-fn run_section(out: &mut String, r: &TransportRun) {
+fn header(out: &mut String, r: &TransportRun) {
     let secs = r.elapsed_ns as f64 / 1e9;
-    let producer = r.processes.iter().find(|p| p.role == "producer").map(|p| p.pid);
-    let consumer = r.processes.iter().find(|p| p.role == "consumer").map(|p| p.pid);
+    let pid = |role: &str| r.processes.iter().find(|p| p.role == role).map_or("?".into(), |p| p.pid.to_string());
+    let channel = match (r.channels.first(), &r.channel_path) {
+        (Some(c), _) if c.kind != "shm" => format!("{} ino {}", c.kind.replace('_', " "), c.ino),
+        (_, Some(path)) if r.transport.starts_with("shm") => format!("/dev/shm{path}"),
+        (Some(c), _) => format!("{} ino {}", c.kind, c.ino),
+        _ => "no channel observed".into(),
+    };
     let _ = writeln!(
         out,
-        "\n{}  {} in {} messages · {:.2} s · {} (wall clock, gate to exit)",
+        "\n{}  {channel} · producer {} -> consumer {} · {} in {} messages · {:.2} s · {}",
         r.transport.to_uppercase(),
+        pid("producer"),
+        pid("consumer"),
         format_size(r.total),
         format_size(r.msg_size),
         secs,
-        format_rate(r.total, secs)
+        format_rate(r.path.metrics.payload_bytes, secs)
     );
-    for c in &r.channels {
-        let data = if Some(c.ino) == r.data_channel_ino { "data channel" } else { "other channel" };
-        let _ = writeln!(
-            out,
-            "  {} ino {} ({data}) · producer {} -> consumer {}",
-            c.kind.replace('_', " "),
-            c.ino,
-            producer.map_or("?".into(), |p| p.to_string()),
-            consumer.map_or("?".into(), |p| p.to_string()),
-        );
+    let others: Vec<String> = r
+        .channels
+        .iter()
+        .filter(|c| r.data_channel_ino.is_some_and(|d| d != c.ino) && c.kind != "shm")
+        .map(|c| format!("{} ino {}", c.kind, c.ino))
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(out, "  other channels used by the targets: {}", others.join(", "));
     }
-    if r.channels.is_empty() {
-        let _ = writeln!(out, "  no pipe traffic observed");
+}
+
+fn stages(out: &mut String, r: &TransportRun) {
+    let mut t = table();
+    t.set_header(vec!["stage (this run)", "count", "bytes", "time", "label", "detail"]);
+    for s in &r.path.stages {
+        let dim = |c: Cell| if s.observed { c } else { c.fg(Color::DarkGrey) };
+        t.add_row(vec![
+            dim(Cell::new(&s.name)),
+            dim(Cell::new(s.count.map_or("-".into(), group))),
+            dim(Cell::new(s.bytes.map_or("-".into(), group))),
+            dim(Cell::new(s.time.clone().unwrap_or_else(|| "-".into()))),
+            dim(Cell::new(s.label.clone().unwrap_or_else(|| "-".into()))),
+            dim(Cell::new(s.note.clone().unwrap_or_default())),
+        ]);
     }
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-    t.set_header(vec![
-        "process",
-        "call",
-        "calls observed",
-        "bytes observed",
-        "calls witness",
-        "bytes witness",
-        "bytes agree",
-        "mean latency",
-        "label",
-    ]);
-    for p in &r.processes {
-        process_rows(&mut t, p);
+    let _ = writeln!(out, "{t}");
+}
+
+fn agreement(out: &mut String, r: &TransportRun) {
+    if r.agreement.is_empty() {
+        return;
+    }
+    let mut t = table();
+    t.set_header(vec!["process", "figure", "observed (BPF)", "witness (process)", "agree"]);
+    for a in &r.agreement {
+        let tol = if a.tolerance_pct == 0.0 { "exact".to_string() } else { format!("±{}%", a.tolerance_pct) };
+        let ok = if a.agrees {
+            Cell::new(format!("yes ({tol})")).fg(Color::Green)
+        } else {
+            Cell::new(format!("NO ({tol}, {:+})", a.observed as i128 - a.witness as i128)).fg(Color::Red)
+        };
+        t.add_row(vec![
+            Cell::new(format!("{} {}", a.role, a.pid)),
+            Cell::new(&a.figure),
+            Cell::new(group(a.observed)),
+            Cell::new(group(a.witness)),
+            ok,
+        ]);
     }
     let _ = writeln!(out, "{t}");
     for p in &r.processes {
         if let Some(v) = p.witness.as_ref().and_then(|w| w.verified_bytes) {
-            let _ = writeln!(out, "  {} {} verified {} of {} bytes against the pattern", p.role, p.pid, v, r.total);
+            let _ = writeln!(out, "  {} {} verified {} of {} bytes against the pattern", p.role, p.pid, group(v), group(r.total));
         }
         match &p.exit {
             Some(e) if !e.success() => {
@@ -108,29 +119,86 @@ fn run_section(out: &mut String, r: &TransportRun) {
     }
 }
 
+fn comparison(out: &mut String, runs: &[TransportRun]) {
+    if runs.len() < 2 {
+        return;
+    }
+    let mut t = table();
+    let mut head = vec!["COMPARISON".to_string()];
+    head.extend(runs.iter().map(|r| r.transport.clone()));
+    head.push("how measured".into());
+    t.set_header(head);
+    let row = |name: &str, f: &dyn Fn(&Metrics) -> String, how: &str| {
+        let mut v = vec![name.to_string()];
+        v.extend(runs.iter().map(|r| f(&r.path.metrics)));
+        v.push(how.into());
+        v
+    };
+    let copies_how = format!("{} (pipe bytes in + out) / payload", runs[0].path.metrics.copies_label);
+    t.add_row(row("kernel copies / payload byte", &|m| format!("{:.2}", m.kernel_copies_per_byte), &copies_how));
+    t.add_row(row("data-path syscalls / MiB", &|m| format!("{:.1}", m.syscalls_per_mib), "pipe, splice, futex and shm set-up calls"));
+    t.add_row(row("page faults / MiB", &|m| format!("{:.1}", m.faults_per_mib), "all faults of the targets"));
+    t.add_row(row("context switches / MiB", &|m| format!("{:.1}", m.context_switches_per_mib), "exact (sched_switch)"));
+    t.add_row(row("wake-ups / MiB", &|m| format!("{:.1}", m.wakeups_per_mib), "exact (sched_wakeup)"));
+    t.add_row(row("futex waits / MiB", &|m| format!("{:.1}", m.futex_waits_per_mib), "on the ring words"));
+    t.add_row(row(
+        "CPU in kernel",
+        &|m| m.kernel_cpu_share.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+        "sampled (share of cpu-clock samples in the kernel)",
+    ));
+    t.add_row(row(
+        "CPU in kernel (getrusage)",
+        &|m| m.kernel_cpu_share_witness.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+        "witness: the processes' own stime / (utime + stime)",
+    ));
+    t.add_row(row("throughput", &|m| format_rate(m.payload_bytes, m.payload_bytes as f64 / m.throughput_bytes_per_s.max(1.0)), "payload / wall clock (gate to exit)"));
+    let _ = writeln!(out, "\n{t}");
+    let ms: Vec<(&str, &Metrics)> = runs.iter().map(|r| (r.transport.as_str(), &r.path.metrics)).collect();
+    if let Some(v) = path::verdict(&ms) {
+        let _ = writeln!(out, "verdict: {v}");
+    }
+}
+
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
-    let _ =
-        writeln!(out, "ipctrace {} · kernel {} · tier: {} ({})", r.ipctrace_version, r.kernel, r.tier.name, r.tier.why);
+    let _ = writeln!(out, "ipctrace {} · kernel {} · tiers: {}", r.ipctrace_version, r.kernel, r.tier);
     if r.partial {
         let _ = writeln!(out, "PARTIAL REPORT: the run was {:?} before the workloads finished", r.ended_by);
     }
     for run in &r.runs {
-        run_section(&mut out, run);
+        header(&mut out, run);
+        stages(&mut out, run);
+        agreement(&mut out, run);
     }
+    comparison(&mut out, &r.runs);
     let _ = writeln!(out, "\nobserved = counted by ipctrace's BPF programs; witness = the workload's own counters.");
-    let _ = writeln!(out, "derived: {}", crate::model::RULE_SYSCALL_BYTES);
+    let _ = writeln!(out, "labels: exact = counted where the event happens; derived = computed from tracepoint values by the rule in `ipctrace probes`; sampled = from stack samples.");
+    let disagreements: Vec<String> = r
+        .runs
+        .iter()
+        .flat_map(|run| run.agreement.iter().filter(|a| !a.agrees).map(move |a| format!("{} {} {}", run.transport, a.role, a.figure)))
+        .collect();
+    let agree = if disagreements.is_empty() { "yes".to_string() } else { disagreements.join(", ") };
     if r.loss.total == 0 {
-        let _ = writeln!(out, "events lost: 0");
+        let _ = writeln!(out, "events lost: 0 · witnesses agree: {agree}");
     } else {
-        let detail: Vec<String> =
-            r.loss.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(
-            out,
-            "WARNING: events lost: {} ({}); observed figures are low by at least that many calls",
-            r.loss.total,
-            detail.join(", ")
-        );
+        let detail: Vec<String> = r.loss.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "WARNING: events lost: {} ({}); observed figures may be low · witnesses agree: {agree}", r.loss.total, detail.join(", "));
     }
     out
+}
+
+/// `ipctrace probes`: logical probe | chosen mechanism | attach point | label | why others were skipped.
+pub fn probes(choices: &[Choice], tier: &str) -> String {
+    let mut t = table();
+    t.set_header(vec!["logical probe", "chosen", "attach points", "label", "not used, and why"]);
+    for c in choices {
+        let (mech, points, label) = match &c.chosen {
+            Some(ch) => (ch.mechanism.name().to_string(), ch.attach_points.join("\n"), ch.label.name().to_string()),
+            None => ("UNAVAILABLE".into(), "-".into(), "-".into()),
+        };
+        let skipped: Vec<String> = c.skipped.iter().map(|s| format!("{}: {}", s.mechanism.name(), s.reason)).collect();
+        t.add_row(vec![format!("{}\n({})", c.probe, c.what), mech, points, label, skipped.join("\n")]);
+    }
+    format!("ipctrace {} · kernel {} · tiers: {tier}\n{t}\n", env!("CARGO_PKG_VERSION"), crate::kernel::release())
 }
