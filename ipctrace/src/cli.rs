@@ -80,6 +80,10 @@ pub struct RunArgs {
     pub ring: RingArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    /// pipe/fifo: the consumer drains with splice(2) into /dev/null (a zero-copy control: the
+    /// report should show about 1 kernel copy per byte instead of 2; bytes are not verified).
+    #[arg(long)]
+    pub splice_consumer: bool,
     /// Pin the producer and the consumer to these two CPUs (e.g. 0,1; 0,0 for the same CPU).
     #[arg(long, value_delimiter = ',', num_args = 1, value_name = "A,B", value_parser = clap::value_parser!(usize))]
     pub cpus: Option<Vec<usize>>,

@@ -154,9 +154,13 @@ pub struct StackCount {
     pub label: Label,
 }
 
+/// Everything the programs had to drop. `events`: events not counted (figures are low);
+/// `stacks`: events counted without their stack (only stack-based stages are affected).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Loss {
     pub counters: BTreeMap<String, u64>,
+    pub events: u64,
+    pub stacks: u64,
     pub total: u64,
 }
 
@@ -234,14 +238,22 @@ pub fn observe(
         (chosen.map_or(Label::Derived, |c| c.label), chosen.map_or(String::new(), |c| c.rule.clone()))
     };
     let events = aggs
-        .range(AggKey { tgid, probe: 0, kind: 0, ino: 0 }..=AggKey { tgid, probe: u16::MAX, kind: u16::MAX, ino: u64::MAX })
+        .range(
+            AggKey { tgid, probe: 0, kind: 0, ino: 0 }..=AggKey {
+                tgid,
+                probe: u16::MAX,
+                kind: u16::MAX,
+                ino: u64::MAX,
+            },
+        )
         .map(|(k, v)| {
             let (label, rule) = label_of(k.probe);
             let is_channel = matches!(k.kind, kind::ANON_PIPE | kind::FIFO | kind::SHM) && k.probe != probe::SCHED_OUT;
             Observation {
                 probe: probe_name(k.probe).into(),
                 sub: sub_name(k.probe, k.kind).into(),
-                channel: (is_channel && k.ino != 0).then(|| ChannelId { kind: sub_name(k.probe, k.kind).into(), ino: k.ino }),
+                channel: (is_channel && k.ino != 0)
+                    .then(|| ChannelId { kind: sub_name(k.probe, k.kind).into(), ino: k.ino }),
                 waker: (k.probe == probe::WAKEUP).then_some(k.ino as u32),
                 calls: v.calls,
                 bytes: v.bytes,
@@ -258,13 +270,15 @@ pub fn observe(
         })
         .collect();
     let stacks = stacks
-        .range(StackKey { tgid, probe: 0, kind: 0, kstack: i32::MIN, ustack: i32::MIN }..=StackKey {
-            tgid,
-            probe: u16::MAX,
-            kind: u16::MAX,
-            kstack: i32::MAX,
-            ustack: i32::MAX,
-        })
+        .range(
+            StackKey { tgid, probe: 0, kind: 0, kstack: i32::MIN, ustack: i32::MIN }..=StackKey {
+                tgid,
+                probe: u16::MAX,
+                kind: u16::MAX,
+                kstack: i32::MAX,
+                ustack: i32::MAX,
+            },
+        )
         .map(|(k, v)| StackCount {
             probe: probe_name(k.probe).into(),
             count: v.count,
@@ -280,8 +294,10 @@ pub fn observe(
 pub fn loss_from(raw: &[u64]) -> Loss {
     let counters: BTreeMap<String, u64> =
         loss::NAMES.iter().zip(raw).map(|(n, v)| (n.replace([' ', '-'], "_"), *v)).collect();
-    let total = counters.values().sum();
-    Loss { counters, total }
+    let stacks =
+        [loss::STACK_FAILED, loss::STACK_COUNT_FULL].iter().map(|&i| raw.get(i as usize).copied().unwrap_or(0)).sum();
+    let total: u64 = counters.values().sum();
+    Loss { counters, events: total - stacks, stacks, total }
 }
 
 /// Sums over a process's observations.
@@ -299,15 +315,18 @@ pub struct Sum {
 impl Observed {
     /// Sum of every observation of `probe` whose sub-key is `sub` (None: any).
     pub fn sum(&self, probe: &str, sub: Option<&str>) -> Sum {
-        self.events.iter().filter(|o| o.probe == probe && sub.is_none_or(|s| o.sub == s)).fold(Sum::default(), |a, o| Sum {
-            calls: a.calls + o.calls,
-            bytes: a.bytes + o.bytes,
-            zero: a.zero + o.zero,
-            eagain: a.eagain + o.eagain,
-            etimedout: a.etimedout + o.etimedout,
-            eintr: a.eintr + o.eintr,
-            time_ns: a.time_ns + o.time_ns,
-        })
+        self.events.iter().filter(|o| o.probe == probe && sub.is_none_or(|s| o.sub == s)).fold(
+            Sum::default(),
+            |a, o| Sum {
+                calls: a.calls + o.calls,
+                bytes: a.bytes + o.bytes,
+                zero: a.zero + o.zero,
+                eagain: a.eagain + o.eagain,
+                etimedout: a.etimedout + o.etimedout,
+                eintr: a.eintr + o.eintr,
+                time_ns: a.time_ns + o.time_ns,
+            },
+        )
     }
 
     /// Merged latency histogram of `probe`.
@@ -326,14 +345,6 @@ impl Observed {
 
     pub fn label(&self, probe: &str) -> Option<Label> {
         self.events.iter().find(|o| o.probe == probe).map(|o| o.label)
-    }
-}
-
-impl Process {
-    /// Observed (calls, bytes) for a pipe op (`write` or `read`) across channels.
-    pub fn observed_op(&self, op: &str) -> (u64, u64) {
-        let s = self.observed.sum(&format!("pipe_{op}"), None);
-        (s.calls, s.bytes)
     }
 }
 
@@ -384,8 +395,10 @@ mod tests {
 
     #[test]
     fn loss_sums() {
-        let l = loss_from(&[1, 2, 3, 0, 0, 0, 0]);
-        assert_eq!(l.total, 6);
+        let l = loss_from(&[1, 2, 3, 4, 0, 0, 0]);
+        assert_eq!(l.total, 10);
+        assert_eq!(l.stacks, 4);
+        assert_eq!(l.events, 6);
         assert_eq!(l.counters["in_flight_map_full"], 1);
     }
 }

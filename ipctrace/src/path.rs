@@ -70,7 +70,11 @@ fn is_pipe_read_fn(f: &str) -> bool {
 }
 
 /// Stacks of `probe` whose frames satisfy `pred` (any frame).
-fn stacks_with<'a>(o: &'a Observed, probe: &'a str, pred: impl Fn(&str) -> bool + 'a) -> impl Iterator<Item = &'a StackCount> + 'a {
+fn stacks_with<'a>(
+    o: &'a Observed,
+    probe: &'a str,
+    pred: impl Fn(&str) -> bool + 'a,
+) -> impl Iterator<Item = &'a StackCount> + 'a {
     o.stacks.iter().filter(move |s| s.probe == probe && s.kernel.iter().any(|f| pred(f)))
 }
 
@@ -86,7 +90,11 @@ fn chain(o: &Observed, probes: &[&str], leaf_pred: impl Fn(&str) -> bool) -> Opt
         .filter(|s| probes.contains(&s.probe.as_str()) && s.kernel.iter().any(|f| leaf_pred(f)))
         .max_by_key(|s| s.count)?;
     let end = s.kernel.iter().position(|f| leaf_pred(f))?;
-    let start = s.kernel.iter().position(|f| f.starts_with("__x64_sys") || f.starts_with("ksys_") || f == "exc_page_fault").unwrap_or(0);
+    let start = s
+        .kernel
+        .iter()
+        .position(|f| f.starts_with("__x64_sys") || f.starts_with("ksys_") || f == "exc_page_fault")
+        .unwrap_or(0);
     Some(s.kernel[start.min(end)..=end].join(" -> "))
 }
 
@@ -112,7 +120,14 @@ fn latency(o: &Observed, probe: &str) -> Option<String> {
     Some(format!("p50 ≤{} p99 ≤{}", fmt_ns(hist_quantile(&h, 0.5)?), fmt_ns(hist_quantile(&h, 0.99)?)))
 }
 
-fn stage(name: impl Into<String>, count: u64, bytes: Option<u64>, time: Option<String>, label: Option<Label>, note: Option<String>) -> Stage {
+fn stage(
+    name: impl Into<String>,
+    count: u64,
+    bytes: Option<u64>,
+    time: Option<String>,
+    label: Option<Label>,
+    note: Option<String>,
+) -> Stage {
     let observed = count > 0 || bytes.is_some_and(|b| b > 0);
     Stage {
         name: name.into(),
@@ -178,10 +193,25 @@ fn pipe_stages(producer: &Process, consumer: &Process) -> Vec<Stage> {
         }),
     ));
     let (pages, _) = count_time(stacks_with(p, "page_alloc", is_pipe_write_fn));
-    v.push(stage("  pipe buffer pages allocated", pages, None, None, Some(Label::Exact), Some("kmem:mm_page_alloc under the pipe write function".into())));
+    v.push(stage(
+        "  pipe buffer pages allocated",
+        pages,
+        None,
+        None,
+        Some(Label::Exact),
+        Some("kmem:mm_page_alloc under the pipe write function".into()),
+    ));
     let (blocked, t) = count_time(stacks_with(p, "offcpu", is_pipe_write_fn));
-    v.push(stage("  writer blocked: pipe full", blocked, None, Some(format!("total {}", fmt_ns(t))), Some(Label::Exact), Some("voluntary switches with the pipe write function on the stack".into())));
-    let woke_reader = c.events.iter().filter(|o| o.probe == "wakeup" && o.waker == Some(producer.pid)).map(|o| o.calls).sum::<u64>();
+    v.push(stage(
+        "  writer blocked: pipe full",
+        blocked,
+        None,
+        Some(format!("total {}", fmt_ns(t))),
+        Some(Label::Exact),
+        Some("voluntary switches with the pipe write function on the stack".into()),
+    ));
+    let woke_reader =
+        c.events.iter().filter(|o| o.probe == "wakeup" && o.waker == Some(producer.pid)).map(|o| o.calls).sum::<u64>();
     v.push(stage("  reader woken by the writer", woke_reader, None, None, Some(Label::Exact), None));
     v.push(stage(
         "read(2) -> pipe read function",
@@ -205,11 +235,26 @@ fn pipe_stages(producer: &Process, consumer: &Process) -> Vec<Stage> {
     ));
     let s = c.sum("splice_out", None);
     if s.calls > 0 {
-        v.push(stage("splice(2) out of the pipe (pages move, no copy to user)", s.calls, Some(s.bytes), latency(c, "splice_out"), c.label("splice_out"), None));
+        v.push(stage(
+            "splice(2) out of the pipe (pages move, no copy to user)",
+            s.calls,
+            Some(s.bytes),
+            latency(c, "splice_out"),
+            c.label("splice_out"),
+            None,
+        ));
     }
     let (blocked, t) = count_time(stacks_with(c, "offcpu", is_pipe_read_fn));
-    v.push(stage("  reader blocked: pipe empty", blocked, None, Some(format!("total {}", fmt_ns(t))), Some(Label::Exact), Some("voluntary switches with the pipe read function on the stack".into())));
-    let woke_writer = p.events.iter().filter(|o| o.probe == "wakeup" && o.waker == Some(consumer.pid)).map(|o| o.calls).sum::<u64>();
+    v.push(stage(
+        "  reader blocked: pipe empty",
+        blocked,
+        None,
+        Some(format!("total {}", fmt_ns(t))),
+        Some(Label::Exact),
+        Some("voluntary switches with the pipe read function on the stack".into()),
+    ));
+    let woke_writer =
+        p.events.iter().filter(|o| o.probe == "wakeup" && o.waker == Some(consumer.pid)).map(|o| o.calls).sum::<u64>();
     v.push(stage("  writer woken by the reader", woke_writer, None, None, Some(Label::Exact), None));
     v
 }
@@ -236,12 +281,18 @@ fn shm_stages(producer: &Process, consumer: &Process) -> Vec<Stage> {
     // First touch: faults in the shm mapping (function tier: handle_mm_fault; else the fault tracepoints).
     let faults = |o: &Observed| {
         let f = o.sum("mm_fault", Some("shm"));
-        if f.calls > 0 { f.calls } else { o.sum("fault_user", Some("shm")).calls + o.sum("fault_kernel", Some("shm")).calls }
+        if f.calls > 0 {
+            f.calls
+        } else {
+            o.sum("fault_user", Some("shm")).calls + o.sum("fault_kernel", Some("shm")).calls
+        }
     };
     let (pf, cf) = (faults(p), faults(c));
     let fault_label = p.label("mm_fault").or(p.label("fault_user")).or(c.label("fault_user"));
-    let fault_chain = chain(p, &["page_alloc"], |f| f.starts_with("shmem_")).or_else(|| chain(c, &["page_alloc"], |f| f.starts_with("shmem_")));
-    let shmem_pages: u64 = [p, c].iter().map(|o| count_time(stacks_with(o, "page_alloc", |f| f.starts_with("shmem_"))).0).sum();
+    let fault_chain = chain(p, &["page_alloc"], |f| f.starts_with("shmem_"))
+        .or_else(|| chain(c, &["page_alloc"], |f| f.starts_with("shmem_")));
+    let shmem_pages: u64 =
+        [p, c].iter().map(|o| count_time(stacks_with(o, "page_alloc", |f| f.starts_with("shmem_"))).0).sum();
     let zeroing = [p, c].iter().any(|o| stacks_with(o, "sample", is_clear_frame).next().is_some());
     v.push(stage(
         "first touch: page faults in the shm mapping",
@@ -313,7 +364,10 @@ fn shm_stages(producer: &Process, consumer: &Process) -> Vec<Stage> {
         None,
         None,
         p.label("shm_unlink").or(c.label("shm_unlink")),
-        Some(format!("munmap {} + {}, unlink {} + {} (exit unmaps implicitly)", pu.calls, cu.calls, pl.calls, cl.calls)),
+        Some(format!(
+            "munmap {} + {}, unlink {} + {} (exit unmaps implicitly)",
+            pu.calls, cu.calls, pl.calls, cl.calls
+        )),
     ));
     v
 }
@@ -347,25 +401,46 @@ pub fn build(transport: &str, processes: &[Process], elapsed_ns: u64) -> PathMod
 }
 
 fn metrics(all: &[Process], consumer: &Process, elapsed_ns: u64) -> Metrics {
-    let payload = consumer.witness.as_ref().and_then(|w| w.verified_bytes).unwrap_or(0);
+    // The consumer's verified bytes; a splicing consumer cannot verify, so its byte count.
+    let payload = consumer.witness.as_ref().map_or(0, |w| w.verified_bytes.unwrap_or(w.bytes));
     let mib = (payload as f64 / (1u64 << 20) as f64).max(f64::MIN_POSITIVE);
-    let sum = |probe: &str, sub: Option<&str>| all.iter().map(|p| p.observed.sum(probe, sub)).fold(0, |a, s| a + s.calls);
-    let copies: u64 = all.iter().map(|p| p.observed.sum("pipe_write", None).bytes + p.observed.sum("pipe_read", None).bytes).sum();
+    let sum =
+        |probe: &str, sub: Option<&str>| all.iter().map(|p| p.observed.sum(probe, sub)).fold(0, |a, s| a + s.calls);
+    let copies: u64 =
+        all.iter().map(|p| p.observed.sum("pipe_write", None).bytes + p.observed.sum("pipe_read", None).bytes).sum();
     let copies_label = all
         .iter()
         .find_map(|p| p.observed.label("pipe_write").or(p.observed.label("pipe_read")))
         .map_or("derived".to_string(), |l| l.name().to_string());
-    let syscalls = ["pipe_write", "pipe_read", "splice_out", "splice_in", "vmsplice", "futex_wait", "futex_wake", "shm_open", "shm_ftruncate", "shm_mmap", "shm_munmap", "shm_unlink"]
-        .iter()
-        .map(|p| sum(p, None))
-        .sum::<u64>();
+    let syscalls = [
+        "pipe_write",
+        "pipe_read",
+        "splice_out",
+        "splice_in",
+        "vmsplice",
+        "futex_wait",
+        "futex_wake",
+        "shm_open",
+        "shm_ftruncate",
+        "shm_mmap",
+        "shm_munmap",
+        "shm_unlink",
+    ]
+    .iter()
+    .map(|p| sum(p, None))
+    .sum::<u64>();
     let faults = {
         let f = sum("mm_fault", None);
         if f > 0 { f } else { sum("fault_user", None) + sum("fault_kernel", None) }
     };
-    let samples: u64 = all.iter().flat_map(|p| &p.observed.stacks).filter(|s| s.probe == "sample").map(|s| s.count).sum();
-    let ksamples: u64 =
-        all.iter().flat_map(|p| &p.observed.stacks).filter(|s| s.probe == "sample" && !s.kernel.is_empty()).map(|s| s.count).sum();
+    let samples: u64 =
+        all.iter().flat_map(|p| &p.observed.stacks).filter(|s| s.probe == "sample").map(|s| s.count).sum();
+    let ksamples: u64 = all
+        .iter()
+        .flat_map(|p| &p.observed.stacks)
+        .filter(|s| s.probe == "sample" && !s.kernel.is_empty())
+        .map(|s| s.count)
+        .sum();
     let (ut, st) = all
         .iter()
         .filter_map(|p| p.witness.as_ref())
@@ -388,7 +463,10 @@ fn metrics(all: &[Process], consumer: &Process, elapsed_ns: u64) -> Metrics {
 /// A one- or two-sentence verdict computed from the runs' metrics.
 pub fn verdict(runs: &[(&str, &Metrics)]) -> Option<String> {
     let pipe = runs.iter().find(|(t, _)| *t == "pipe" || *t == "fifo")?;
-    let shm = runs.iter().filter(|(t, _)| t.starts_with("shm")).max_by(|a, b| a.1.throughput_bytes_per_s.total_cmp(&b.1.throughput_bytes_per_s))?;
+    let shm = runs
+        .iter()
+        .filter(|(t, _)| t.starts_with("shm"))
+        .max_by(|a, b| a.1.throughput_bytes_per_s.total_cmp(&b.1.throughput_bytes_per_s))?;
     let ratio = shm.1.throughput_bytes_per_s / pipe.1.throughput_bytes_per_s.max(1.0);
     let faster = if ratio >= 1.05 {
         format!("{} moved the payload {ratio:.1}x faster than the {}", shm.0, pipe.0)
@@ -417,7 +495,13 @@ mod tests {
 
     #[test]
     fn copy_families() {
-        for f in ["_copy_from_iter", "copy_page_to_iter", "copy_user_enhanced_fast_string", "rep_movs_alternative", "__memcpy"] {
+        for f in [
+            "_copy_from_iter",
+            "copy_page_to_iter",
+            "copy_user_enhanced_fast_string",
+            "rep_movs_alternative",
+            "__memcpy",
+        ] {
             assert!(is_copy_frame(f), "{f}");
         }
         assert!(!is_copy_frame("anon_pipe_write"));

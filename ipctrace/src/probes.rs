@@ -45,15 +45,37 @@ impl Mechanism {
 /// One program attachment. Function names are variants across kernels, first match wins.
 #[derive(Clone, Copy, Debug)]
 pub enum Attach {
-    Fentry { prog: &'static str, func: &'static [&'static str] },
-    Fexit { prog: &'static str, func: &'static [&'static str] },
-    Kprobe { prog: &'static str, func: &'static [&'static str] },
-    Kretprobe { prog: &'static str, func: &'static [&'static str] },
+    Fentry {
+        prog: &'static str,
+        func: &'static [&'static str],
+    },
+    Fexit {
+        prog: &'static str,
+        func: &'static [&'static str],
+    },
+    Kprobe {
+        prog: &'static str,
+        func: &'static [&'static str],
+    },
+    Kretprobe {
+        prog: &'static str,
+        func: &'static [&'static str],
+    },
     /// `required: false`: attached if the kernel has it (e.g. the futex2 syscalls).
-    Tracepoint { prog: &'static str, category: &'static str, name: &'static str, required: bool },
-    CpuClock { prog: &'static str },
+    Tracepoint {
+        prog: &'static str,
+        category: &'static str,
+        name: &'static str,
+        required: bool,
+    },
+    CpuClock {
+        prog: &'static str,
+    },
     /// Only checks that the function could be probed; ipctrace has no program for it.
-    CheckOnly { func: &'static [&'static str], why_no_program: &'static str },
+    CheckOnly {
+        func: &'static [&'static str],
+        why_no_program: &'static str,
+    },
 }
 
 /// One way to implement a logical probe.
@@ -412,13 +434,6 @@ pub struct Chosen {
 pub struct Skipped {
     pub mechanism: Mechanism,
     pub reason: String,
-}
-
-impl Choice {
-    /// The label of the chosen implementation, if any.
-    pub fn label(&self) -> Option<Label> {
-        self.chosen.as_ref().map(|c| c.label)
-    }
 }
 
 #[cfg(test)]

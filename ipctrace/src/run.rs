@@ -10,8 +10,8 @@ use std::{
 };
 
 use anyhow::Result;
-use ipctrace_common::{AggKey, probe};
 use indicatif::{ProgressBar, ProgressStyle};
+use ipctrace_common::{AggKey, probe};
 use tokio::signal::unix::{SignalKind, signal};
 use workloads::spawn::{Launch, Pair, spawn_pair};
 
@@ -72,12 +72,14 @@ async fn wait(
             && let Ok(aggs) = session.aggregates()
         {
             let read: u64 = aggs
-                .range(AggKey { tgid: c, probe: probe::PIPE_READ, kind: 0, ino: 0 }..=AggKey {
-                    tgid: c,
-                    probe: probe::PIPE_READ,
-                    kind: u16::MAX,
-                    ino: u64::MAX,
-                })
+                .range(
+                    AggKey { tgid: c, probe: probe::PIPE_READ, kind: 0, ino: 0 }..=AggKey {
+                        tgid: c,
+                        probe: probe::PIPE_READ,
+                        kind: u16::MAX,
+                        ino: u64::MAX,
+                    },
+                )
                 .map(|(_, v)| v.bytes)
                 .sum();
             pb.set_position(read);
@@ -151,7 +153,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             msg_size: args.msg_size,
             corrupt_at: args.corrupt_at,
             ring: args.ring.clone(),
-            shape: Default::default(),
+            shape: workloads::role::ShapeArgs { splice_consumer: args.splice_consumer, ..Default::default() },
             cpus: args.cpus(),
             shm_prefix: "ipctrace".into(),
         };

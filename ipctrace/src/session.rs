@@ -14,7 +14,7 @@ use aya::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use ipctrace_common::{AggKey, AggVal, Offsets, Ranges, StackKey, StackVal, TpOffsets, loss};
+use ipctrace_common::{AggKey, AggVal, Offsets, StackKey, StackVal, TpOffsets, loss};
 
 use crate::{
     exit::{Code, fail},
@@ -43,7 +43,6 @@ pub struct Session {
 pub struct Snapshot {
     pub aggs: BTreeMap<AggKey, AggVal>,
     pub stacks: BTreeMap<StackKey, StackVal>,
-    pub losses: Vec<u64>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11); later kernels
@@ -75,7 +74,8 @@ fn unload(bpf: &mut Ebpf, prog: &str) {
 /// An error and its causes on one line (aya puts the errno in the source chain); an empty
 /// verifier log and causes repeated by their parent are dropped.
 fn short<E: std::error::Error>(e: E) -> String {
-    let clean = |s: String| s.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string();
+    let clean =
+        |s: String| s.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string();
     let mut parts = vec![clean(e.to_string())];
     let mut src = e.source();
     while let Some(s) = src {
@@ -118,11 +118,18 @@ impl Session {
     }
 
     /// Attaches one program; returns its attach point.
-    fn attach_one(&mut self, a: &Attach, k: &Kernel, sample_hz: u64, loaded: &mut Vec<&'static str>) -> Result<String, String> {
+    fn attach_one(
+        &mut self,
+        a: &Attach,
+        k: &Kernel,
+        sample_hz: u64,
+        loaded: &mut Vec<&'static str>,
+    ) -> Result<String, String> {
         let func = |variants: &[&str]| -> Result<String, String> {
-            let name = k.funcs.first_present(variants).ok_or_else(|| {
-                format!("none of {} is a function of this kernel", variants.join(", "))
-            })?;
+            let name = k
+                .funcs
+                .first_present(variants)
+                .ok_or_else(|| format!("none of {} is a function of this kernel", variants.join(", ")))?;
             match k.funcs.check(name) {
                 Some(why) => Err(why),
                 None => Ok(name.to_string()),
@@ -230,13 +237,16 @@ impl Session {
             Ok(b) => (Some(b), String::new()),
             Err(e) => (None, short(e)),
         };
-        let cpus = aya::util::online_cpus().map_err(|(_, e)| fail(Code::Runtime, format!("reading online CPUs: {e}")))?;
+        let cpus =
+            aya::util::online_cpus().map_err(|(_, e)| fail(Code::Runtime, format!("reading online CPUs: {e}")))?;
         let k = Kernel { funcs: KernelFunctions::load(), btf, btf_err, cpus };
         for p in TABLE {
             let mut choice = Choice { probe: p.name.into(), what: p.what.into(), chosen: None, skipped: Vec::new() };
             for i in p.impls {
                 if choice.chosen.is_some() {
-                    choice.skipped.push(Skipped { mechanism: i.mechanism, reason: "not needed: an earlier tier works".into() });
+                    choice
+                        .skipped
+                        .push(Skipped { mechanism: i.mechanism, reason: "not needed: an earlier tier works".into() });
                     continue;
                 }
                 if let Err(why) = allowed(i, opts.tier, opts.no_fentry) {
@@ -244,7 +254,8 @@ impl Session {
                     continue;
                 }
                 let result = match i.uses {
-                    Some(other) => match self.choices.iter().find(|c| c.probe == other).and_then(|c| c.chosen.as_ref()) {
+                    Some(other) => match self.choices.iter().find(|c| c.probe == other).and_then(|c| c.chosen.as_ref())
+                    {
                         Some(_) => Ok(vec![format!("(stacks of {other})")]),
                         None => Err(format!("needs {other}, which is not attached")),
                     },
@@ -266,27 +277,18 @@ impl Session {
         }
         for needed in ["pipe_write", "pipe_read"] {
             if let Some(c) = self.choices.iter().find(|c| c.probe == needed && c.chosen.is_none()) {
-                let why: Vec<String> = c.skipped.iter().map(|s| format!("{}: {}", s.mechanism.name(), s.reason)).collect();
+                let why: Vec<String> =
+                    c.skipped.iter().map(|s| format!("{}: {}", s.mechanism.name(), s.reason)).collect();
                 return Err(fail(Code::Runtime, format!("no probe tier could attach {needed} ({})", why.join("; "))));
             }
         }
         Ok(())
     }
 
-    pub fn choice(&self, probe: &str) -> Option<&Choice> {
-        self.choices.iter().find(|c| c.probe == probe)
-    }
-
     /// Adds a process to the in-kernel filter.
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
         let mut t: HashMap<_, u32, u8> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
         t.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
-    }
-
-    /// Tells the programs about shm mappings that existed before tracing (attach).
-    pub fn add_ranges(&mut self, tgid: u32, r: &Ranges) -> Result<()> {
-        let mut m: HashMap<_, u32, Ranges> = HashMap::try_from(self.bpf.map_mut("SHM_RANGES").context("SHM_RANGES")?)?;
-        m.insert(tgid, *r, 0).context("adding shm ranges")
     }
 
     /// Aggregates summed over CPUs.
@@ -327,7 +329,7 @@ impl Session {
             });
             stacks.insert(k, v);
         }
-        Ok(Snapshot { aggs: self.aggregates()?, stacks, losses: self.losses()? })
+        Ok(Snapshot { aggs: self.aggregates()?, stacks })
     }
 
     /// Instruction pointers of stack `id` (innermost first).

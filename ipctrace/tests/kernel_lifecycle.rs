@@ -19,7 +19,7 @@ fn kernel_lifecycle_normal_end_leaves_nothing() {
     let before = snapshot();
     let out = ipctrace(&["run", "--total", "16MiB"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("events lost: 0"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("events lost: 0 ·"));
     assert_nothing_left(&before, "normal end");
 }
 

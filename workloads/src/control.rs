@@ -13,6 +13,8 @@ use crate::witness::Witness;
 
 /// The byte that opens the gate.
 pub const GO: u8 = b'g';
+/// The byte a workload sends once it has started and is about to block at the gate.
+pub const READY: u8 = b'r';
 
 /// The gate message for a process whose peer is `peer`.
 pub fn gate_message(peer: u32) -> [u8; 5] {
@@ -34,8 +36,10 @@ impl Control {
         Self { sock: unsafe { UnixStream::from_raw_fd(fd) } }
     }
 
-    /// Blocks until the launcher opens the gate; returns the peer's pid (None if not given).
+    /// Says "ready" (start-up is over), then blocks until the launcher opens the gate;
+    /// returns the peer's pid (None if not given).
     pub fn wait_gate(&mut self) -> Result<Option<u32>> {
+        self.sock.write_all(&[READY]).context("telling the launcher we are ready")?;
         let mut b = [0u8; 5];
         if self.sock.read_exact(&mut b).is_err() || b[0] != GO {
             bail!("the launcher went away before opening the start gate");

@@ -89,6 +89,11 @@ pub struct ShapeArgs {
     /// round-trip p50/p99 (shm rings then have one slot).
     #[arg(long)]
     pub ping_pong: bool,
+    /// pipe/fifo: the consumer drains the pipe with splice(2) into /dev/null instead of
+    /// read(2): pages leave the pipe without a copy to user memory (a zero-copy control; the
+    /// bytes cannot be verified then).
+    #[arg(long)]
+    pub splice_consumer: bool,
 }
 
 /// Arguments of one workload process (set by the launcher, not typed by users).
@@ -218,6 +223,7 @@ fn run(a: &RoleArgs) -> Result<()> {
             };
             match a.role {
                 Role::Producer => pipe::produce(data, ack, name, &stream)?,
+                Role::Consumer if a.shape.splice_consumer => pipe::consume_splice(data, name, &stream)?,
                 Role::Consumer => pipe::consume(data, ack, name, &stream)?,
             }
         }
@@ -243,6 +249,7 @@ fn run(a: &RoleArgs) -> Result<()> {
         }
     };
     w.rusage_run = Rusage::now().since(&rusage0);
+    w.rusage_at_gate = rusage0;
     // Report first: even a failed check leaves the launcher a witness to show.
     ctrl.report(&w)?;
     println!("{}", w.summary_line());

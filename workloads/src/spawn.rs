@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    control::gate_message,
+    control::{READY, gate_message},
     role::{RingArgs, Role, RoleTransport, ShapeArgs},
     stream::Rusage,
     witness::Witness,
@@ -126,6 +126,9 @@ fn spawn_one(
     if l.shape.ping_pong {
         cmd.arg("--ping-pong");
     }
+    if l.shape.splice_consumer {
+        cmd.arg("--splice-consumer");
+    }
     if let Some(cpus) = l.cpus {
         cmd.arg(format!("--cpu={}", cpus[if role == Role::Producer { 0 } else { 1 }]));
     }
@@ -206,10 +209,26 @@ pub fn spawn_pair(l: &Launch) -> Result<Pair> {
             pair.channel_path = Some(name);
         }
     }
+    // Start-up (exec, loader, runtime) is over before anyone traces or times the pair.
+    for w in &mut pair.workers {
+        w.wait_ready()?;
+    }
     Ok(pair)
 }
 
 impl Worker {
+    /// Waits until the process has started up and blocks at its gate.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        let mut b = [0u8; 1];
+        self.ctrl.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let r = self.ctrl.read_exact(&mut b);
+        self.ctrl.set_read_timeout(Some(Duration::from_secs(2)))?;
+        match r {
+            Ok(()) if b[0] == READY => Ok(()),
+            _ => bail!("the {} (pid {}) did not start (no ready message)", self.role.name(), self.pid),
+        }
+    }
+
     /// Lets the process start its transfer; tells it which pid its peer has.
     pub fn open_gate(&mut self, peer: u32) -> Result<()> {
         self.ctrl.write_all(&gate_message(peer)).context("opening the start gate")

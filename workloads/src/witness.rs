@@ -45,6 +45,10 @@ pub struct Witness {
     /// getrusage(RUSAGE_SELF) delta from the start gate to the end of the transfer.
     #[serde(default)]
     pub rusage_run: Rusage,
+    /// getrusage(RUSAGE_SELF) when the gate opened: with wait4's totals at exit, the
+    /// process's own accounting from the gate to its exit (the window BPF sees).
+    #[serde(default)]
+    pub rusage_at_gate: Rusage,
 }
 
 impl Witness {

@@ -60,9 +60,9 @@ impl KernelFunctions {
             })
             .collect();
         let path = std::path::Path::new(super::tracefs::root()).join("available_filter_functions");
-        let traceable = std::fs::read_to_string(path).ok().map(|t| {
-            t.lines().filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
-        });
+        let traceable = std::fs::read_to_string(path)
+            .ok()
+            .map(|t| t.lines().filter_map(|l| l.split_whitespace().next().map(String::from)).collect());
         Self { kallsyms, traceable }
     }
 

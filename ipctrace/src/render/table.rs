@@ -24,7 +24,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -104,7 +104,14 @@ fn agreement(out: &mut String, r: &TransportRun) {
     let _ = writeln!(out, "{t}");
     for p in &r.processes {
         if let Some(v) = p.witness.as_ref().and_then(|w| w.verified_bytes) {
-            let _ = writeln!(out, "  {} {} verified {} of {} bytes against the pattern", p.role, p.pid, group(v), group(r.total));
+            let _ = writeln!(
+                out,
+                "  {} {} verified {} of {} bytes against the pattern",
+                p.role,
+                p.pid,
+                group(v),
+                group(r.total)
+            );
         }
         match &p.exit {
             Some(e) if !e.success() => {
@@ -120,11 +127,11 @@ fn agreement(out: &mut String, r: &TransportRun) {
 }
 
 fn comparison(out: &mut String, runs: &[TransportRun]) {
-    if runs.len() < 2 {
+    if runs.is_empty() {
         return;
     }
     let mut t = table();
-    let mut head = vec!["COMPARISON".to_string()];
+    let mut head = vec![if runs.len() > 1 { "COMPARISON" } else { "SUMMARY" }.to_string()];
     head.extend(runs.iter().map(|r| r.transport.clone()));
     head.push("how measured".into());
     t.set_header(head);
@@ -136,7 +143,11 @@ fn comparison(out: &mut String, runs: &[TransportRun]) {
     };
     let copies_how = format!("{} (pipe bytes in + out) / payload", runs[0].path.metrics.copies_label);
     t.add_row(row("kernel copies / payload byte", &|m| format!("{:.2}", m.kernel_copies_per_byte), &copies_how));
-    t.add_row(row("data-path syscalls / MiB", &|m| format!("{:.1}", m.syscalls_per_mib), "pipe, splice, futex and shm set-up calls"));
+    t.add_row(row(
+        "data-path syscalls / MiB",
+        &|m| format!("{:.1}", m.syscalls_per_mib),
+        "pipe, splice, futex and shm set-up calls",
+    ));
     t.add_row(row("page faults / MiB", &|m| format!("{:.1}", m.faults_per_mib), "all faults of the targets"));
     t.add_row(row("context switches / MiB", &|m| format!("{:.1}", m.context_switches_per_mib), "exact (sched_switch)"));
     t.add_row(row("wake-ups / MiB", &|m| format!("{:.1}", m.wakeups_per_mib), "exact (sched_wakeup)"));
@@ -151,7 +162,11 @@ fn comparison(out: &mut String, runs: &[TransportRun]) {
         &|m| m.kernel_cpu_share_witness.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
         "witness: the processes' own stime / (utime + stime)",
     ));
-    t.add_row(row("throughput", &|m| format_rate(m.payload_bytes, m.payload_bytes as f64 / m.throughput_bytes_per_s.max(1.0)), "payload / wall clock (gate to exit)"));
+    t.add_row(row(
+        "throughput",
+        &|m| format_rate(m.payload_bytes, m.payload_bytes as f64 / m.throughput_bytes_per_s.max(1.0)),
+        "payload / wall clock (gate to exit)",
+    ));
     let _ = writeln!(out, "\n{t}");
     let ms: Vec<(&str, &Metrics)> = runs.iter().map(|r| (r.transport.as_str(), &r.path.metrics)).collect();
     if let Some(v) = path::verdict(&ms) {
@@ -172,18 +187,33 @@ pub fn render(r: &Report) -> String {
     }
     comparison(&mut out, &r.runs);
     let _ = writeln!(out, "\nobserved = counted by ipctrace's BPF programs; witness = the workload's own counters.");
-    let _ = writeln!(out, "labels: exact = counted where the event happens; derived = computed from tracepoint values by the rule in `ipctrace probes`; sampled = from stack samples.");
+    let _ = writeln!(
+        out,
+        "labels: exact = counted where the event happens; derived = computed from tracepoint values by the rule in `ipctrace probes`; sampled = from stack samples."
+    );
     let disagreements: Vec<String> = r
         .runs
         .iter()
-        .flat_map(|run| run.agreement.iter().filter(|a| !a.agrees).map(move |a| format!("{} {} {}", run.transport, a.role, a.figure)))
+        .flat_map(|run| {
+            run.agreement
+                .iter()
+                .filter(|a| !a.agrees)
+                .map(move |a| format!("{} {} {}", run.transport, a.role, a.figure))
+        })
         .collect();
     let agree = if disagreements.is_empty() { "yes".to_string() } else { disagreements.join(", ") };
+    let detail: Vec<String> =
+        r.loss.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+    let line = format!("events lost: {} · stacks lost: {} · witnesses agree: {agree}", r.loss.events, r.loss.stacks);
     if r.loss.total == 0 {
-        let _ = writeln!(out, "events lost: 0 · witnesses agree: {agree}");
+        let _ = writeln!(out, "{line}");
     } else {
-        let detail: Vec<String> = r.loss.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(out, "WARNING: events lost: {} ({}); observed figures may be low · witnesses agree: {agree}", r.loss.total, detail.join(", "));
+        let why = if r.loss.events > 0 {
+            "counted figures may be low"
+        } else {
+            "counts are complete; stack-based stages may miss those events"
+        };
+        let _ = writeln!(out, "WARNING: {line} ({}: {why})", detail.join(", "));
     }
     out
 }

@@ -45,14 +45,48 @@ pub fn process<'a>(run: &'a Value, role: &str) -> &'a Value {
     run["processes"].as_array().unwrap().iter().find(|p| p["role"] == role).unwrap_or_else(|| panic!("no {role}"))
 }
 
-/// Sum of observed (calls, bytes) for `op` across channels.
+/// Sum of observed (calls, bytes) for pipe `op` (`write`/`read`) across channels.
 pub fn observed(p: &Value, op: &str) -> (u64, u64) {
-    p["observed"]
+    let s = sum(p, &format!("pipe_{op}"), None);
+    (s["calls"], s["bytes"])
+}
+
+/// Sums of a process's observations of `probe` (optionally only sub-key `sub`), by field.
+pub fn sum(p: &Value, probe: &str, sub: Option<&str>) -> std::collections::HashMap<&'static str, u64> {
+    let mut out = std::collections::HashMap::new();
+    for o in p["observed"]["events"].as_array().unwrap() {
+        if o["probe"] != probe || sub.is_some_and(|s| o["sub"] != s) {
+            continue;
+        }
+        for k in ["calls", "bytes", "errors", "zero", "eagain", "etimedout", "eintr", "time_ns"] {
+            *out.entry(k).or_insert(0) += o[k].as_u64().unwrap();
+        }
+    }
+    for k in ["calls", "bytes", "errors", "zero", "eagain", "etimedout", "eintr", "time_ns"] {
+        out.entry(k).or_insert(0);
+    }
+    out
+}
+
+/// The kernel stacks (outermost first) of `probe` for a process, with their counts.
+pub fn stacks(p: &Value, probe: &str) -> Vec<(Vec<String>, u64)> {
+    p["observed"]["stacks"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|o| o["op"] == op)
-        .fold((0, 0), |(c, b), o| (c + o["calls"].as_u64().unwrap(), b + o["bytes"].as_u64().unwrap()))
+        .filter(|s| s["probe"] == probe)
+        .map(|s| {
+            let frames = s["kernel"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+            (frames, s["count"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Copy-family kernel frames (names differ by CPU and kernel).
+pub fn is_copy_frame(f: &str) -> bool {
+    ["copy_page_from_iter", "copy_page_to_iter", "_copy_from_iter", "_copy_to_iter", "copy_user", "rep_movs", "memcpy"]
+        .iter()
+        .any(|p| f.contains(p))
 }
 
 /// What must be identical before and after any ipctrace run.

@@ -1,0 +1,136 @@
+//! Kernel tests (root) for the shared-memory transports: futex figures by result equal the
+//! workload's own counters; faults on the shm mapping match the mapped pages; every process's
+//! faults and switches match the kernel's accounting; shm-sem agrees with strace.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+
+#[test]
+fn kernel_shm_futex_figures_equal_the_witness() {
+    if !require_root("kernel_shm_futex_figures_equal_the_witness") {
+        return;
+    }
+    let total = 256u64 << 20;
+    let (code, r, stderr) =
+        run_json(&["--transport", "shm-futex", "--total", &total.to_string(), "--msg-size", "4096"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = &r["runs"][0];
+    for a in run["agreement"].as_array().unwrap() {
+        assert_eq!(a["agrees"], true, "observed vs witness: {a}");
+    }
+    let figures: Vec<&str> =
+        run["agreement"].as_array().unwrap().iter().map(|a| a["figure"].as_str().unwrap()).collect();
+    for f in [
+        "futex_wait calls",
+        "futex_wait woken",
+        "futex_wait EAGAIN",
+        "futex_wake calls",
+        "page faults (minor + major)",
+        "context switches",
+    ] {
+        assert!(figures.contains(&f), "{f} compared");
+    }
+    let prod = process(run, "producer");
+    let cons = process(run, "consumer");
+    let w = &prod["witness"];
+    // The consumer waits at 4 KiB: the comparison is not vacuous.
+    assert!(cons["witness"]["futex"]["wait_calls"].as_u64().unwrap() > 0);
+    assert_eq!(sum(cons, "futex_wait", None)["calls"], cons["witness"]["futex"]["wait_calls"].as_u64().unwrap());
+    // The producer touches every page of the object once: faults in the mapping == pages (2%).
+    let pages = w["shm"]["pages"].as_u64().unwrap();
+    let faults = sum(prod, "fault_user", Some("shm"))["calls"]
+        + sum(prod, "fault_kernel", Some("shm"))["calls"]
+        + sum(prod, "mm_fault", Some("shm"))["calls"];
+    assert!(faults.abs_diff(pages) * 50 <= pages, "producer shm faults {faults} vs {pages} pages");
+    // shmem page allocations (stacks through shmem_*) == pages (2%).
+    let shmem: u64 = run["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| stacks(p, "page_alloc"))
+        .filter(|(f, _)| f.iter().any(|x| x.starts_with("shmem_")))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(shmem.abs_diff(pages) * 50 <= pages, "shmem page allocations {shmem} vs {pages} pages");
+    // No byte went through a pipe.
+    assert_eq!(run["path"]["metrics"]["kernel_copies_per_byte"], 0.0);
+    assert_eq!(run["channels"].as_array().unwrap().iter().filter(|c| c["kind"] != "shm").count(), 0);
+}
+
+/// (pid -> [start, end) of the /dev/shm mapping) and futex (wait, wake) counts on addresses in
+/// it, from an strace -f log.
+fn strace_futex(log: &str) -> HashMap<u32, (u64, u64)> {
+    let mut shm_fd: HashMap<u32, String> = HashMap::new();
+    let mut range: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
+    for l in log.lines() {
+        let Some((pid, rest)) = l.split_once(' ') else { continue };
+        let Ok(pid) = pid.trim().parse::<u32>() else { continue };
+        let rest = rest.trim();
+        if rest.starts_with("openat(") && rest.contains("\"/dev/shm/") {
+            if let Some(fd) = rest.rsplit("= ").next() {
+                shm_fd.insert(pid, fd.trim().to_string());
+            }
+        } else if rest.starts_with("mmap(") && rest.contains("MAP_SHARED") {
+            let args: Vec<&str> = rest["mmap(".len()..].split(", ").collect();
+            if args.len() >= 6 && shm_fd.get(&pid).is_some_and(|fd| args[4] == fd) {
+                let len: u64 = args[1].parse().unwrap();
+                let addr = u64::from_str_radix(rest.rsplit("= 0x").next().unwrap().trim(), 16).unwrap();
+                range.insert(pid, (addr, addr + len));
+            }
+        } else if let Some(a) = rest.strip_prefix("futex(0x") {
+            let addr = u64::from_str_radix(a.split(',').next().unwrap(), 16).unwrap();
+            if range.get(&pid).is_some_and(|(s, e)| (*s..*e).contains(&addr)) {
+                let c = counts.entry(pid).or_default();
+                if rest.contains("FUTEX_WAKE") {
+                    c.1 += 1;
+                } else if rest.contains("FUTEX_WAIT") {
+                    c.0 += 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// glibc's semaphores do not say when they enter the kernel: strace on the same run is the
+/// witness. Same run, also read/write counts of the pipe workload.
+#[test]
+fn kernel_shm_sem_and_pipe_agree_with_strace() {
+    if !require_root("kernel_shm_sem_and_pipe_agree_with_strace") {
+        return;
+    }
+    let log = std::env::temp_dir().join(format!("ipctrace-strace-{}.log", std::process::id()));
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,mmap,futex,read,write", "-o"])
+        .arg(&log)
+        .args([BIN, "run", "--format", "json", "--transport", "shm-sem,pipe", "--total", "16MiB", "--msg-size", "4096"])
+        .output()
+        .expect("strace (cargo xtask setup installs it)");
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let straced = strace_futex(&text);
+    let sem = &r["runs"][0];
+    let mut total_waits = 0;
+    for p in sem["processes"].as_array().unwrap() {
+        let pid = p["pid"].as_u64().unwrap() as u32;
+        let (waits, wakes) = straced.get(&pid).copied().unwrap_or_default();
+        assert_eq!(sum(p, "futex_wait", None)["calls"], waits, "futex waits of {pid} vs strace");
+        assert_eq!(sum(p, "futex_wake", None)["calls"], wakes, "futex wakes of {pid} vs strace");
+        total_waits += waits;
+    }
+    assert!(total_waits > 0, "the semaphores never slept: the comparison says nothing");
+    // Pipe: the data fd is 4 in both role processes.
+    let pipe = &r["runs"][1];
+    for p in pipe["processes"].as_array().unwrap() {
+        let pid = p["pid"].as_u64().unwrap();
+        let (call, op) = if p["role"] == "producer" { ("write(4,", "write") } else { ("read(4,", "read") };
+        let n = text.lines().filter(|l| l.starts_with(&format!("{pid} ")) && l.contains(call)).count() as u64;
+        assert_eq!(observed(p, op).0, n, "{op} calls of {pid} vs strace");
+    }
+}
