@@ -136,6 +136,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         return Err(fail(Code::Usage, "--total must be at least 1 byte"));
     }
     let mut session = open_session(&args.probes)?;
+    session.require(&["pipe_write", "pipe_read"])?;
     let show_progress = args.format == Format::Table && std::io::stderr().is_terminal();
     let deadline = args.duration.map(|d| Instant::now() + d);
 

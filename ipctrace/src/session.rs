@@ -231,7 +231,8 @@ impl Session {
         Ok(points)
     }
 
-    /// Walks the probe table; fails (exit 1) only if not even the pipe probes could attach.
+    /// Walks the probe table, recording for every logical probe what was chosen and why the
+    /// other implementations were not.
     pub fn attach(&mut self, opts: ProbeOptions) -> Result<()> {
         let (btf, btf_err) = match Btf::from_sys_fs() {
             Ok(b) => (Some(b), String::new()),
@@ -275,8 +276,13 @@ impl Session {
             }
             self.choices.push(choice);
         }
-        for needed in ["pipe_write", "pipe_read"] {
-            if let Some(c) = self.choices.iter().find(|c| c.probe == needed && c.chosen.is_none()) {
+        Ok(())
+    }
+
+    /// Fails (exit 1, one line with every reason) unless each of `probes` has an implementation.
+    pub fn require(&self, probes: &[&str]) -> Result<()> {
+        for needed in probes {
+            if let Some(c) = self.choices.iter().find(|c| c.probe == *needed && c.chosen.is_none()) {
                 let why: Vec<String> =
                     c.skipped.iter().map(|s| format!("{}: {}", s.mechanism.name(), s.reason)).collect();
                 return Err(fail(Code::Runtime, format!("no probe tier could attach {needed} ({})", why.join("; "))));

@@ -64,21 +64,47 @@ fn kernel_shm_futex_figures_equal_the_witness() {
 /// it, from an strace -f log.
 fn strace_futex(log: &str) -> HashMap<u32, (u64, u64)> {
     let mut shm_fd: HashMap<u32, String> = HashMap::new();
+    // An mmap of the shm fd whose result is still to come (strace split the line).
+    let mut pending: HashMap<u32, u64> = HashMap::new();
+    let mut open_pending: std::collections::HashSet<u32> = Default::default();
     let mut range: HashMap<u32, (u64, u64)> = HashMap::new();
     let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
+    let result_addr = |l: &str| {
+        l.rsplit("= 0x").next().filter(|_| l.contains("= 0x")).and_then(|a| u64::from_str_radix(a.trim(), 16).ok())
+    };
     for l in log.lines() {
         let Some((pid, rest)) = l.split_once(' ') else { continue };
         let Ok(pid) = pid.trim().parse::<u32>() else { continue };
         let rest = rest.trim();
+        let fd_result = |l: &str| l.rsplit(") = ").next().filter(|_| l.contains(") = ")).map(|f| f.trim().to_string());
         if rest.starts_with("openat(") && rest.contains("\"/dev/shm/") {
+            match fd_result(rest) {
+                Some(fd) => {
+                    shm_fd.insert(pid, fd);
+                }
+                None => {
+                    open_pending.insert(pid);
+                }
+            }
+        } else if rest.starts_with("<... openat resumed>") && open_pending.remove(&pid) {
             if let Some(fd) = rest.rsplit("= ").next() {
                 shm_fd.insert(pid, fd.trim().to_string());
             }
         } else if rest.starts_with("mmap(") && rest.contains("MAP_SHARED") {
             let args: Vec<&str> = rest["mmap(".len()..].split(", ").collect();
-            if args.len() >= 6 && shm_fd.get(&pid).is_some_and(|fd| args[4] == fd) {
+            if args.len() >= 5 && shm_fd.get(&pid).is_some_and(|fd| args[4] == fd) {
                 let len: u64 = args[1].parse().unwrap();
-                let addr = u64::from_str_radix(rest.rsplit("= 0x").next().unwrap().trim(), 16).unwrap();
+                match result_addr(rest) {
+                    Some(addr) => {
+                        range.insert(pid, (addr, addr + len));
+                    }
+                    None => {
+                        pending.insert(pid, len);
+                    }
+                }
+            }
+        } else if rest.starts_with("<... mmap resumed>") {
+            if let (Some(len), Some(addr)) = (pending.remove(&pid), result_addr(rest)) {
                 range.insert(pid, (addr, addr + len));
             }
         } else if let Some(a) = rest.strip_prefix("futex(0x") {
