@@ -39,9 +39,10 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A blocked target thread is woken: count it against the waker, with the waker's stack.
-#[tracepoint(category = "sched", name = "sched_wakeup")]
-pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
+/// A blocked target thread is being woken (sched_waking runs in the waker's context, unlike
+/// sched_wakeup, which may run on the target CPU): count it against the waker, with its stack.
+#[tracepoint(category = "sched", name = "sched_waking")]
+pub fn sched_waking(ctx: TracePointContext) -> u32 {
     let pid: u32 = unsafe { tp_field(&ctx, tp_offsets().wakeup_pid) }.unwrap_or(0);
     if pid == 0 {
         return 0;

@@ -32,6 +32,8 @@ pub enum Command {
     Run(RunArgs),
     /// Show which mechanism each logical probe uses on this kernel, and why the others were skipped.
     Probes(ProbesArgs),
+    /// Render a report saved with `--save` again, without tracing (no privileges needed).
+    Report(ReportArgs),
     /// One side of a built-in workload (ipctrace re-executes itself with this; not for direct use).
     #[command(name = "__workload", hide = true)]
     Workload(RoleArgs),
@@ -50,6 +52,31 @@ pub struct ProbeArgs {
     /// cpu-clock sampling frequency for kernel and user stacks, per CPU (0 disables sampling).
     #[arg(long, default_value_t = 999)]
     pub sample_hz: u64,
+}
+
+/// Where and how the report goes.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Also save the report as JSON (re-render it later with `ipctrace report FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<std::path::PathBuf>,
+    /// Also write the sampled stacks as folded lines (for flame graph tools).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<std::path::PathBuf>,
+    /// Also draw the sampled stacks as an SVG flame graph.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A report saved with `ipctrace run --save FILE`.
+    pub file: std::path::PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -87,9 +114,8 @@ pub struct RunArgs {
     /// Pin the producer and the consumer to these two CPUs (e.g. 0,1; 0,0 for the same CPU).
     #[arg(long, value_delimiter = ',', num_args = 1, value_name = "A,B", value_parser = clap::value_parser!(usize))]
     pub cpus: Option<Vec<usize>>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Test hook: the producer corrupts the byte at this stream offset.
     #[arg(long, hide = true)]
     pub corrupt_at: Option<u64>,

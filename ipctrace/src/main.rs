@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Workload(args) => return ExitCode::from(workloads::role::main(args) as u8),
         Command::Run(args) => run_command(&args),
         Command::Probes(args) => probes_command(&args),
+        Command::Report(args) => report_command(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -47,7 +48,7 @@ fn run_command(args: &cli::RunArgs) -> anyhow::Result<Code> {
     privileges::check("run")?;
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
     let outcome = runtime()?.block_on(run::run(args))?;
-    print!("{}", render::render(&outcome.report, args.format));
+    render::emit(&outcome.report, &args.output)?;
     match outcome.target_failure {
         Some(msg) => Err(fail(Code::Target, msg)),
         None => Ok(Code::Ok),
@@ -60,5 +61,25 @@ fn probes_command(args: &cli::ProbesArgs) -> anyhow::Result<Code> {
     let session = run::open_session(&args.probes)?;
     let tier = run::tier_summary(&session.choices);
     print!("{}", render::probes(&session.choices, &tier, args.format));
+    Ok(Code::Ok)
+}
+
+fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Code> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| fail(Code::Usage, format!("cannot read {}: {e}", args.file.display())))?;
+    let report: model::Report = serde_json::from_str(&text)
+        .map_err(|e| fail(Code::Usage, format!("{} is not an ipctrace report: {e}", args.file.display())))?;
+    if report.schema_version != model::SCHEMA_VERSION {
+        return Err(fail(
+            Code::Usage,
+            format!(
+                "{} has schema_version {}; this ipctrace reads {}",
+                args.file.display(),
+                report.schema_version,
+                model::SCHEMA_VERSION
+            ),
+        ));
+    }
+    render::emit(&report, &args.output)?;
     Ok(Code::Ok)
 }

@@ -327,8 +327,8 @@ pub static TABLE: &[LogicalProbe] = &[
         impls: &[Impl {
             mechanism: Mechanism::Tracepoint,
             label: Label::Exact,
-            rule: "counted at sched:sched_wakeup for threads blocked since the trace started",
-            attach: &[tp("sched_wakeup", "sched", "sched_wakeup")],
+            rule: "counted at sched:sched_waking (in the waker's context) for threads blocked since the trace started",
+            attach: &[tp("sched_waking", "sched", "sched_waking")],
             uses: None,
         }],
     },

@@ -137,7 +137,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
     }
     let mut session = open_session(&args.probes)?;
     session.require(&["pipe_write", "pipe_read"])?;
-    let show_progress = args.format == Format::Table && std::io::stderr().is_terminal();
+    let show_progress = args.output.format == Format::Table && std::io::stderr().is_terminal();
     let deadline = args.duration.map(|d| Instant::now() + d);
 
     let mut runs = Vec::new();

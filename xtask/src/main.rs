@@ -5,6 +5,7 @@ mod bench;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::{ffi::OsString, process::ExitCode};
 
@@ -27,8 +28,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, then fmt --check, clippy -D warnings, unit tests, and the root kernel tests.
+    /// Set up, then fmt --check, clippy -D warnings, unit tests, the root kernel tests, and the
+    /// function-tier tests inside stock Debian kernels under QEMU (vm-test).
     Test,
+    /// Boot stock Debian kernels under QEMU and test the function tier (fentry/kprobe) inside.
+    VmTest(vm::VmArgs),
     /// Benchmark the transports untraced (and traced vs untraced, as root): table, JSON, SVG.
     Bench(bench::BenchArgs),
 }
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(),
         Cmd::Run { args } => setup::setup().and_then(|()| test::run_ipctrace(&args)),
         Cmd::Test => setup::setup().and_then(|()| test::test()),
+        Cmd::VmTest(a) => setup::setup().and_then(|()| vm::vm_test(&a)),
         Cmd::Bench(a) => setup::setup().and_then(|()| bench::bench(&a)),
     };
     match r {

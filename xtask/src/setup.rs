@@ -9,7 +9,14 @@ use anyhow::{Result, bail};
 use crate::util::{self, is_root, output, run, which};
 
 /// Debian packages the tests use.
-const TEST_PACKAGES: &[(&str, &str)] = &[("strace", "/usr/bin/strace"), ("bpftool", "/usr/sbin/bpftool")];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("strace", "/usr/bin/strace"),
+    ("bpftool", "/usr/sbin/bpftool"),
+    // vm-test: boots stock kernels under QEMU with a busybox initramfs.
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("cpio", "/usr/bin/cpio"),
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 struct Plan {
@@ -140,7 +147,7 @@ pub fn setup() -> Result<()> {
         .collect();
     apt_install(&missing, &mut plan)?;
     if plan.did.is_empty() {
-        eprintln!("setup: nothing to do ({}; strace and bpftool present)", plan.found.join("; "));
+        eprintln!("setup: nothing to do ({}; test tools present)", plan.found.join("; "));
     } else {
         eprintln!("setup: found {}", plan.found.join("; "));
         eprintln!("setup: {}", plan.did.join("; "));

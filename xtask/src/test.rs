@@ -38,7 +38,9 @@ pub fn test() -> Result<()> {
     run(cargo().args(["test", "--lib", "--bins"]))?;
     // The workloads' own tests (no root): exact totals, corruption, killed peers, C programs.
     run(cargo().args(["test", "--release", "-p", "workloads", "--test", "transports"]))?;
-    kernel_tests()
+    kernel_tests()?;
+    // The function tier, inside stock Debian kernels (6.1 and the newest backports kernel).
+    crate::vm::vm_test(&crate::vm::VmArgs { kernels: vec!["bookworm".into(), "backports-latest".into()], timeout: 300 })
 }
 
 /// Builds the `kernel_*` test binaries as the user and runs them as root (directly when root,

@@ -78,7 +78,7 @@ pub fn tp_offsets() -> TpOffsets {
         fork_child_pid: get("sched", "sched_process_fork", "child_pid"),
         switch_prev_state: get("sched", "sched_switch", "prev_state"),
         switch_next_pid: get("sched", "sched_switch", "next_pid"),
-        wakeup_pid: get("sched", "sched_wakeup", "pid"),
+        wakeup_pid: get("sched", "sched_waking", "pid"),
         fault_address: get("exceptions", "page_fault_user", "address"),
         alloc_order: get("kmem", "mm_page_alloc", "order"),
     }

@@ -1,6 +1,8 @@
 //! Renders a `model::Report`: terminal tables (default), JSON or Markdown; and the probe
 //! table. Never computes figures the model does not hold; only formats and compares them.
 
+pub mod markdown;
+pub mod stacks;
 pub mod table;
 
 use clap::ValueEnum;
@@ -14,19 +16,39 @@ pub enum Format {
     Table,
     /// One JSON document (see docs/json-schema.md).
     Json,
+    /// Markdown tables.
+    Markdown,
 }
 
 pub fn render(r: &Report, f: Format) -> String {
     match f {
         Format::Table => table::render(r),
         Format::Json => serde_json::to_string_pretty(r).expect("report serializes") + "\n",
+        Format::Markdown => markdown::render(r),
     }
+}
+
+/// Writes everything `o` asks for besides stdout, then prints the report.
+pub fn emit(r: &Report, o: &crate::cli::OutputArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(p) = &o.save {
+        std::fs::write(p, serde_json::to_string_pretty(r)? + "\n")
+            .with_context(|| format!("saving {}", p.display()))?;
+    }
+    if let Some(p) = &o.folded {
+        stacks::write_folded(r, p)?;
+    }
+    if let Some(p) = &o.flamegraph {
+        stacks::write_flamegraph(r, p)?;
+    }
+    print!("{}", render(r, o.format));
+    Ok(())
 }
 
 /// `ipctrace probes` output.
 pub fn probes(choices: &[Choice], tier: &str, f: Format) -> String {
     match f {
-        Format::Table => table::probes(choices, tier),
+        Format::Table | Format::Markdown => table::probes(choices, tier),
         Format::Json => {
             let v = serde_json::json!({
                 "schema_version": crate::model::SCHEMA_VERSION,

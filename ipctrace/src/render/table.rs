@@ -15,7 +15,10 @@ use crate::{
 
 fn table() -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    t.load_preset(UTF8_FULL_CONDENSED);
+    // Wrap to the terminal only when there is a real one (a serial console reports width 0).
+    let wide = std::io::IsTerminal::is_terminal(&std::io::stdout()) && t.width().is_some_and(|w| w >= 80);
+    t.set_content_arrangement(if wide { ContentArrangement::Dynamic } else { ContentArrangement::Disabled });
     t
 }
 
@@ -150,7 +153,7 @@ fn comparison(out: &mut String, runs: &[TransportRun]) {
     ));
     t.add_row(row("page faults / MiB", &|m| format!("{:.1}", m.faults_per_mib), "all faults of the targets"));
     t.add_row(row("context switches / MiB", &|m| format!("{:.1}", m.context_switches_per_mib), "exact (sched_switch)"));
-    t.add_row(row("wake-ups / MiB", &|m| format!("{:.1}", m.wakeups_per_mib), "exact (sched_wakeup)"));
+    t.add_row(row("wake-ups / MiB", &|m| format!("{:.1}", m.wakeups_per_mib), "exact (sched_waking)"));
     t.add_row(row("futex waits / MiB", &|m| format!("{:.1}", m.futex_waits_per_mib), "on the ring words"));
     t.add_row(row(
         "CPU in kernel",
