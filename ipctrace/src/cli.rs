@@ -66,6 +66,10 @@ pub struct OutputArgs {
     /// Also write the sampled stacks as folded lines (for flame graph tools).
     #[arg(long, value_name = "FILE")]
     pub folded: Option<std::path::PathBuf>,
+    /// Also write a self-contained HTML page: path diagrams, latency histograms, comparison,
+    /// and the message-size chart of a sweep.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<std::path::PathBuf>,
     /// Also draw the sampled stacks as an SVG flame graph.
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,
@@ -90,8 +94,9 @@ pub struct ProbesArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Transports to run, comma-separated, one after the other.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "pipe")]
+    /// Transports to run, comma-separated, one after the other [default: pipe; with --sweep:
+    /// pipe,shm-futex].
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub transport: Vec<RoleTransport>,
     /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
     /// decimal units (KB, MB) are refused.
@@ -107,6 +112,13 @@ pub struct RunArgs {
     pub ring: RingArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    /// Run every --transport at every message size (64 B, 4 KiB, 64 KiB, 1 MiB), each for
+    /// --sweep-ms, traced, and show how the path metrics change and where shm overtakes the pipe.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Length of each sweep point in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    pub sweep_ms: u64,
     /// pipe/fifo: the consumer drains with splice(2) into /dev/null (a zero-copy control: the
     /// report should show about 1 kernel copy per byte instead of 2; bytes are not verified).
     #[arg(long)]
@@ -122,6 +134,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The transports to run (see --transport for the defaults).
+    pub fn transports(&self) -> Vec<RoleTransport> {
+        match (self.transport.is_empty(), self.sweep) {
+            (false, _) => self.transport.clone(),
+            (true, false) => vec![RoleTransport::Pipe],
+            (true, true) => vec![RoleTransport::Pipe, RoleTransport::ShmFutex],
+        }
+    }
+
     /// `--cpus` as a (producer, consumer) pair (checked by `check`).
     pub fn cpus(&self) -> Option<[usize; 2]> {
         self.cpus.as_deref().and_then(|v| match v {

@@ -61,7 +61,20 @@ pub struct Report {
     /// The probe table as decided for this kernel.
     pub probes: Vec<Choice>,
     pub runs: Vec<TransportRun>,
+    /// `run --sweep`: every transport at every message size (time-bounded, traced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Vec<SweepPoint>>,
     pub loss: Loss,
+}
+
+/// One point of a sweep: a transport at a message size, with its path metrics.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepPoint {
+    pub transport: String,
+    pub msg_size: u64,
+    /// Both workload processes exited cleanly.
+    pub ok: bool,
+    pub metrics: crate::path::Metrics,
 }
 
 /// One built-in workload run over one transport.

@@ -13,14 +13,17 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipctrace_common::{AggKey, probe};
 use tokio::signal::unix::{SignalKind, signal};
-use workloads::spawn::{Launch, Pair, spawn_pair};
+use workloads::{
+    spawn::{Launch, Pair, spawn_pair},
+    sweep,
+};
 
 use crate::{
     cli::RunArgs,
     exit::{Code, fail},
     kernel,
     kernel::symbols::KernelSymbols,
-    model::{self, ChannelId, EndedBy, Process, Report, TransportRun},
+    model::{self, ChannelId, EndedBy, Process, Report, SweepPoint, TransportRun},
     path,
     probes::{Choice, Mechanism},
     render::Format,
@@ -93,6 +96,86 @@ async fn wait(
     }
 }
 
+/// How `run` starts its workloads: this binary re-executed in its hidden role mode.
+fn base_launch(args: &RunArgs) -> Launch {
+    Launch {
+        exe: PathBuf::from("/proc/self/exe"),
+        arg0: OsString::from("ipctrace"),
+        lead: vec![OsString::from("__workload")],
+        transport: workloads::role::RoleTransport::Pipe,
+        total: args.total,
+        msg_size: args.msg_size,
+        corrupt_at: args.corrupt_at,
+        ring: args.ring.clone(),
+        shape: workloads::role::ShapeArgs { splice_consumer: args.splice_consumer, ..Default::default() },
+        cpus: args.cpus(),
+        shm_prefix: "ipctrace".into(),
+    }
+}
+
+/// BPF's view of each process of a finished pair, and the channels they used.
+fn collect(session: &Session, pair: &Pair) -> Result<(Vec<Process>, Vec<ChannelId>)> {
+    let snap = session.snapshot()?;
+    let mut syms = KernelSymbols::default();
+    let mut stack = |id: i32| -> Vec<String> {
+        let mut frames = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
+        frames.reverse();
+        frames
+    };
+    let mut channels: Vec<ChannelId> = Vec::new();
+    let processes: Vec<Process> = pair
+        .workers
+        .iter()
+        .map(|w| {
+            let observed = model::observe(w.pid, &snap.aggs, &snap.stacks, &session.choices, &mut stack);
+            for c in observed.events.iter().filter_map(|o| o.channel.as_ref()) {
+                if !channels.contains(c) {
+                    channels.push(c.clone());
+                }
+            }
+            let exit = w.ended.clone();
+            Process {
+                pid: w.pid,
+                role: w.role.name().into(),
+                witness: exit.as_ref().and_then(|e| e.witness.clone()),
+                observed,
+                exit,
+            }
+        })
+        .collect();
+    channels.sort();
+    Ok((processes, channels))
+}
+
+/// `--sweep`: every transport at every message size, time-bounded, traced; the same points
+/// and runner as the untraced benchmark (`workloads::sweep`).
+fn run_sweep(args: &RunArgs, session: &mut Session) -> Result<Vec<SweepPoint>> {
+    let base = base_launch(args);
+    let pts = sweep::points(&args.transports());
+    let mut out = Vec::new();
+    for (i, p) in pts.iter().enumerate() {
+        if std::io::stderr().is_terminal() {
+            eprint!(
+                "\rsweep: {}/{} {} at {}      ",
+                i + 1,
+                pts.len(),
+                p.transport.name(),
+                workloads::size::format_size(p.msg_size)
+            );
+        }
+        let (pair, m) = sweep::run_point(&base, *p, args.sweep_ms, |pids| {
+            pids.iter().try_for_each(|&pid| session.add_target(pid))
+        })?;
+        let (processes, _) = collect(session, &pair)?;
+        let metrics = path::build(p.transport.name(), &processes, m.elapsed_ns).metrics;
+        out.push(SweepPoint { transport: p.transport.name().into(), msg_size: p.msg_size, ok: m.ok, metrics });
+    }
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    Ok(out)
+}
+
 /// Loads the programs and attaches the probe table for this kernel.
 pub fn open_session(p: &crate::cli::ProbeArgs) -> Result<Session> {
     let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
@@ -143,21 +226,13 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
     let mut runs = Vec::new();
     let mut ended_by = EndedBy::Completed;
     let mut target_failure = None;
-    for t in &args.transport {
+    let mut sweep = None;
+    if args.sweep {
+        sweep = Some(run_sweep(args, &mut session)?);
+    }
+    for t in args.transports().iter().filter(|_| !args.sweep) {
         let (name, rt) = (t.name(), *t);
-        let launch = Launch {
-            exe: PathBuf::from("/proc/self/exe"),
-            arg0: OsString::from("ipctrace"),
-            lead: vec![OsString::from("__workload")],
-            transport: rt,
-            total: args.total,
-            msg_size: args.msg_size,
-            corrupt_at: args.corrupt_at,
-            ring: args.ring.clone(),
-            shape: workloads::role::ShapeArgs { splice_consumer: args.splice_consumer, ..Default::default() },
-            cpus: args.cpus(),
-            shm_prefix: "ipctrace".into(),
-        };
+        let launch = Launch { transport: rt, ..base_launch(args) };
         let mut pair = spawn_pair(&launch)?;
         for pid in pair.pids() {
             session.add_target(pid)?;
@@ -174,35 +249,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             pair.kill_and_reap();
             ended_by = why;
         }
-        let snap = session.snapshot()?;
-        let mut syms = KernelSymbols::default();
-        let mut stack = |id: i32| -> Vec<String> {
-            let mut frames = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
-            frames.reverse();
-            frames
-        };
-        let mut channels: Vec<ChannelId> = Vec::new();
-        let processes: Vec<Process> = pair
-            .workers
-            .iter()
-            .map(|w| {
-                let observed = model::observe(w.pid, &snap.aggs, &snap.stacks, &session.choices, &mut stack);
-                for c in observed.events.iter().filter_map(|o| o.channel.as_ref()) {
-                    if !channels.contains(c) {
-                        channels.push(c.clone());
-                    }
-                }
-                let exit = w.ended.clone();
-                Process {
-                    pid: w.pid,
-                    role: w.role.name().into(),
-                    witness: exit.as_ref().and_then(|e| e.witness.clone()),
-                    observed,
-                    exit,
-                }
-            })
-            .collect();
-        channels.sort();
+        let (processes, channels) = collect(&session, &pair)?;
         if why == EndedBy::Completed
             && target_failure.is_none()
             && let Some(p) = processes.iter().find(|p| !p.exit.as_ref().is_some_and(|e| e.success()))
@@ -235,6 +282,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         tier: tier_summary(&session.choices),
         probes: session.choices.clone(),
         runs,
+        sweep,
         loss: model::loss_from(&session.losses()?),
     };
     Ok(Outcome { report, target_failure })

@@ -12,6 +12,7 @@ pub mod shm;
 pub mod size;
 pub mod spawn;
 pub mod stream;
+pub mod sweep;
 pub mod witness;
 
 /// The seed's C programs, built by `build.rs` (the foreign programs attach tests target).

@@ -16,10 +16,16 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 use serde_json::Value;
 
+use workloads::{
+    role::RoleTransport,
+    spawn::Launch,
+    sweep::{Point, SIZES, points, run_point},
+};
+
 use crate::util::{cargo, is_root, root, run};
 
-pub const TRANSPORTS: [&str; 4] = ["pipe", "fifo", "shm-futex", "shm-sem"];
-pub const SIZES: [u64; 4] = [64, 4096, 65536, 1 << 20];
+const TRANSPORTS: [RoleTransport; 4] =
+    [RoleTransport::Pipe, RoleTransport::Fifo, RoleTransport::ShmFutex, RoleTransport::ShmSem];
 const PLACEMENTS: [(&str, [usize; 2]); 2] = [("same-cpu", [0, 0]), ("cross-cpu", [0, 1])];
 
 #[derive(Args, Clone, Debug)]
@@ -132,41 +138,37 @@ pub fn workload_json(transport: &str, msg: u64, cpus: [usize; 2], extra: &[&str]
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn consumer_bytes(v: &Value) -> u64 {
-    v["witnesses"]
-        .as_array()
-        .and_then(|w| w.iter().find(|w| w["role"] == "consumer"))
-        .map_or(0, |w| w["bytes"].as_u64().unwrap_or(0))
+/// The launch every point starts from: the release `workloads` binary, pinned.
+fn base_launch(cpus: [usize; 2]) -> Launch {
+    Launch {
+        exe: workloads_bin(),
+        arg0: "workloads".into(),
+        lead: vec!["role".into()],
+        transport: RoleTransport::Pipe,
+        total: 0,
+        msg_size: 1,
+        corrupt_at: None,
+        ring: Default::default(),
+        shape: Default::default(),
+        cpus: Some(cpus),
+        shm_prefix: "ipctrace-bench".into(),
+    }
 }
 
-fn cpu_secs(v: &Value) -> f64 {
-    v["processes"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| {
-                    (p["rusage"]["utime_us"].as_u64().unwrap_or(0) + p["rusage"]["stime_us"].as_u64().unwrap_or(0))
-                        as f64
-                        / 1e6
-                })
-                .sum()
-        })
-        .unwrap_or(0.0)
-}
-
-fn measure(s: &mut Samples, transport: &str, msg: u64, cpus: [usize; 2], a: &BenchArgs) -> Result<()> {
-    let v = workload_json(transport, msg, cpus, &[&format!("--duration-ms={}", a.run_ms)])?;
-    let secs = v["elapsed_ns"].as_f64().unwrap_or(0.0) / 1e9;
-    let bytes = consumer_bytes(&v) as f64;
-    s.gib_s.push(bytes / GIB / secs);
-    s.msgs_s.push(bytes / msg as f64 / secs);
-    s.cpu_s_per_gib.push(cpu_secs(&v) / (bytes / GIB));
-    let v = workload_json(transport, msg, cpus, &[&format!("--duration-ms={}", a.pingpong_ms), "--ping-pong"])?;
-    let rtt =
-        v["witnesses"].as_array().and_then(|w| w.iter().find(|w| w["role"] == "producer")).map(|w| w["rtt"].clone());
-    if let Some(rtt) = rtt.filter(|r| !r.is_null()) {
-        s.rtt_p50_us.push(rtt["p50_ns"].as_f64().unwrap_or(0.0) / 1e3);
-        s.rtt_p99_us.push(rtt["p99_ns"].as_f64().unwrap_or(0.0) / 1e3);
+fn measure(s: &mut Samples, p: Point, cpus: [usize; 2], a: &BenchArgs) -> Result<()> {
+    let mut base = base_launch(cpus);
+    let (_, m) = run_point(&base, p, a.run_ms, |_| Ok(()))?;
+    if !m.ok {
+        bail!("{} at {} B failed", p.transport.name(), p.msg_size);
+    }
+    s.gib_s.push(m.throughput_bytes_per_s / GIB);
+    s.msgs_s.push(m.messages_per_s);
+    s.cpu_s_per_gib.push(m.cpu_s / (m.bytes as f64 / GIB));
+    base.shape.ping_pong = true;
+    let (_, m) = run_point(&base, p, a.pingpong_ms, |_| Ok(()))?;
+    if let (Some(p50), Some(p99)) = (m.rtt_p50_ns, m.rtt_p99_ns) {
+        s.rtt_p50_us.push(p50 as f64 / 1e3);
+        s.rtt_p99_us.push(p99 as f64 / 1e3);
     }
     Ok(())
 }
@@ -290,14 +292,14 @@ fn chart(path: &Path, rows: &[Row], memcpy: f64) -> Result<()> {
             .y_desc("GiB/s")
             .x_label_formatter(&|x| size_label(1u64 << (*x as u32)))
             .draw()?;
-        for (t, color) in TRANSPORTS.iter().zip(colors) {
+        for (t, color) in TRANSPORTS.iter().map(|t| t.name()).zip(colors) {
             let pts: Vec<(f64, f64)> = rows
                 .iter()
-                .filter(|r| r.transport == *t && r.placement == place)
+                .filter(|r| r.transport == t && r.placement == place)
                 .map(|r| ((r.msg_size as f64).log2(), r.throughput_gib_s.median))
                 .collect();
             c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-                .label(*t)
+                .label(t)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
         }
@@ -334,13 +336,13 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     let mut done = 0;
     for rep in 0..a.reps {
         for (place, cpus) in PLACEMENTS {
-            for msg in SIZES {
-                for t in TRANSPORTS {
-                    measure(samples.entry((t.to_string(), msg, place)).or_default(), t, msg, cpus, a)?;
+            for p in points(&TRANSPORTS) {
+                measure(samples.entry((p.transport.name().to_string(), p.msg_size, place)).or_default(), p, cpus, a)?;
+                done += 1;
+                if p.transport == TRANSPORTS[TRANSPORTS.len() - 1] {
+                    dd.entry((p.msg_size, place)).or_default().push(dd_pipe(p.msg_size, cpus, a.run_ms)?);
                     done += 1;
                 }
-                dd.entry((msg, place)).or_default().push(dd_pipe(msg, cpus, a.run_ms)?);
-                done += 1;
                 eprint!(
                     "\rbench: rep {}/{} · {done}/{total_runs} runs · {:.0} s",
                     rep + 1,

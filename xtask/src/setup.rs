@@ -16,6 +16,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/usr/bin/cpio"),
+    // The HTML report is rendered in headless Chromium by the tests.
+    ("chromium", "/usr/bin/chromium"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,6 +1,7 @@
 //! Renders a `model::Report`: terminal tables (default), JSON or Markdown; and the probe
 //! table. Never computes figures the model does not hold; only formats and compares them.
 
+pub mod html;
 pub mod markdown;
 pub mod stacks;
 pub mod table;
@@ -34,6 +35,9 @@ pub fn emit(r: &Report, o: &crate::cli::OutputArgs) -> anyhow::Result<()> {
     if let Some(p) = &o.save {
         std::fs::write(p, serde_json::to_string_pretty(r)? + "\n")
             .with_context(|| format!("saving {}", p.display()))?;
+    }
+    if let Some(p) = &o.html {
+        std::fs::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &o.folded {
         stacks::write_folded(r, p)?;

@@ -7,7 +7,8 @@ use crate::model::Report;
 
 /// One folded line per distinct sampled stack of every target.
 pub fn folded(r: &Report) -> Vec<String> {
-    let mut lines = Vec::new();
+    // Samples that differ only in their (unsymbolized) user stack fold into one line.
+    let mut lines: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for run in &r.runs {
         for p in &run.processes {
             for s in p.observed.stacks.iter().filter(|s| s.probe == "sample") {
@@ -20,12 +21,11 @@ pub fn folded(r: &Report) -> Vec<String> {
                     }
                     frames.extend(s.kernel.iter().cloned());
                 }
-                lines.push(format!("{} {}", frames.join(";"), s.count));
+                *lines.entry(frames.join(";")).or_default() += s.count;
             }
         }
     }
-    lines.sort();
-    lines
+    lines.into_iter().map(|(k, n)| format!("{k} {n}")).collect()
 }
 
 pub fn write_folded(r: &Report, path: &std::path::Path) -> Result<()> {

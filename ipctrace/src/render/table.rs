@@ -8,7 +8,7 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CON
 use workloads::size::{format_rate, format_size};
 
 use crate::{
-    model::{Report, TransportRun},
+    model::{Report, SweepPoint, TransportRun},
     path::{self, Metrics},
     probes::Choice,
 };
@@ -177,6 +177,52 @@ fn comparison(out: &mut String, runs: &[TransportRun]) {
     }
 }
 
+/// The sweep: per message size and transport, throughput and path metrics; where shm overtakes.
+fn sweep(out: &mut String, points: &[SweepPoint]) {
+    let mut t = table();
+    t.set_header(vec![
+        "msg size",
+        "transport",
+        "throughput",
+        "copies/byte",
+        "syscalls/MiB",
+        "switches/MiB",
+        "futex waits/MiB",
+        "faults/MiB",
+    ]);
+    for p in points {
+        let m = &p.metrics;
+        let secs = m.payload_bytes as f64 / m.throughput_bytes_per_s.max(1.0);
+        t.add_row(vec![
+            format_size(p.msg_size),
+            format!("{}{}", p.transport, if p.ok { "" } else { " (FAILED)" }),
+            format_rate(m.payload_bytes, secs),
+            format!("{:.2}", m.kernel_copies_per_byte),
+            format!("{:.1}", m.syscalls_per_mib),
+            format!("{:.1}", m.context_switches_per_mib),
+            format!("{:.1}", m.futex_waits_per_mib),
+            format!("{:.1}", m.faults_per_mib),
+        ]);
+    }
+    let _ = writeln!(out, "\nSWEEP (traced, time-bounded points)\n{t}");
+    let mut sizes: Vec<u64> = points.iter().map(|p| p.msg_size).collect();
+    sizes.dedup();
+    let rate = |tr: &str, s: u64| {
+        points.iter().find(|p| p.transport == tr && p.msg_size == s).map(|p| p.metrics.throughput_bytes_per_s)
+    };
+    let over: Vec<String> = ["shm-futex", "shm-sem"]
+        .iter()
+        .filter_map(|shm| {
+            let first =
+                sizes.iter().find(|&&s| matches!((rate(shm, s), rate("pipe", s)), (Some(a), Some(b)) if a > b))?;
+            Some(format!("{shm} overtakes the pipe from {} messages", format_size(*first)))
+        })
+        .collect();
+    if !over.is_empty() {
+        let _ = writeln!(out, "{}", over.join("; "));
+    }
+}
+
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "ipctrace {} · kernel {} · tiers: {}", r.ipctrace_version, r.kernel, r.tier);
@@ -189,6 +235,9 @@ pub fn render(r: &Report) -> String {
         agreement(&mut out, run);
     }
     comparison(&mut out, &r.runs);
+    if let Some(points) = &r.sweep {
+        sweep(&mut out, points);
+    }
     let _ = writeln!(out, "\nobserved = counted by ipctrace's BPF programs; witness = the workload's own counters.");
     let _ = writeln!(
         out,

@@ -1,0 +1,293 @@
+//! A self-contained HTML page of a report: per transport the reconstructed path as a diagram
+//! (inline SVG), latency histograms, observed-vs-witness checks; the comparison; and, when the
+//! report holds a sweep, throughput against message size. No scripts, no external resources.
+
+use std::fmt::Write;
+
+use workloads::size::{format_rate, format_size};
+
+use super::table::group;
+use crate::{
+    model::{Report, TransportRun},
+    path::Stage,
+};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn label_color(l: Option<&str>) -> &'static str {
+    match l {
+        Some("exact") => "#2e7d32",
+        Some("derived") => "#1565c0",
+        Some("sampled") => "#6a1b9a",
+        _ => "#9e9e9e",
+    }
+}
+
+/// The path as a vertical flow of boxes; sub-stages (indented names) are offset right.
+fn diagram(stages: &[Stage]) -> String {
+    let (w, bh, gap) = (760, 46, 14);
+    let h = stages.len() * (bh + gap) + 10;
+    let mut s = format!(
+        r#"<svg class="chart path-diagram" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="reconstructed data path">"#
+    );
+    s.push_str(r##"<defs><marker id="arrow" markerWidth="8" markerHeight="8" refX="4" refY="4" orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#555"/></marker></defs>"##);
+    for (i, st) in stages.iter().enumerate() {
+        let sub = st.name.starts_with("  ");
+        let x = if sub { 60 } else { 10 };
+        let y = 5 + i * (bh + gap);
+        let color = label_color(st.label.as_deref());
+        let fill = if st.observed { "#ffffff" } else { "#f2f2f2" };
+        let dash = if st.observed { "" } else { r#" stroke-dasharray="4 3""# };
+        let _ = write!(
+            s,
+            r#"<rect x="{x}" y="{y}" width="{}" height="{bh}" rx="6" fill="{fill}" stroke="{color}" stroke-width="2"{dash}/>"#,
+            w - x - 10
+        );
+        let figures = match (st.count, st.bytes) {
+            (Some(c), Some(b)) if b > 0 => format!("{} calls · {} bytes", group(c), group(b)),
+            (Some(c), _) => group(c),
+            _ => "not observed".into(),
+        };
+        let tail = [st.time.clone(), st.label.clone()].into_iter().flatten().collect::<Vec<_>>().join(" · ");
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
+            x + 8,
+            y + 18,
+            esc(st.name.trim())
+        );
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" font-size="12" fill="#333">{} {}</text>"##,
+            x + 8,
+            y + 36,
+            esc(&figures),
+            esc(&if tail.is_empty() { String::new() } else { format!("· {tail}") })
+        );
+        if i + 1 < stages.len() {
+            let _ = write!(
+                s,
+                r##"<line x1="30" y1="{}" x2="30" y2="{}" stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"/>"##,
+                y + bh,
+                y + bh + gap - 2
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A log2 latency histogram as bars.
+fn histogram(title: &str, h: &[u64]) -> Option<String> {
+    let max = *h.iter().max()?;
+    if max == 0 {
+        return None;
+    }
+    let first = h.iter().position(|&c| c > 0)?;
+    let bars = &h[first..];
+    let (bw, ch, w) = (26usize, 120usize, 40 + bars.len() * 26);
+    let mut s = format!(
+        r#"<figure><figcaption>{}</figcaption><svg class="chart histogram" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" role="img" aria-label="{}">"#,
+        esc(title),
+        ch + 40,
+        esc(title)
+    );
+    for (i, &c) in bars.iter().enumerate() {
+        let bh = (c as f64 / max as f64 * ch as f64).round() as usize;
+        let x = 20 + i * bw;
+        let _ = write!(
+            s,
+            r##"<rect x="{x}" y="{}" width="{}" height="{bh}" fill="#1565c0"><title>{} calls in [2^{}, 2^{}) ns</title></rect>"##,
+            10 + ch - bh,
+            bw - 4,
+            c,
+            first + i,
+            first + i + 1
+        );
+        if i % 2 == 0 {
+            let ns = 1u64 << (first + i);
+            let lbl = if ns >= 1_000_000 {
+                format!("{}ms", ns / 1_000_000)
+            } else if ns >= 1000 {
+                format!("{}µs", ns / 1000)
+            } else {
+                format!("{ns}ns")
+            };
+            let _ = write!(s, r#"<text x="{x}" y="{}" font-size="9">{lbl}</text>"#, ch + 25);
+        }
+    }
+    s.push_str("</svg></figure>");
+    Some(s)
+}
+
+fn run_section(o: &mut String, r: &TransportRun) {
+    let secs = r.elapsed_ns as f64 / 1e9;
+    let _ = write!(
+        o,
+        "<section class=\"run\"><h2>{} · {} in {} messages · {:.2} s · {}</h2>",
+        esc(&r.transport),
+        format_size(r.total),
+        format_size(r.msg_size),
+        secs,
+        esc(&format_rate(r.path.metrics.payload_bytes, secs))
+    );
+    o.push_str("<h3>Reconstructed path (this run's events and stacks)</h3>");
+    o.push_str(&diagram(&r.path.stages));
+    o.push_str("<table><tr><th>stage</th><th>detail</th></tr>");
+    for s in &r.path.stages {
+        let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(s.name.trim()), esc(s.note.as_deref().unwrap_or("")));
+    }
+    o.push_str("</table><h3>Latency (log2 histograms)</h3><div class=\"hists\">");
+    for p in &r.processes {
+        for probe in ["pipe_write", "pipe_read", "splice_out", "futex_wait", "mm_fault"] {
+            if let Some(h) = histogram(&format!("{} {}: {probe}", p.role, p.pid), &p.observed.hist(probe)) {
+                o.push_str(&h);
+            }
+        }
+    }
+    o.push_str("</div><h3>Observed (BPF) against witness (the processes' own counts)</h3><table><tr><th>process</th><th>figure</th><th>observed</th><th>witness</th><th>agree</th></tr>");
+    for a in &r.agreement {
+        let _ = write!(
+            o,
+            "<tr><td>{} {}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&a.role),
+            a.pid,
+            esc(&a.figure),
+            group(a.observed),
+            group(a.witness),
+            if a.agrees { "ok" } else { "bad" },
+            if a.agrees { "yes" } else { "NO" }
+        );
+    }
+    o.push_str("</table></section>");
+}
+
+/// Throughput against message size, one line per transport (from a sweep).
+fn sweep_chart(r: &Report) -> Option<String> {
+    let pts = r.sweep.as_ref()?;
+    if pts.is_empty() {
+        return None;
+    }
+    let (w, h, ml, mb) = (720.0f64, 360.0f64, 60.0f64, 40.0f64);
+    let xs: Vec<f64> = pts.iter().map(|p| (p.msg_size as f64).log2()).collect();
+    let (xmin, xmax) =
+        (xs.iter().cloned().fold(f64::MAX, f64::min), xs.iter().cloned().fold(f64::MIN, f64::max).max(xs[0] + 1.0));
+    let ymax = pts.iter().map(|p| p.metrics.throughput_bytes_per_s).fold(1.0, f64::max) * 1.1;
+    let px = |x: f64| ml + (x - xmin) / (xmax - xmin) * (w - ml - 20.0);
+    let py = |y: f64| h - mb - y / ymax * (h - mb - 20.0);
+    let mut s = format!(
+        r#"<svg class="chart sweep" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="throughput against message size">"#
+    );
+    let _ = write!(
+        s,
+        r##"<line x1="{ml}" y1="{}" x2="{}" y2="{}" stroke="#000"/><line x1="{ml}" y1="20" x2="{ml}" y2="{}" stroke="#000"/>"##,
+        h - mb,
+        w - 20.0,
+        h - mb,
+        h - mb
+    );
+    let _ = write!(s, r#"<text x="5" y="15" font-size="12">GiB/s (max {:.1})</text>"#, ymax / (1u64 << 30) as f64);
+    let mut sizes: Vec<u64> = pts.iter().map(|p| p.msg_size).collect();
+    sizes.sort();
+    sizes.dedup();
+    for sz in sizes {
+        let x = px((sz as f64).log2());
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="11">{}</text>"#,
+            x - 14.0,
+            h - mb + 16.0,
+            esc(&format_size(sz))
+        );
+    }
+    let colors = ["#c62828", "#1565c0", "#2e7d32", "#6a1b9a"];
+    let mut transports: Vec<&str> = pts.iter().map(|p| p.transport.as_str()).collect();
+    transports.dedup();
+    transports.sort();
+    transports.dedup();
+    for (i, t) in transports.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let mut line: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| p.transport == *t)
+            .map(|p| (px((p.msg_size as f64).log2()), py(p.metrics.throughput_bytes_per_s)))
+            .collect();
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let path: Vec<String> = line.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let _ = write!(s, r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        for (x, y) in &line {
+            let _ = write!(s, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{c}"/>"#);
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="12" fill="{c}">{}</text>"#,
+            w - 150.0,
+            30.0 + i as f64 * 16.0,
+            esc(t)
+        );
+    }
+    s.push_str("</svg>");
+    Some(s)
+}
+
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    o.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ipctrace report</title><style>");
+    o.push_str("body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}td.n{text-align:right}td.ok{color:#2e7d32}td.bad{color:#c62828;font-weight:bold}.hists{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px}.legend span{margin-right:14px}");
+    o.push_str("</style></head><body>");
+    let _ = write!(
+        o,
+        "<h1>ipctrace {} · kernel {}</h1><p>Tiers: {}</p>",
+        esc(&r.ipctrace_version),
+        esc(&r.kernel),
+        esc(&r.tier)
+    );
+    o.push_str("<p class=\"legend\">Labels: <span style=\"color:#2e7d32\">■ exact</span><span style=\"color:#1565c0\">■ derived</span><span style=\"color:#6a1b9a\">■ sampled</span><span style=\"color:#9e9e9e\">□ not observed</span></p>");
+    if r.partial {
+        let _ = write!(
+            o,
+            "<p><strong>Partial report</strong>: the run was {:?} before the workloads finished.</p>",
+            r.ended_by
+        );
+    }
+    for run in &r.runs {
+        run_section(&mut o, run);
+    }
+    if !r.runs.is_empty() {
+        o.push_str("<h2>Comparison</h2><table><tr><th>metric</th>");
+        for run in &r.runs {
+            let _ = write!(o, "<th>{}</th>", esc(&run.transport));
+        }
+        o.push_str("</tr>");
+        type Row = (&'static str, fn(&crate::path::Metrics) -> String);
+        let rows: [Row; 6] = [
+            ("kernel copies / payload byte", |m| format!("{:.2}", m.kernel_copies_per_byte)),
+            ("data-path syscalls / MiB", |m| format!("{:.1}", m.syscalls_per_mib)),
+            ("page faults / MiB", |m| format!("{:.1}", m.faults_per_mib)),
+            ("context switches / MiB", |m| format!("{:.1}", m.context_switches_per_mib)),
+            ("futex waits / MiB", |m| format!("{:.1}", m.futex_waits_per_mib)),
+            ("throughput (MiB/s)", |m| format!("{:.0}", m.throughput_bytes_per_s / (1u64 << 20) as f64)),
+        ];
+        for (name, f) in rows {
+            let _ = write!(o, "<tr><td>{name}</td>");
+            for run in &r.runs {
+                let _ = write!(o, "<td class=\"n\">{}</td>", f(&run.path.metrics));
+            }
+            o.push_str("</tr>");
+        }
+        o.push_str("</table>");
+        let ms: Vec<_> = r.runs.iter().map(|x| (x.transport.as_str(), &x.path.metrics)).collect();
+        if let Some(v) = crate::path::verdict(&ms) {
+            let _ = write!(o, "<p><strong>Verdict:</strong> {}</p>", esc(&v));
+        }
+    }
+    o.push_str("<h2>Throughput against message size</h2>");
+    match sweep_chart(r) {
+        Some(c) => o.push_str(&c),
+        None => o.push_str("<p>This report holds no sweep: run <code>ipctrace run --sweep</code> for this chart.</p>"),
+    }
+    let _ = writeln!(o, "<p>Events lost: {} · stacks lost: {}</p></body></html>", r.loss.events, r.loss.stacks);
+    o
+}
