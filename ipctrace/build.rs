@@ -26,6 +26,14 @@ fn fail(msg: &str) -> ! {
     exit(1);
 }
 
+/// The toolchain is there but the eBPF code does not compile: no set-up hint then.
+fn fail_compile() -> ! {
+    println!(
+        "cargo::error=the eBPF crate (ipctrace-ebpf) failed to compile; its errors are in the build script's stderr below"
+    );
+    exit(1);
+}
+
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
     if let Some(home) = env::var_os("CARGO_HOME") {
@@ -139,7 +147,7 @@ fn main() {
 
     let status = cmd.status().unwrap_or_else(|e| fail(&format!("could not start the eBPF build: {e}")));
     if !status.success() {
-        fail("the eBPF crate failed to compile (see the errors above)");
+        fail_compile();
     }
     let obj = target_dir.join(TARGET).join("release").join("ipctrace-ebpf");
     std::fs::copy(&obj, out_dir.join("ipctrace-ebpf.o"))

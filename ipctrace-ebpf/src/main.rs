@@ -36,6 +36,10 @@ static TP_OFFSETS: TpOffsets = TpOffsets::UNKNOWN;
 #[map]
 static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
+/// Process names of targets (set at fork and exec), for reports after they exited.
+#[map]
+static COMMS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(4096, 0);
+
 /// Calls in flight, by thread.
 #[map]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);

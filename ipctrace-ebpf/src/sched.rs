@@ -1,11 +1,11 @@
 //! Scheduling: who left the CPU and why (voluntary = blocked, with the kernel stack where it
 //! blocked, and for how long), who woke whom, and fork-following of the target set.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
 use ipctrace_common::{OffCpu, StackKey, kind, loss, probe};
 
 use crate::{
-    OFFCPU, TARGETS, agg_event, count_loss, current, is_target, now, stack_add, stack_id, tp_field, tp_offsets,
+    COMMS, OFFCPU, TARGETS, agg_event, count_loss, current, is_target, now, stack_add, stack_id, tp_field, tp_offsets,
 };
 
 /// `TASK_REPORT_MAX`: the state sched_switch reports for a preempted task.
@@ -65,6 +65,21 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let child: u32 = unsafe { tp_field(&ctx, tp_offsets().fork_child_pid) }.unwrap_or(0);
     if child != 0 {
         let _ = TARGETS.insert(&child, &1, 0);
+        if let Ok(comm) = bpf_get_current_comm() {
+            let _ = COMMS.insert(&child, &comm, 0);
+        }
+    }
+    0
+}
+
+/// A target exec'd: remember its new name (processes may be gone when the report is made).
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let (tgid, _) = current();
+    if is_target(tgid)
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        let _ = COMMS.insert(&tgid, &comm, 0);
     }
     0
 }

@@ -32,11 +32,21 @@ pub enum Command {
     Run(RunArgs),
     /// Show which mechanism each logical probe uses on this kernel, and why the others were skipped.
     Probes(ProbesArgs),
+    /// Attach to running processes by PID and report every IPC channel between them.
+    Attach(AttachArgs),
+    /// Run a command under tracing, follow its children, and report every channel between them.
+    Trace(TraceArgs),
     /// Render a report saved with `--save` again, without tracing (no privileges needed).
     Report(ReportArgs),
     /// One side of a built-in workload (ipctrace re-executes itself with this; not for direct use).
     #[command(name = "__workload", hide = true)]
     Workload(RoleArgs),
+    /// `trace`'s start gate: wait for one byte on fd 3, then exec the command (not for direct use).
+    #[command(name = "__gate", hide = true)]
+    Gate {
+        #[arg(last = true, required = true)]
+        cmd: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Which probe implementations may be used.
@@ -73,6 +83,34 @@ pub struct OutputArgs {
     /// Also draw the sampled stacks as an SVG flame graph.
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// A process to trace (all its threads, and children it forks); repeat for more.
+    #[arg(long = "pid", required = true, value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Stop after this long (e.g. 10s); by default at Ctrl-C or when every target has exited.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// Stop after this long; by default when the command exits.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args, Debug)]

@@ -2,7 +2,9 @@
 //! reachable (before any thread exists), then runs the command and maps errors to exit codes.
 
 mod agree;
+mod attach;
 mod cli;
+mod discover;
 mod exit;
 mod kernel;
 mod model;
@@ -26,9 +28,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Workload(args) => return ExitCode::from(workloads::role::main(args) as u8),
+        Command::Gate { cmd } => return attach::gate_then_exec(&cmd),
         Command::Run(args) => run_command(&args),
         Command::Probes(args) => probes_command(&args),
         Command::Report(args) => report_command(&args),
+        Command::Attach(args) => traced_command("attach", &args.output, |rt| rt.block_on(attach::attach(&args))),
+        Command::Trace(args) => traced_command("trace", &args.output, |rt| rt.block_on(attach::trace(&args))),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -82,4 +87,20 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Code> {
     }
     render::emit(&report, &args.output)?;
     Ok(Code::Ok)
+}
+
+/// attach and trace: privileges, tracefs, then the report; no IPC observed is exit code 3.
+fn traced_command(
+    name: &str,
+    output: &cli::OutputArgs,
+    f: impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<(model::Report, Option<String>)>,
+) -> anyhow::Result<Code> {
+    privileges::check(name)?;
+    kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
+    let (report, nothing) = f(&runtime()?)?;
+    render::emit(&report, output)?;
+    match nothing {
+        Some(msg) => Err(fail(Code::Target, msg)),
+        None => Ok(Code::Ok),
+    }
 }

@@ -91,6 +91,9 @@ pub struct TransportRun {
     pub elapsed_ns: u64,
     /// Every channel the targets used, as observed by BPF.
     pub channels: Vec<ChannelId>,
+    /// attach/trace: which processes are on each end (`external peer` when not traced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub processes: Vec<Process>,
     /// The kernel data path reconstructed from this run's events and stacks.
     pub path: PathModel,

@@ -392,17 +392,28 @@ fn hottest_stages(procs: &[&Process]) -> Vec<Stage> {
 
 /// Builds the path and metrics of one run.
 pub fn build(transport: &str, processes: &[Process], elapsed_ns: u64) -> PathModel {
-    let producer = processes.iter().find(|p| p.role == "producer");
-    let consumer = processes.iter().find(|p| p.role == "consumer");
-    let (Some(p), Some(c)) = (producer, consumer) else { return PathModel::default() };
+    // attach/trace: one end may be outside the targets (an external peer, with no events).
+    let external =
+        |role: &str| Process { pid: 0, role: role.into(), observed: Default::default(), witness: None, exit: None };
+    let (ep, ec) = (external("producer"), external("consumer"));
+    let p = processes.iter().find(|p| p.role == "producer").unwrap_or(&ep);
+    let c = processes.iter().find(|p| p.role == "consumer").unwrap_or(&ec);
+    if p.pid == 0 && c.pid == 0 {
+        return PathModel::default();
+    }
     let mut stages = if transport.starts_with("shm") { shm_stages(p, c) } else { pipe_stages(p, c) };
-    stages.extend(hottest_stages(&[p, c]));
+    let present: Vec<&Process> = [p, c].into_iter().filter(|x| x.pid != 0).collect();
+    stages.extend(hottest_stages(&present));
     PathModel { stages, metrics: metrics(processes, c, elapsed_ns) }
 }
 
 fn metrics(all: &[Process], consumer: &Process, elapsed_ns: u64) -> Metrics {
-    // The consumer's verified bytes; a splicing consumer cannot verify, so its byte count.
-    let payload = consumer.witness.as_ref().map_or(0, |w| w.verified_bytes.unwrap_or(w.bytes));
+    // The consumer's verified bytes; a splicing consumer cannot verify, so its byte count;
+    // a process ipctrace did not start has no witness: the bytes observed leaving the pipe.
+    let payload = match &consumer.witness {
+        Some(w) => w.verified_bytes.unwrap_or(w.bytes),
+        None => consumer.observed.sum("pipe_read", None).bytes + consumer.observed.sum("splice_out", None).bytes,
+    };
     let mib = (payload as f64 / (1u64 << 20) as f64).max(f64::MIN_POSITIVE);
     let sum =
         |probe: &str, sub: Option<&str>| all.iter().map(|p| p.observed.sum(probe, sub)).fold(0, |a, s| a + s.calls);

@@ -338,8 +338,11 @@ pub static TABLE: &[LogicalProbe] = &[
         impls: &[Impl {
             mechanism: Mechanism::Tracepoint,
             label: Label::Exact,
-            rule: "sched:sched_process_fork",
-            attach: &[tp("sched_process_fork", "sched", "sched_process_fork")],
+            rule: "sched:sched_process_fork adds the child; sched:sched_process_exec records its name",
+            attach: &[
+                tp("sched_process_fork", "sched", "sched_process_fork"),
+                tp("sched_process_exec", "sched", "sched_process_exec"),
+            ],
             uses: None,
         }],
     },

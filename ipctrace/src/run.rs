@@ -264,6 +264,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             channel_path: pair.channel_path.clone(),
             elapsed_ns,
             channels,
+            description: None,
             path: path::build(name, &processes, elapsed_ns),
             agreement: processes.iter().flat_map(|p| crate::agree::compare(name, p)).collect(),
             processes,

@@ -14,7 +14,7 @@ use aya::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use ipctrace_common::{AggKey, AggVal, Offsets, StackKey, StackVal, TpOffsets, loss};
+use ipctrace_common::{AggKey, AggVal, Offsets, Ranges, StackKey, StackVal, TpOffsets, loss};
 
 use crate::{
     exit::{Code, fail},
@@ -336,6 +336,25 @@ impl Session {
             stacks.insert(k, v);
         }
         Ok(Snapshot { aggs: self.aggregates()?, stacks })
+    }
+
+    /// Names recorded in the kernel at fork/exec, by pid.
+    pub fn comms(&self) -> BTreeMap<u32, String> {
+        let Some(m) = self.bpf.map("COMMS") else { return BTreeMap::new() };
+        let Ok(m) = HashMap::<_, u32, [u8; 16]>::try_from(m) else { return BTreeMap::new() };
+        m.iter()
+            .flatten()
+            .map(|(k, v)| {
+                let end = v.iter().position(|&b| b == 0).unwrap_or(16);
+                (k, String::from_utf8_lossy(&v[..end]).into_owned())
+            })
+            .collect()
+    }
+
+    /// Tells the programs about shm mappings that existed before tracing (attach).
+    pub fn add_ranges(&mut self, tgid: u32, r: &Ranges) -> Result<()> {
+        let mut m: HashMap<_, u32, Ranges> = HashMap::try_from(self.bpf.map_mut("SHM_RANGES").context("SHM_RANGES")?)?;
+        m.insert(tgid, *r, 0).context("adding shm ranges")
     }
 
     /// Instruction pointers of stack `id` (innermost first).

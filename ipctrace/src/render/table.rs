@@ -44,6 +44,15 @@ fn header(out: &mut String, r: &TransportRun) {
         (Some(c), _) => format!("{} ino {}", c.kind, c.ino),
         _ => "no channel observed".into(),
     };
+    if let Some(d) = &r.description {
+        let rate = if r.path.stages.is_empty() {
+            String::new()
+        } else {
+            format!(" · {}", format_rate(r.path.metrics.payload_bytes, secs))
+        };
+        let _ = writeln!(out, "\n{}  {d} · {:.2} s{rate}", r.transport.to_uppercase(), secs);
+        return;
+    }
     let _ = writeln!(
         out,
         "\n{}  {channel} · producer {} -> consumer {} · {} in {} messages · {:.2} s · {}",
@@ -67,6 +76,9 @@ fn header(out: &mut String, r: &TransportRun) {
 }
 
 fn stages(out: &mut String, r: &TransportRun) {
+    if r.path.stages.is_empty() {
+        return;
+    }
     let mut t = table();
     t.set_header(vec!["stage (this run)", "count", "bytes", "time", "label", "detail"]);
     for s in &r.path.stages {
@@ -130,6 +142,9 @@ fn agreement(out: &mut String, r: &TransportRun) {
 }
 
 fn comparison(out: &mut String, runs: &[TransportRun]) {
+    // Channels that carried nothing have no metrics to compare.
+    let runs: Vec<TransportRun> = runs.iter().filter(|r| !r.path.stages.is_empty()).cloned().collect();
+    let runs = &runs[..];
     if runs.is_empty() {
         return;
     }
@@ -144,7 +159,8 @@ fn comparison(out: &mut String, runs: &[TransportRun]) {
         v.push(how.into());
         v
     };
-    let copies_how = format!("{} (pipe bytes in + out) / payload", runs[0].path.metrics.copies_label);
+    let label = runs.iter().map(|r| r.path.metrics.copies_label.as_str()).find(|l| !l.is_empty()).unwrap_or("derived");
+    let copies_how = format!("{label} (pipe bytes in + out) / payload");
     t.add_row(row("kernel copies / payload byte", &|m| format!("{:.2}", m.kernel_copies_per_byte), &copies_how));
     t.add_row(row(
         "data-path syscalls / MiB",

@@ -1,0 +1,329 @@
+//! `ipctrace attach --pid ...` and `ipctrace trace -- CMD`: trace processes ipctrace did not
+//! build, report every channel between them in the same path model as `run`. Channels are
+//! paired by identity (inode): the writer is the producer, the reader the consumer; a side
+//! outside the targets is an "external peer".
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write,
+    os::unix::process::CommandExt,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::{AttachArgs, TraceArgs},
+    discover,
+    exit::{Code, fail},
+    kernel::{self, symbols::KernelSymbols},
+    model::{self, ChannelId, EndedBy, Observed, Process, Report},
+    path,
+    run::{open_session, tier_summary},
+    session::Session,
+};
+
+/// Why tracing should stop now, if it should.
+enum Stop {
+    Signal,
+    Deadline,
+    Exited,
+}
+
+async fn wait_until(deadline: Option<Instant>, mut done: impl FnMut() -> bool) -> Result<Stop> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    loop {
+        if done() {
+            return Ok(Stop::Exited);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Stop::Deadline);
+        }
+        tokio::select! {
+            _ = sigint.recv() => return Ok(Stop::Signal),
+            _ = sigterm.recv() => return Ok(Stop::Signal),
+            _ = sighup.recv() => return Ok(Stop::Signal),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// A process's observations restricted to one channel (events of other channels dropped;
+/// scheduling, faults and stacks kept: they belong to the process).
+fn for_channel(o: &Observed, ino: u64) -> Observed {
+    Observed {
+        events: o.events.iter().filter(|e| e.channel.as_ref().is_none_or(|c| c.ino == ino)).cloned().collect(),
+        stacks: o.stacks.clone(),
+    }
+}
+
+fn bytes_on(o: &Observed, ino: u64, probes: &[&str]) -> u64 {
+    o.events
+        .iter()
+        .filter(|e| probes.contains(&e.probe.as_str()) && e.channel.as_ref().is_some_and(|c| c.ino == ino))
+        .map(|e| e.bytes + e.calls)
+        .sum()
+}
+
+/// Builds one report section per channel seen (or found in /proc) among `tgids`.
+fn channel_runs(
+    session: &Session,
+    initial: &[(u32, String)],
+    found: &[(u32, Vec<discover::Found>)],
+    elapsed_ns: u64,
+) -> Result<Vec<model::TransportRun>> {
+    let snap = session.snapshot()?;
+    // Names: recorded in the kernel at fork/exec, else read at attach time.
+    let mut comms = session.comms();
+    for (pid, n) in initial {
+        comms.entry(*pid).or_insert_with(|| n.clone());
+    }
+    let initial: Vec<u32> = initial.iter().map(|(p, _)| *p).collect();
+    let mut tgids: BTreeSet<u32> = initial.iter().copied().collect();
+    tgids.extend(snap.aggs.keys().map(|k| k.tgid));
+    let mut syms = KernelSymbols::default();
+    let mut stack = |id: i32| -> Vec<String> {
+        let mut f = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
+        f.reverse();
+        f
+    };
+    let observed: BTreeMap<u32, Observed> =
+        tgids.iter().map(|&t| (t, model::observe(t, &snap.aggs, &snap.stacks, &session.choices, &mut stack))).collect();
+    let name = |pid: u32| {
+        comms
+            .get(&pid)
+            .cloned()
+            .or_else(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| "?".into())
+    };
+    // Every channel: observed ones, plus what /proc showed at attach time.
+    let mut chans: BTreeMap<u64, (String, Option<String>)> = BTreeMap::new();
+    for o in observed.values() {
+        for c in o.events.iter().filter_map(|e| e.channel.as_ref()) {
+            chans.entry(c.ino).or_insert((c.kind.clone(), None));
+        }
+    }
+    for (_, fs) in found {
+        for f in fs {
+            let e = chans.entry(f.ino).or_insert((f.kind.clone(), None));
+            if e.1.is_none() {
+                e.1 = f.path.clone();
+            }
+        }
+    }
+    let mut runs = Vec::new();
+    for (ino, (kind, chan_path)) in chans {
+        let pick = |probes: &[&str]| {
+            observed.iter().map(|(p, o)| (bytes_on(o, ino, probes), *p)).filter(|(b, _)| *b > 0).max()
+        };
+        let (producer, consumer) = if kind == "shm" {
+            let users: Vec<u32> = observed
+                .iter()
+                .filter(|(_, o)| o.events.iter().any(|e| e.channel.as_ref().is_some_and(|c| c.ino == ino)))
+                .map(|(p, _)| *p)
+                .collect();
+            let holders: Vec<u32> =
+                found.iter().filter(|(_, fs)| fs.iter().any(|f| f.ino == ino)).map(|(p, _)| *p).collect();
+            let mut all: Vec<u32> = users.into_iter().chain(holders).collect();
+            all.sort();
+            all.dedup();
+            // The producer sizes the object (ftruncate); otherwise the lower pid.
+            let sizer =
+                all.iter().copied().find(|p| observed.get(p).is_some_and(|o| o.sum("shm_ftruncate", None).calls > 0));
+            let prod = sizer.or(all.first().copied());
+            let cons = all.iter().copied().find(|p| Some(*p) != prod);
+            (prod, cons)
+        } else {
+            (
+                pick(&["pipe_write", "splice_in", "vmsplice"]).map(|x| x.1),
+                pick(&["pipe_read", "splice_out"]).map(|x| x.1),
+            )
+        };
+        let mut processes = Vec::new();
+        for (pid, role) in [(producer, "producer"), (consumer, "consumer")] {
+            if let Some(pid) = pid {
+                processes.push(Process {
+                    pid,
+                    role: role.into(),
+                    observed: for_channel(observed.get(&pid).unwrap_or(&Observed::default()), ino),
+                    witness: None,
+                    exit: None,
+                });
+            }
+        }
+        let side = |p: Option<u32>| p.map_or("external peer".to_string(), |p| format!("{} {p}", name(p)));
+        let holders: Vec<String> = found
+            .iter()
+            .filter(|(_, fs)| fs.iter().any(|f| f.ino == ino))
+            .map(|(p, _)| format!("{} {p}", name(*p)))
+            .collect();
+        let description = if producer.is_none() && consumer.is_none() {
+            format!("{} ino {ino} · held by {} · no traffic observed", kind.replace('_', " "), holders.join(", "))
+        } else {
+            format!("{} ino {ino} · {} -> {}", kind.replace('_', " "), side(producer), side(consumer))
+        };
+        let transport = match kind.as_str() {
+            "anon_pipe" => "pipe",
+            k => k,
+        };
+        runs.push(model::TransportRun {
+            transport: transport.into(),
+            total: 0,
+            msg_size: 0,
+            data_channel_ino: Some(ino),
+            channel_path: chan_path,
+            elapsed_ns,
+            channels: vec![ChannelId { kind: kind.clone(), ino }],
+            description: Some(description),
+            path: path::build(transport, &processes, elapsed_ns),
+            agreement: Vec::new(),
+            processes,
+        });
+    }
+    Ok(runs)
+}
+
+fn report(session: &Session, command: &str, stop: &Stop, runs: Vec<model::TransportRun>) -> Result<Report> {
+    let ended_by = match stop {
+        Stop::Signal => EndedBy::Interrupted,
+        Stop::Deadline => EndedBy::Duration,
+        Stop::Exited => EndedBy::Completed,
+    };
+    Ok(Report {
+        schema_version: model::SCHEMA_VERSION,
+        ipctrace_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: kernel::release(),
+        command: command.into(),
+        ended_by,
+        // Attach has no planned end: a report cut by Ctrl-C or --duration is complete for its window.
+        partial: false,
+        tier: tier_summary(&session.choices),
+        probes: session.choices.clone(),
+        runs,
+        sweep: None,
+        loss: model::loss_from(&session.losses()?),
+    })
+}
+
+/// What a report without any channel says, for exit code 3.
+fn nothing_observed(r: &Report, pids: &[u32]) -> Option<String> {
+    if r.runs.iter().any(|run| run.path.stages.iter().any(|s| s.observed)) {
+        return None;
+    }
+    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    Some(format!(
+        "no IPC observed for PID {} (no pipe, FIFO or shared-memory traffic while tracing; tiers: {})",
+        list.join(", "),
+        r.tier
+    ))
+}
+
+pub async fn attach(args: &AttachArgs) -> Result<(Report, Option<String>)> {
+    let mut names: Vec<(u32, String)> = Vec::new();
+    for &pid in &args.pids {
+        if discover::is_self(pid) {
+            return Err(fail(Code::Usage, format!("PID {pid} is ipctrace itself")));
+        }
+        names.push((pid, discover::check_pid(pid)?));
+    }
+    let mut session = open_session(&args.probes)?;
+    session.require(&["pipe_write", "pipe_read"])?;
+    let mut found = Vec::new();
+    for &pid in &args.pids {
+        session.add_target(pid)?;
+        let (f, ranges) = discover::channels(pid);
+        if ranges.r.iter().any(|r| r.start != 0) {
+            session.add_ranges(pid, &ranges)?;
+        }
+        found.push((pid, f));
+    }
+    let pids: Vec<String> = args.pids.iter().map(|p| p.to_string()).collect();
+    // Machine-readable: scripts and tests start the traffic after this line.
+    let shown: Vec<String> = names.iter().map(|(p, n)| format!("{p} ({n})")).collect();
+    eprintln!("ipctrace: READY pids={} · attached to {} · Ctrl-C to stop", pids.join(","), shown.join(", "));
+    let _ = std::io::stderr().flush();
+    let t0 = Instant::now();
+    let deadline = args.duration.map(|d| t0 + d);
+    let targets = args.pids.clone();
+    let stop = wait_until(deadline, || targets.iter().all(|&p| discover::exited(p))).await?;
+    // Channels opened after attaching count too: look again at who is still there.
+    for (pid, f) in found.iter_mut() {
+        if !discover::exited(*pid) {
+            let (now, _) = discover::channels(*pid);
+            for c in now {
+                if !f.contains(&c) {
+                    f.push(c);
+                }
+            }
+        }
+    }
+    let runs = channel_runs(&session, &names, &found, t0.elapsed().as_nanos() as u64)?;
+    let r = report(&session, "attach", &stop, runs)?;
+    let why = nothing_observed(&r, &args.pids);
+    Ok((r, why))
+}
+
+pub async fn trace(args: &TraceArgs) -> Result<(Report, Option<String>)> {
+    let mut session = open_session(&args.probes)?;
+    session.require(&["pipe_write", "pipe_read"])?;
+    // The command starts as this binary in its `__gate` mode (same pid), which waits on fd 3
+    // until the pid is in the filter and then execs the command: nothing it does is missed.
+    // A Unix socket, not a pipe: the gate byte must not count as the command's IPC.
+    let (gate_w, gate_r) = std::os::unix::net::UnixStream::pair()?;
+    let gate_fd = std::os::fd::AsRawFd::as_raw_fd(&gate_r);
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(&args.cmd[0]).args(["__gate", "--"]).args(&args.cmd);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            if libc::dup2(gate_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        fail(Code::Runtime, format!("cannot start the gate for {}: {e}", args.cmd[0].to_string_lossy()))
+    })?;
+    drop(gate_r);
+    session.add_target(child.id())?;
+    (&gate_w).write_all(b"g")?;
+    drop(gate_w);
+    eprintln!("ipctrace: READY pids={} · tracing {} and its children", child.id(), args.cmd[0].to_string_lossy());
+    let t0 = Instant::now();
+    let deadline = args.duration.map(|d| t0 + d);
+    let stop = wait_until(deadline, || child.try_wait().ok().flatten().is_some()).await?;
+    if !matches!(stop, Stop::Exited) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let name = args.cmd[0].to_string_lossy().rsplit('/').next().unwrap_or("?").to_string();
+    let runs = channel_runs(&session, &[(child.id(), name)], &[], t0.elapsed().as_nanos() as u64)?;
+    let r = report(&session, "trace", &stop, runs)?;
+    let why = nothing_observed(&r, &[child.id()]);
+    Ok((r, why))
+}
+
+/// The `__gate` mode: block until ipctrace writes a byte on fd 3, then become the command.
+pub fn gate_then_exec(cmd: &[std::ffi::OsString]) -> std::process::ExitCode {
+    let mut b = [0u8; 1];
+    // SAFETY: fd 3 was placed by the parent; closing it after the read.
+    let n = unsafe { libc::read(3, b.as_mut_ptr().cast(), 1) };
+    unsafe { libc::close(3) };
+    if n != 1 {
+        eprintln!("ipctrace: the tracer went away before starting {}", cmd[0].to_string_lossy());
+        return std::process::ExitCode::from(1);
+    }
+    let err = Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    eprintln!("ipctrace: cannot run {}: {err}", cmd[0].to_string_lossy());
+    std::process::ExitCode::from(127)
+}

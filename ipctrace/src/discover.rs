@@ -1,0 +1,121 @@
+//! Finding out about processes ipctrace did not start: whether a PID exists and is a user
+//! process, its name, and its IPC channels from /proc (pipes and FIFOs from fd/, POSIX shm,
+//! memfd and SysV shm mappings from maps). Reads only.
+
+use std::{os::unix::fs::FileTypeExt, path::Path};
+
+use ipctrace_common::{RANGES_PER_PROCESS, Range, Ranges};
+use serde::{Deserialize, Serialize};
+
+use crate::exit::{Code, fail};
+
+/// A channel found in /proc.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    /// `anon_pipe`, `fifo` or `shm`.
+    pub kind: String,
+    pub ino: u64,
+    /// FIFO path, shm object path (`/dev/shm/NAME`, `/memfd:NAME`, `/SYSV...`).
+    pub path: Option<String>,
+}
+
+/// Checks that `pid` is a live user process; returns its name. Exit code 3 otherwise.
+pub fn check_pid(pid: u32) -> anyhow::Result<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|_| fail(Code::Target, format!("no process with PID {pid}")))?;
+    // Field 9 (after the parenthesized comm) is the flags word; PF_KTHREAD = 0x00200000.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+    if flags & 0x0020_0000 != 0 {
+        return Err(fail(
+            Code::Target,
+            format!("PID {pid} ({comm}) is a kernel thread: it has no user-space IPC to trace"),
+        ));
+    }
+    if fields.first() == Some(&"Z") {
+        return Err(fail(Code::Target, format!("PID {pid} ({comm}) has already exited (zombie)")));
+    }
+    Ok(comm)
+}
+
+/// Is the process gone (or a zombie)?
+pub fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+/// Pipes and FIFOs among the process's open files.
+fn fd_channels(pid: u32) -> Vec<Found> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else { continue };
+        let t = target.to_string_lossy();
+        if let Some(ino) = t.strip_prefix("pipe:[").and_then(|r| r.strip_suffix(']')).and_then(|i| i.parse().ok()) {
+            out.push(Found { kind: "anon_pipe".into(), ino, path: None });
+        } else if t.starts_with('/')
+            && let Ok(md) = std::fs::metadata(e.path())
+            && md.file_type().is_fifo()
+        {
+            out.push(Found {
+                kind: "fifo".into(),
+                ino: std::os::unix::fs::MetadataExt::ino(&md),
+                path: Some(t.into_owned()),
+            });
+        }
+    }
+    out
+}
+
+/// Shared mappings of shm objects: (channel, address range).
+fn map_channels(pid: u32) -> Vec<(Found, u64, u64)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut out = Vec::new();
+    for l in maps.lines() {
+        // start-end perms offset dev inode path
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || !f[1].contains('s') {
+            continue;
+        }
+        let path = f[5..].join(" ");
+        if !(path.starts_with("/dev/shm/") || path.starts_with("/memfd:") || path.starts_with("/SYSV")) {
+            continue;
+        }
+        let Some((a, b)) = f[0].split_once('-') else { continue };
+        let (Ok(start), Ok(end), Ok(ino)) =
+            (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16), f[4].parse::<u64>())
+        else {
+            continue;
+        };
+        out.push((
+            Found { kind: "shm".into(), ino, path: Some(path.trim_end_matches(" (deleted)").to_string()) },
+            start,
+            end,
+        ));
+    }
+    out
+}
+
+/// Everything a process has open now; its shm mappings also as the programs' range table.
+pub fn channels(pid: u32) -> (Vec<Found>, Ranges) {
+    let mut found = fd_channels(pid);
+    let mut ranges = Ranges::default();
+    for (i, (c, start, end)) in map_channels(pid).into_iter().enumerate() {
+        if i < RANGES_PER_PROCESS {
+            ranges.r[i] = Range { start, end, ino: c.ino };
+        }
+        found.push(c);
+    }
+    found.sort_by(|a, b| (a.kind.as_str(), a.ino).cmp(&(b.kind.as_str(), b.ino)));
+    found.dedup();
+    (found, ranges)
+}
+
+/// True if `path` names this process's own executable (used to refuse tracing ipctrace itself).
+pub fn is_self(pid: u32) -> bool {
+    pid == std::process::id()
+        || Path::new(&format!("/proc/{pid}")).canonicalize().ok() == Path::new("/proc/self").canonicalize().ok()
+}

@@ -1,0 +1,249 @@
+//! Kernel tests (root) for `attach` and `trace`: the seed's C programs and a shell pipeline
+//! started outside ipctrace, released after its READY line; bytes per channel equal what the
+//! programs wrote; futex and fault figures as for `run`; exit codes and clean Ctrl-C.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+use workloads::c_programs::{PIPE_PC, SHM_PC};
+
+/// Starts `ipctrace attach` (JSON) and waits for its READY line.
+fn attach(pids: &[i32], extra: &[&str]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["attach", "--format", "json"]);
+    for p in pids {
+        cmd.args(["--pid", &p.to_string()]);
+    }
+    let mut child = cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY pids=") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "attach ended before its READY line");
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    child
+}
+
+fn finish(child: Child) -> (i32, Value) {
+    let out = child.wait_with_output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("attach printed no JSON: {e}"));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+/// A C program held at its gate: (child, producer pid, consumer pid).
+fn start_c(prog: &str, args: &[&str]) -> (Child, i32, i32) {
+    let mut child = Command::new(prog)
+        .args(args)
+        .arg("--wait-start")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let field = |k: &str| -> i32 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.trim_end_matches(':').parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {line:?}"))
+    };
+    let (p, c) = (field("producer"), field("consumer"));
+    (child, p, c)
+}
+
+fn summaries(out: &str) -> Vec<std::collections::HashMap<String, String>> {
+    out.lines()
+        .filter(|l| l.starts_with("workload="))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Channels that carried payload while traced.
+fn run_with_pipe(r: &Value) -> Vec<&Value> {
+    r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["path"]["metrics"]["payload_bytes"].as_u64().unwrap_or(0) > 0)
+        .collect()
+}
+
+#[test]
+fn kernel_attach_pipe_pc_bytes_per_channel() {
+    if !require_root("kernel_attach_pipe_pc_bytes_per_channel") {
+        return;
+    }
+    let total = (64u64 << 20) + 4097;
+    let (prog, p, c) = start_c(PIPE_PC, &["--total", &total.to_string(), "--msg-size", "65536"]);
+    let at = attach(&[p, c], &[]);
+    // SAFETY: signalling the program this test started.
+    unsafe { libc::kill(p, libc::SIGUSR1) };
+    let out = prog.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let (code, r) = finish(at);
+    assert_eq!(code, 0);
+    let s = summaries(&String::from_utf8_lossy(&out.stdout));
+    let wrote: u64 = s.iter().find(|m| m["role"] == "producer").unwrap()["bytes"].parse().unwrap();
+    let runs = run_with_pipe(&r);
+    assert_eq!(runs.len(), 1, "one channel carried data");
+    let run = runs[0];
+    assert_eq!(process(run, "producer")["pid"], p);
+    assert_eq!(process(run, "consumer")["pid"], c);
+    assert_eq!(observed(process(run, "producer"), "write").1, wrote);
+    assert_eq!(observed(process(run, "consumer"), "read").1, wrote);
+    assert_eq!(wrote, total);
+}
+
+#[test]
+fn kernel_attach_shm_pc_futex_and_faults() {
+    if !require_root("kernel_attach_shm_pc_futex_and_faults") {
+        return;
+    }
+    let (prog, p, c) = start_c(SHM_PC, &["--total", "64MiB", "--msg-size", "4096"]);
+    let at = attach(&[p, c], &[]);
+    // SAFETY: signalling the program this test started.
+    unsafe { libc::kill(p, libc::SIGUSR1) };
+    let out = prog.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let (code, r) = finish(at);
+    assert_eq!(code, 0);
+    let s = summaries(&String::from_utf8_lossy(&out.stdout));
+    let shm: Vec<&Value> = r["runs"].as_array().unwrap().iter().filter(|x| x["transport"] == "shm").collect();
+    assert_eq!(shm.len(), 1, "one shm object");
+    let run = shm[0];
+    for m in &s {
+        let pid: u64 = m["pid"].parse().unwrap();
+        let p = run["processes"].as_array().unwrap().iter().find(|x| x["pid"] == pid).expect("both ends traced");
+        let n = |k: &str| m[k].parse::<u64>().unwrap();
+        assert_eq!(sum(p, "futex_wait", None)["calls"], n("futex_wait"), "futex_wait of {pid}");
+        assert_eq!(sum(p, "futex_wait", None)["zero"], n("woken"), "woken of {pid}");
+        assert_eq!(sum(p, "futex_wait", None)["eagain"], n("eagain"), "EAGAIN of {pid}");
+        assert_eq!(sum(p, "futex_wake", None)["calls"], n("futex_wake"), "futex_wake of {pid}");
+    }
+    // The producer (it sized the object) touched every page once.
+    let prod = process(run, "producer");
+    assert_eq!(prod["pid"], p);
+    let mapped = sum(prod, "shm_mmap", None)["bytes"];
+    let pages = mapped / 4096;
+    let faults = sum(prod, "fault_user", Some("shm"))["calls"]
+        + sum(prod, "fault_kernel", Some("shm"))["calls"]
+        + sum(prod, "mm_fault", Some("shm"))["calls"];
+    assert!(pages > 0 && faults.abs_diff(pages) * 50 <= pages, "producer faults {faults} vs {pages} pages");
+}
+
+#[test]
+fn kernel_attach_follows_a_stopped_shell_pipeline() {
+    if !require_root("kernel_attach_follows_a_stopped_shell_pipeline") {
+        return;
+    }
+    let n = 500u64;
+    let sh = Command::new("sh")
+        .args(["-c", &format!("kill -STOP $$; dd if=/dev/zero bs=64k count={n} 2>/dev/null | cat > /dev/null")])
+        .spawn()
+        .unwrap();
+    let pid = sh.id() as i32;
+    // Wait until the shell has stopped itself.
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .trim_start()
+        .starts_with('T')
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let at = attach(&[pid], &[]);
+    // SAFETY: continuing the shell this test started.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let mut sh = sh;
+    assert!(sh.wait().unwrap().success());
+    let (code, r) = finish(at);
+    assert_eq!(code, 0);
+    let runs = run_with_pipe(&r);
+    let run = runs.iter().find(|x| x["description"].as_str().unwrap().contains("dd ")).expect("the dd | cat pipe");
+    assert!(run["description"].as_str().unwrap().contains("-> cat "), "{}", run["description"]);
+    assert_eq!(observed(process(run, "producer"), "write").1, n * 65536);
+    assert_eq!(observed(process(run, "consumer"), "read").1, n * 65536);
+}
+
+#[test]
+fn kernel_trace_shows_both_pipes_of_a_pipeline() {
+    if !require_root("kernel_trace_shows_both_pipes_of_a_pipeline") {
+        return;
+    }
+    let out_file = std::env::temp_dir().join(format!("ipctrace-trace-{}", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["trace", "--format", "json", "--", "sh", "-c"])
+        .arg(format!("seq 1 200000 | sort | uniq > {}", out_file.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&out_file);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let descs: Vec<String> = run_with_pipe(&r).iter().map(|x| x["description"].as_str().unwrap().to_string()).collect();
+    assert_eq!(descs.len(), 2, "two pipes: {descs:?}");
+    assert!(descs.iter().any(|d| d.contains("seq ") && d.contains("-> sort ")), "{descs:?}");
+    assert!(descs.iter().any(|d| d.contains("sort ") && d.contains("-> uniq ")), "{descs:?}");
+}
+
+#[test]
+fn kernel_attach_ctrl_c_reports_and_leaves_nothing() {
+    if !require_root("kernel_attach_ctrl_c_reports_and_leaves_nothing") {
+        return;
+    }
+    let before = snapshot();
+    let mut load = Command::new("sh").args(["-c", "yes | cat > /dev/null"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The pipeline's processes (children of the shell) are the targets.
+    let kids: Vec<i32> = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", load.id()))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 2, "yes and cat");
+    let at = attach(&kids, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: SIGINT to the ipctrace this test started.
+    unsafe { libc::kill(at.id() as i32, libc::SIGINT) };
+    let (code, r) = finish(at);
+    let _ = Command::new("pkill").args(["-P", &load.id().to_string()]).status();
+    let _ = load.kill();
+    let _ = load.wait();
+    assert_eq!(code, 0, "Ctrl-C prints the report");
+    assert_eq!(r["ended_by"], "interrupted");
+    assert!(!run_with_pipe(&r).is_empty(), "the yes | cat pipe was seen");
+    assert_nothing_left(&before, "attach + Ctrl-C");
+}
+
+#[test]
+fn kernel_attach_target_errors_have_exit_code_3() {
+    if !require_root("kernel_attach_target_errors_have_exit_code_3") {
+        return;
+    }
+    let out = ipctrace(&["attach", "--pid", "999999999"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no process with PID"));
+    let out = ipctrace(&["attach", "--pid", "2"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel thread"));
+    let mut sleeper = Command::new("sleep").arg("1").spawn().unwrap();
+    let out = ipctrace(&["attach", "--pid", &sleeper.id().to_string()]);
+    sleeper.wait().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no IPC observed"), "{err}");
+}
