@@ -260,7 +260,10 @@ pub mod loss {
     pub const OFFCPU_FULL: u32 = 5;
     /// A process already had RANGES_PER_PROCESS shm mappings: a new one is not traced.
     pub const RANGES_FULL: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// `--events`: the ring buffer was full; the event is missing from the stream (the
+    /// aggregates still count it).
+    pub const RINGBUF_FULL: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const NAMES: [&str; COUNT as usize] = [
         "in-flight map full",
         "aggregation map full",
@@ -269,7 +272,24 @@ pub mod loss {
         "stack-count map full",
         "off-cpu map full",
         "shm range table full",
+        "event ring buffer full",
     ];
+}
+
+/// One event of the `--events` stream (every call or event the aggregates count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub probe: u16,
+    pub kind: u16,
+    pub _pad: u32,
+    pub ino: u64,
+    /// Return value (calls) or bytes (events).
+    pub value: i64,
+    pub dur_ns: u64,
 }
 
 /// log2 bucket of a duration in ns, clamped to the histogram.
@@ -295,6 +315,7 @@ mod pod {
     unsafe impl aya::Pod for OffCpu {}
     unsafe impl aya::Pod for Range {}
     unsafe impl aya::Pod for Ranges {}
+    unsafe impl aya::Pod for Event {}
 }
 
 #[cfg(test)]

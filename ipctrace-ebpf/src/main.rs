@@ -16,12 +16,12 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use ipctrace_common::{
-    AggKey, AggVal, HIST_BUCKETS, OffCpu, Offsets, PIPEFS_MAGIC, Pending, Ranges, S_IFIFO, S_IFMT, StackKey, StackVal,
-    TMPFS_MAGIC, TpOffsets, kind, log2_bucket, loss,
+    AggKey, AggVal, Event, HIST_BUCKETS, OffCpu, Offsets, PIPEFS_MAGIC, Pending, Ranges, S_IFIFO, S_IFMT, StackKey,
+    StackVal, TMPFS_MAGIC, TpOffsets, kind, log2_bucket, loss,
 };
 
 /// Filled by the loader from BTF before loading (global data).
@@ -63,6 +63,14 @@ static OFFCPU: HashMap<u32, OffCpu> = HashMap::with_max_entries(16384, 0);
 /// shm mappings per process.
 #[map]
 static SHM_RANGES: HashMap<u32, Ranges> = HashMap::with_max_entries(4096, 0);
+
+/// `--events`: the per-event stream (resized by the loader; unused unless EVENTS_ON).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Set to 1 by the loader for `--events`.
+#[unsafe(no_mangle)]
+static EVENTS_ON: u8 = 0;
 
 /// Dropped-event counters, indexed by `ipctrace_common::loss::*`.
 #[map]
@@ -203,9 +211,26 @@ fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
     }
 }
 
+/// `--events`: one record per counted call or event; a full ring buffer is counted as loss.
+#[inline(always)]
+fn emit(tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64) {
+    if unsafe { core::ptr::read_volatile(&EVENTS_ON) } == 0 {
+        return;
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut e) => {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            e.write(Event { ts_ns: now(), tgid, tid, probe, kind: k, _pad: 0, ino, value, dur_ns });
+            e.submit(0);
+        }
+        None => count_loss(loss::RINGBUF_FULL),
+    }
+}
+
 /// Counts one event (no return value, no duration).
 #[inline(always)]
 fn agg_event(tgid: u32, probe: u16, k: u16, ino: u64, bytes: u64) {
+    emit(tgid, probe, k, ino, bytes as i64, 0);
     if let Some(v) = agg_slot(&AggKey { tgid, probe, kind: k, ino }) {
         v.calls += 1;
         v.bytes += bytes;
@@ -215,6 +240,7 @@ fn agg_event(tgid: u32, probe: u16, k: u16, ino: u64, bytes: u64) {
 /// Counts one completed call with its return value and duration.
 #[inline(always)]
 fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
+    emit(tgid, p.probe, p.kind, p.ino, ret, dt);
     let Some(v) = agg_slot(&AggKey { tgid, probe: p.probe, kind: p.kind, ino: p.ino }) else { return };
     v.calls += 1;
     if ret > 0 {

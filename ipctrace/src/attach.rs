@@ -32,11 +32,12 @@ enum Stop {
     Exited,
 }
 
-async fn wait_until(deadline: Option<Instant>, mut done: impl FnMut() -> bool) -> Result<Stop> {
+async fn wait_until(session: &mut Session, deadline: Option<Instant>, mut done: impl FnMut() -> bool) -> Result<Stop> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     loop {
+        session.drain()?;
         if done() {
             return Ok(Stop::Exited);
         }
@@ -187,7 +188,7 @@ fn channel_runs(
     Ok(runs)
 }
 
-fn report(session: &Session, command: &str, stop: &Stop, runs: Vec<model::TransportRun>) -> Result<Report> {
+fn report(session: &mut Session, command: &str, stop: &Stop, runs: Vec<model::TransportRun>) -> Result<Report> {
     let ended_by = match stop {
         Stop::Signal => EndedBy::Interrupted,
         Stop::Deadline => EndedBy::Duration,
@@ -204,6 +205,7 @@ fn report(session: &Session, command: &str, stop: &Stop, runs: Vec<model::Transp
         tier: tier_summary(&session.choices),
         probes: session.choices.clone(),
         runs,
+        event_stream: session.finish_stream()?,
         sweep: None,
         loss: model::loss_from(&session.losses()?),
     })
@@ -249,7 +251,7 @@ pub async fn attach(args: &AttachArgs) -> Result<(Report, Option<String>)> {
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
     let targets = args.pids.clone();
-    let stop = wait_until(deadline, || targets.iter().all(|&p| discover::exited(p))).await?;
+    let stop = wait_until(&mut session, deadline, || targets.iter().all(|&p| discover::exited(p))).await?;
     // Channels opened after attaching count too: look again at who is still there.
     for (pid, f) in found.iter_mut() {
         if !discover::exited(*pid) {
@@ -262,7 +264,7 @@ pub async fn attach(args: &AttachArgs) -> Result<(Report, Option<String>)> {
         }
     }
     let runs = channel_runs(&session, &names, &found, t0.elapsed().as_nanos() as u64)?;
-    let r = report(&session, "attach", &stop, runs)?;
+    let r = report(&mut session, "attach", &stop, runs)?;
     let why = nothing_observed(&r, &args.pids);
     Ok((r, why))
 }
@@ -301,14 +303,14 @@ pub async fn trace(args: &TraceArgs) -> Result<(Report, Option<String>)> {
     eprintln!("ipctrace: READY pids={} · tracing {} and its children", child.id(), args.cmd[0].to_string_lossy());
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
-    let stop = wait_until(deadline, || child.try_wait().ok().flatten().is_some()).await?;
+    let stop = wait_until(&mut session, deadline, || child.try_wait().ok().flatten().is_some()).await?;
     if !matches!(stop, Stop::Exited) {
         let _ = child.kill();
         let _ = child.wait();
     }
     let name = args.cmd[0].to_string_lossy().rsplit('/').next().unwrap_or("?").to_string();
     let runs = channel_runs(&session, &[(child.id(), name)], &[], t0.elapsed().as_nanos() as u64)?;
-    let r = report(&session, "trace", &stop, runs)?;
+    let r = report(&mut session, "trace", &stop, runs)?;
     let why = nothing_observed(&r, &[child.id()]);
     Ok((r, why))
 }

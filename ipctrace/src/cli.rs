@@ -62,6 +62,14 @@ pub struct ProbeArgs {
     /// cpu-clock sampling frequency for kernel and user stacks, per CPU (0 disables sampling).
     #[arg(long, default_value_t = 999)]
     pub sample_hz: u64,
+    /// Also stream every counted event (timestamp, pid, probe, channel, result, duration)
+    /// into this JSON-lines file, through a ring buffer; events it has no room for are
+    /// counted as lost (the aggregates still hold them).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub events: Option<std::path::PathBuf>,
+    /// Size of the --events ring buffer (rounded up to a power of two, at least 4 KiB).
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    pub events_buffer: u64,
 }
 
 /// Where and how the report goes.

@@ -61,6 +61,9 @@ pub struct Report {
     /// The probe table as decided for this kernel.
     pub probes: Vec<Choice>,
     pub runs: Vec<TransportRun>,
+    /// `--events`: the per-event stream's file and what it lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_stream: Option<crate::session::StreamSummary>,
     /// `run --sweep`: every transport at every message size (time-bounded, traced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<Vec<SweepPoint>>,
@@ -171,12 +174,15 @@ pub struct StackCount {
 }
 
 /// Everything the programs had to drop. `events`: events not counted (figures are low);
-/// `stacks`: events counted without their stack (only stack-based stages are affected).
+/// `stacks`: events counted without their stack (only stack-based stages are affected);
+/// `stream`: events missing from the `--events` file only.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Loss {
     pub counters: BTreeMap<String, u64>,
     pub events: u64,
     pub stacks: u64,
+    #[serde(default)]
+    pub stream: u64,
     pub total: u64,
 }
 
@@ -312,8 +318,9 @@ pub fn loss_from(raw: &[u64]) -> Loss {
         loss::NAMES.iter().zip(raw).map(|(n, v)| (n.replace([' ', '-'], "_"), *v)).collect();
     let stacks =
         [loss::STACK_FAILED, loss::STACK_COUNT_FULL].iter().map(|&i| raw.get(i as usize).copied().unwrap_or(0)).sum();
+    let stream = raw.get(loss::RINGBUF_FULL as usize).copied().unwrap_or(0);
     let total: u64 = counters.values().sum();
-    Loss { counters, events: total - stacks, stacks, total }
+    Loss { counters, events: total - stacks - stream, stacks, stream, total }
 }
 
 /// Sums over a process's observations.
@@ -411,9 +418,10 @@ mod tests {
 
     #[test]
     fn loss_sums() {
-        let l = loss_from(&[1, 2, 3, 4, 0, 0, 0]);
-        assert_eq!(l.total, 10);
+        let l = loss_from(&[1, 2, 3, 4, 0, 0, 0, 5]);
+        assert_eq!(l.total, 15);
         assert_eq!(l.stacks, 4);
+        assert_eq!(l.stream, 5);
         assert_eq!(l.events, 6);
         assert_eq!(l.counters["in_flight_map_full"], 1);
     }

@@ -56,7 +56,7 @@ fn progress(show: bool, total: u64, transport: &str) -> Option<ProgressBar> {
 /// Waits for the pair to finish, for a signal or for the deadline; returns why it stopped.
 async fn wait(
     pair: &mut Pair,
-    session: &Session,
+    session: &mut Session,
     deadline: Option<Instant>,
     pb: Option<&ProgressBar>,
 ) -> Result<EndedBy> {
@@ -71,6 +71,7 @@ async fn wait(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(EndedBy::Duration);
         }
+        session.drain()?;
         if let (Some(pb), Some(c)) = (pb, consumer)
             && let Ok(aggs) = session.aggregates()
         {
@@ -166,6 +167,7 @@ fn run_sweep(args: &RunArgs, session: &mut Session) -> Result<Vec<SweepPoint>> {
         let (pair, m) = sweep::run_point(&base, *p, args.sweep_ms, |pids| {
             pids.iter().try_for_each(|&pid| session.add_target(pid))
         })?;
+        session.drain()?;
         let (processes, _) = collect(session, &pair)?;
         let metrics = path::build(p.transport.name(), &processes, m.elapsed_ns).metrics;
         out.push(SweepPoint { transport: p.transport.name().into(), msg_size: p.msg_size, ok: m.ok, metrics });
@@ -179,7 +181,8 @@ fn run_sweep(args: &RunArgs, session: &mut Session) -> Result<Vec<SweepPoint>> {
 /// Loads the programs and attaches the probe table for this kernel.
 pub fn open_session(p: &crate::cli::ProbeArgs) -> Result<Session> {
     let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets())?;
+    let events = p.events.as_deref().map(|f| (f, p.events_buffer));
+    let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets(), events)?;
     session.attach(ProbeOptions { tier: p.tier, no_fentry: p.no_fentry, sample_hz: p.sample_hz })?;
     Ok(session)
 }
@@ -240,7 +243,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         let pb = progress(show_progress, args.total, name);
         let t0 = Instant::now();
         pair.open_gates()?;
-        let why = wait(&mut pair, &session, deadline, pb.as_ref()).await?;
+        let why = wait(&mut pair, &mut session, deadline, pb.as_ref()).await?;
         let elapsed_ns = t0.elapsed().as_nanos() as u64;
         if let Some(pb) = pb {
             pb.finish_and_clear();
@@ -283,6 +286,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         tier: tier_summary(&session.choices),
         probes: session.choices.clone(),
         runs,
+        event_stream: session.finish_stream()?,
         sweep,
         loss: model::loss_from(&session.losses()?),
     };

@@ -14,7 +14,10 @@ use aya::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use ipctrace_common::{AggKey, AggVal, Offsets, Ranges, StackKey, StackVal, TpOffsets, loss};
+use std::io::Write;
+
+use aya::maps::{MapData, RingBuf};
+use ipctrace_common::{AggKey, AggVal, Event, Offsets, Ranges, StackKey, StackVal, TpOffsets, loss};
 
 use crate::{
     exit::{Code, fail},
@@ -36,6 +39,26 @@ pub struct ProbeOptions {
 pub struct Session {
     bpf: Ebpf,
     pub choices: Vec<Choice>,
+    stream: Option<Stream>,
+}
+
+/// `--events`: the ring buffer and the JSON-lines file it is drained into.
+struct Stream {
+    ring: RingBuf<MapData>,
+    out: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+    buffer_bytes: u32,
+    written: u64,
+}
+
+/// What the event stream delivered.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StreamSummary {
+    pub file: String,
+    pub buffer_bytes: u32,
+    pub written: u64,
+    /// Events the ring buffer had no room for (they are still in the aggregates).
+    pub lost: u64,
 }
 
 /// Sums of everything the programs aggregated, keyed like the maps.
@@ -98,15 +121,73 @@ struct Kernel {
 }
 
 impl Session {
-    /// Loads the object (maps created, programs not yet loaded).
-    pub fn load(offsets: &Offsets, tp_offsets: &TpOffsets) -> Result<Self> {
+    /// Loads the object (maps created, programs not yet loaded). `events`: stream every event
+    /// into this JSON-lines file through a ring buffer of `buffer` bytes.
+    pub fn load(offsets: &Offsets, tp_offsets: &TpOffsets, events: Option<(&std::path::Path, u64)>) -> Result<Self> {
         bump_memlock();
-        let bpf = EbpfLoader::new()
-            .override_global("OFFSETS", offsets, true)
-            .override_global("TP_OFFSETS", tp_offsets, true)
-            .load(OBJECT)
-            .map_err(|e| fail(Code::Runtime, format!("loading the eBPF object failed: {e}")))?;
-        Ok(Self { bpf, choices: Vec::new() })
+        let mut loader = EbpfLoader::new();
+        loader.override_global("OFFSETS", offsets, true).override_global("TP_OFFSETS", tp_offsets, true);
+        // A ring buffer is a power-of-two number of pages.
+        let buffer_bytes = events.map(|(_, b)| (b.max(4096).next_power_of_two()).min(1 << 30) as u32);
+        if let Some(b) = buffer_bytes {
+            loader.map_max_entries("EVENTS", b).override_global("EVENTS_ON", &1u8, true);
+        }
+        let mut bpf =
+            loader.load(OBJECT).map_err(|e| fail(Code::Runtime, format!("loading the eBPF object failed: {e}")))?;
+        let stream = match (events, buffer_bytes) {
+            (Some((path, _)), Some(buffer_bytes)) => {
+                let ring = RingBuf::try_from(bpf.take_map("EVENTS").context("EVENTS map")?)?;
+                let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+                Some(Stream {
+                    ring,
+                    out: std::io::BufWriter::new(f),
+                    path: path.to_path_buf(),
+                    buffer_bytes,
+                    written: 0,
+                })
+            }
+            _ => None,
+        };
+        Ok(Self { bpf, choices: Vec::new(), stream })
+    }
+
+    /// `--events`: moves what the ring buffer holds into the file.
+    pub fn drain(&mut self) -> Result<()> {
+        let Some(s) = self.stream.as_mut() else { return Ok(()) };
+        while let Some(item) = s.ring.next() {
+            if item.len() < std::mem::size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the programs submit whole `Event`s; read unaligned from the ring.
+            let e: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            let line = serde_json::json!({
+                "ts_ns": e.ts_ns,
+                "pid": e.tgid,
+                "tid": e.tid,
+                "probe": crate::model::probe_name(e.probe),
+                "kind": e.kind,
+                "ino": e.ino,
+                "value": e.value,
+                "dur_ns": e.dur_ns,
+            });
+            writeln!(s.out, "{line}")?;
+            s.written += 1;
+        }
+        Ok(())
+    }
+
+    /// Flushes the stream and says what it delivered.
+    pub fn finish_stream(&mut self) -> Result<Option<StreamSummary>> {
+        self.drain()?;
+        let lost = self.losses()?.get(loss::RINGBUF_FULL as usize).copied().unwrap_or(0);
+        let Some(s) = self.stream.as_mut() else { return Ok(None) };
+        s.out.flush()?;
+        Ok(Some(StreamSummary {
+            file: s.path.display().to_string(),
+            buffer_bytes: s.buffer_bytes,
+            written: s.written,
+            lost,
+        }))
     }
 
     fn prog<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>

@@ -81,3 +81,42 @@ fn kernel_probes_overrides_are_honoured() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no probe tier could attach pipe_write"));
 }
+
+/// `--events`: every counted event reaches the file or the loss counter, exactly. A tiny ring
+/// buffer loses events (and says how many); a large one loses none.
+#[test]
+fn kernel_probes_event_stream_loss_is_counted_exactly() {
+    if !require_root("kernel_probes_event_stream_loss_is_counted_exactly") {
+        return;
+    }
+    for (buffer, expect_loss) in [("4KiB", true), ("64MiB", false)] {
+        let file = std::env::temp_dir().join(format!("ipctrace-events-{}-{buffer}.jsonl", std::process::id()));
+        let (code, r, stderr) = run_json(&[
+            "--total",
+            "8MiB",
+            "--msg-size",
+            "64",
+            "--events",
+            file.to_str().unwrap(),
+            "--events-buffer",
+            buffer,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count() as u64;
+        std::fs::remove_file(&file).unwrap();
+        let s = &r["event_stream"];
+        assert_eq!(s["written"].as_u64().unwrap(), lines);
+        let lost = s["lost"].as_u64().unwrap();
+        assert_eq!(r["loss"]["stream"].as_u64().unwrap(), lost);
+        let counted: u64 = r["runs"][0]["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["observed"]["events"].as_array().unwrap())
+            .map(|e| e["calls"].as_u64().unwrap())
+            .sum();
+        assert_eq!(lines + lost, counted, "buffer {buffer}: written + lost == events counted");
+        assert_eq!(lost > 0, expect_loss, "buffer {buffer}: lost {lost}");
+        assert_eq!(r["loss"]["events"], 0, "the aggregates lose nothing");
+    }
+}

@@ -272,12 +272,24 @@ pub fn render(r: &Report) -> String {
     let agree = if disagreements.is_empty() { "yes".to_string() } else { disagreements.join(", ") };
     let detail: Vec<String> =
         r.loss.counters.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+    if let Some(s) = &r.event_stream {
+        let _ = writeln!(
+            out,
+            "event stream: {} events written to {} ({} lost: ring buffer of {} full)",
+            group(s.written),
+            s.file,
+            group(s.lost),
+            format_size(s.buffer_bytes as u64)
+        );
+    }
     let line = format!("events lost: {} · stacks lost: {} · witnesses agree: {agree}", r.loss.events, r.loss.stacks);
     if r.loss.total == 0 {
         let _ = writeln!(out, "{line}");
     } else {
         let why = if r.loss.events > 0 {
             "counted figures may be low"
+        } else if r.loss.stacks == 0 {
+            "only the --events file misses events; counts are complete"
         } else {
             "counts are complete; stack-based stages may miss those events"
         };
