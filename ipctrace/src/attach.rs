@@ -182,6 +182,7 @@ fn channel_runs(
             description: Some(description),
             path: path::build(transport, &processes, elapsed_ns),
             agreement: Vec::new(),
+            call_trees: crate::calltree::build(&processes),
             processes,
         });
     }

@@ -3,6 +3,7 @@
 
 mod agree;
 mod attach;
+mod calltree;
 mod cli;
 mod discover;
 mod exit;

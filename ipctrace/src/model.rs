@@ -102,6 +102,9 @@ pub struct TransportRun {
     pub path: PathModel,
     /// Observed figures against the processes' own counts.
     pub agreement: Vec<crate::agree::Agreement>,
+    /// This run's kernel stacks merged into trees (CPU samples, blocked time, page allocations).
+    #[serde(default)]
+    pub call_trees: crate::calltree::CallTrees,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -270,6 +270,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             description: None,
             path: path::build(name, &processes, elapsed_ns),
             agreement: processes.iter().flat_map(|p| crate::agree::compare(name, p)).collect(),
+            call_trees: crate::calltree::build(&processes),
             processes,
         });
         if why != EndedBy::Completed {

@@ -11,6 +11,15 @@ fn any_stack(p: &Value, probes: &[&str], pred: impl Fn(&[String]) -> bool) -> bo
     probes.iter().any(|pr| stacks(p, pr).iter().any(|(f, _)| pred(f)))
 }
 
+/// Does a call tree (JSON) hold `outer` directly above one of `inner`?
+fn tree_has(roots: &Value, outer: &str, inner: &[&str]) -> bool {
+    roots.as_array().unwrap().iter().any(|n| {
+        let here = n["frame"] == outer
+            && n["children"].as_array().unwrap().iter().any(|c| inner.contains(&c["frame"].as_str().unwrap()));
+        here || tree_has(&n["children"], outer, inner)
+    })
+}
+
 fn chain_has(frames: &[String], outer: &str, inner: &[&str]) -> bool {
     frames.windows(2).any(|w| w[0] == outer && inner.contains(&w[1].as_str()))
 }
@@ -41,6 +50,20 @@ fn kernel_path_pipe_copies_twice_and_shm_never() {
     assert!(
         any_stack(cons, &["offcpu", "sample"], |f| chain_has(f, "vfs_read", &pr)),
         "vfs_read -> pipe read in the consumer's stacks"
+    );
+    // The merged call trees of this run hold both chains.
+    let trees = &pipe["call_trees"];
+    assert!(
+        tree_has(&trees["blocked"], "vfs_write", &pw) || tree_has(&trees["cpu"], "vfs_write", &pw),
+        "call tree: vfs_write -> pipe write"
+    );
+    assert!(
+        tree_has(&trees["blocked"], "vfs_read", &pr) || tree_has(&trees["cpu"], "vfs_read", &pr),
+        "call tree: vfs_read -> pipe read"
+    );
+    assert!(
+        tree_has(&shm["call_trees"]["page_alloc"], "__do_fault", &["shmem_fault"]),
+        "shm call tree: __do_fault -> shmem_fault"
     );
     // Copy frames sampled under the pipe functions, on both sides.
     let copy_under = |p: &Value, fns: &[&str]| -> u64 {

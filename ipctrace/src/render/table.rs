@@ -95,6 +95,26 @@ fn stages(out: &mut String, r: &TransportRun) {
     let _ = writeln!(out, "{t}");
 }
 
+/// The merged kernel call trees, compact: branches under 5% pruned, chains joined.
+fn trees(out: &mut String, r: &TransportRun) {
+    for (title, roots, unit) in [
+        ("call tree of the CPU samples (sampled)", &r.call_trees.cpu, "samples"),
+        ("call tree of the blocked time (exact)", &r.call_trees.blocked, "blocks"),
+    ] {
+        let lines = crate::calltree::render(roots, 0.05, unit);
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {title}:");
+        for l in lines.iter().take(14) {
+            let _ = writeln!(out, "    {l}");
+        }
+        if lines.len() > 14 {
+            let _ = writeln!(out, "    ... {} more lines in --format json / --flamegraph", lines.len() - 14);
+        }
+    }
+}
+
 fn agreement(out: &mut String, r: &TransportRun) {
     if r.agreement.is_empty() {
         return;
@@ -248,6 +268,7 @@ pub fn render(r: &Report) -> String {
     for run in &r.runs {
         header(&mut out, run);
         stages(&mut out, run);
+        trees(&mut out, run);
         agreement(&mut out, run);
     }
     comparison(&mut out, &r.runs);
