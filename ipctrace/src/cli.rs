@@ -140,8 +140,7 @@ pub struct ProbesArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Transports to run, comma-separated, one after the other [default: pipe; with --sweep:
-    /// pipe,shm-futex].
+    /// Transports to run, comma-separated, one after the other [default: pipe,shm-futex].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transport: Vec<RoleTransport>,
     /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
@@ -182,10 +181,10 @@ pub struct RunArgs {
 impl RunArgs {
     /// The transports to run (see --transport for the defaults).
     pub fn transports(&self) -> Vec<RoleTransport> {
-        match (self.transport.is_empty(), self.sweep) {
-            (false, _) => self.transport.clone(),
-            (true, false) => vec![RoleTransport::Pipe],
-            (true, true) => vec![RoleTransport::Pipe, RoleTransport::ShmFutex],
+        if self.transport.is_empty() {
+            vec![RoleTransport::Pipe, RoleTransport::ShmFutex]
+        } else {
+            self.transport.clone()
         }
     }
 

@@ -206,7 +206,11 @@ pub fn tier_summary(choices: &[Choice]) -> String {
             c.skipped
                 .iter()
                 .filter(|s| !s.reason.starts_with("not needed"))
-                .map(|s| format!("{}: {}", s.mechanism.name(), s.reason))
+                .map(|s| {
+                    // The last two parts of the error chain say enough; `ipctrace probes` has it all.
+                    let parts: Vec<&str> = s.reason.split(": ").collect();
+                    format!("{}: {}", s.mechanism.name(), parts[parts.len().saturating_sub(2)..].join(": "))
+                })
                 .collect()
         })
         .unwrap_or_default();
