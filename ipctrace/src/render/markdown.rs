@@ -6,7 +6,7 @@ use std::fmt::Write;
 use workloads::size::{format_rate, format_size};
 
 use super::table::group;
-use crate::{model::Report, path::Metrics};
+use crate::model::Report;
 
 fn esc(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -66,16 +66,7 @@ pub fn render(r: &Report) -> String {
             let _ = write!(o, " {} |", run.transport);
         }
         let _ = writeln!(o, "\n|---|{}", "---:|".repeat(r.runs.len()));
-        type Row = (&'static str, fn(&Metrics) -> String);
-        let rows: [Row; 6] = [
-            ("kernel copies / payload byte", |m| format!("{:.2}", m.kernel_copies_per_byte)),
-            ("data-path syscalls / MiB", |m| format!("{:.1}", m.syscalls_per_mib)),
-            ("page faults / MiB", |m| format!("{:.1}", m.faults_per_mib)),
-            ("context switches / MiB", |m| format!("{:.1}", m.context_switches_per_mib)),
-            ("futex waits / MiB", |m| format!("{:.1}", m.futex_waits_per_mib)),
-            ("throughput (MiB/s)", |m| format!("{:.0}", m.throughput_bytes_per_s / (1u64 << 20) as f64)),
-        ];
-        for (name, f) in rows {
+        for (name, f) in super::METRIC_ROWS {
             let _ = write!(o, "| {name} |");
             for run in &r.runs {
                 let _ = write!(o, " {} |", f(&run.path.metrics));

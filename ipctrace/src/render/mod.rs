@@ -10,6 +10,17 @@ use clap::ValueEnum;
 
 use crate::{model::Report, probes::Choice};
 
+/// The comparison rows the Markdown and HTML renderers share (the terminal table has more).
+type MetricRow = (&'static str, fn(&crate::path::Metrics) -> String);
+pub const METRIC_ROWS: [MetricRow; 6] = [
+    ("kernel copies / payload byte", |m| format!("{:.2}", m.kernel_copies_per_byte)),
+    ("data-path syscalls / MiB", |m| format!("{:.1}", m.syscalls_per_mib)),
+    ("page faults / MiB", |m| format!("{:.1}", m.faults_per_mib)),
+    ("context switches / MiB", |m| format!("{:.1}", m.context_switches_per_mib)),
+    ("futex waits / MiB", |m| format!("{:.1}", m.futex_waits_per_mib)),
+    ("throughput (MiB/s)", |m| format!("{:.0}", m.throughput_bytes_per_s / (1u64 << 20) as f64)),
+];
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Human-readable tables.
