@@ -40,7 +40,7 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
 }
 
 /// A blocked target thread is being woken (sched_waking runs in the waker's context, unlike
-/// sched_wakeup, which may run on the target CPU): count it against the waker, with its stack.
+/// sched_wakeup, which may run on the target CPU): count it against the waker.
 #[tracepoint(category = "sched", name = "sched_waking")]
 pub fn sched_waking(ctx: TracePointContext) -> u32 {
     let pid: u32 = unsafe { tp_field(&ctx, tp_offsets().wakeup_pid) }.unwrap_or(0);
@@ -49,9 +49,9 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     }
     let Some(o) = (unsafe { OFFCPU.get(&pid) }).copied() else { return 0 };
     let (waker, _) = current();
+    // Counted by waker, without a stack walk: the blocked side's stack (OFFCPU) already says
+    // where the wait was, and a walk per wake-up would double the cost of tracing a pipe.
     agg_event(o.tgid, probe::WAKEUP, 0, waker as u64, 0);
-    let kstack = stack_id(&ctx, 0);
-    stack_add(&StackKey { tgid: o.tgid, probe: probe::WAKEUP, kind: 0, kstack, ustack: -1 }, 0);
     0
 }
 

@@ -6,7 +6,7 @@ use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, progr
 use ipctrace_common::{Pending, Range, Ranges, StackKey, kind, loss, probe};
 
 use crate::{
-    SHM_RANGES, agg_event, classify_fd, count_loss, current, is_target, now, pending_start, pending_take,
+    PENDING, SHM_RANGES, agg_event, classify_fd, count_loss, current, is_target, now, pending_start, pending_take,
     pipe::{arg, ret},
     shm_ino_of, stack_add, stack_id, tp_field, tp_offsets,
 };
@@ -150,7 +150,10 @@ pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
     on_fault(&ctx, probe::FAULT_KERNEL)
 }
 
-/// Page allocations in the context of a target, with the kernel stack that asked.
+/// Page allocations in the context of a target. An allocation during a pipe write in flight
+/// (the thread's pending call) is a pipe buffer page: counted against that channel, no stack
+/// walk (a 1 GiB pipe run allocates 262,144 of them). Any other allocation keeps its kernel
+/// stack, which tells a shmem page from the rest.
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current();
@@ -159,6 +162,13 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     }
     let order: u32 = unsafe { tp_field(&ctx, tp_offsets().alloc_order) }.unwrap_or(0);
     let bytes = 4096u64 << (order & 15);
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    if let Some(p) = unsafe { PENDING.get(&id) }
+        && matches!(p.probe, probe::PIPE_WRITE | probe::SPLICE_IN | probe::VMSPLICE)
+    {
+        agg_event(tgid, probe::PAGE_ALLOC, p.kind, p.ino, bytes);
+        return 0;
+    }
     agg_event(tgid, probe::PAGE_ALLOC, kind::OTHER, 0, bytes);
     let kstack = stack_id(&ctx, 0);
     stack_add(&StackKey { tgid, probe: probe::PAGE_ALLOC, kind: kind::OTHER, kstack, ustack: -1 }, 0);

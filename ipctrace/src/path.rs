@@ -192,14 +192,19 @@ fn pipe_stages(producer: &Process, consumer: &Process) -> Vec<Stage> {
             None => "one copy per byte written; no samples".into(),
         }),
     ));
-    let (pages, _) = count_time(stacks_with(p, "page_alloc", is_pipe_write_fn));
+    // Counted in the kernel against the channel while the write was in flight.
+    let buf = p
+        .events
+        .iter()
+        .filter(|e| e.probe == "page_alloc" && e.channel.is_some())
+        .fold((0, 0), |(c, b), e| (c + e.calls, b + e.bytes));
     v.push(stage(
         "  pipe buffer pages allocated",
-        pages,
-        None,
+        buf.0,
+        Some(buf.1),
         None,
         Some(Label::Exact),
-        Some("kmem:mm_page_alloc under the pipe write function".into()),
+        Some("kmem:mm_page_alloc while the pipe write was in flight".into()),
     ));
     let (blocked, t) = count_time(stacks_with(p, "offcpu", is_pipe_write_fn));
     v.push(stage(
