@@ -15,11 +15,12 @@ use crate::{probes::Tier, render::Format};
     name = "ipctrace",
     version,
     about = "Shows, from real kernel events, the path data takes through the kernel between two processes",
-    long_about = "ipctrace runs built-in producer/consumer workloads, traces them with eBPF and prints what \
-the kernel did for each transport, beside the workloads' own counters.\n\n\
+    long_about = "ipctrace runs built-in producer/consumer workloads (or attaches to processes you already \
+have), traces them with eBPF and prints the kernel data path of each transport, reconstructed from \
+this run's events and stacks, beside the processes' own counters.\n\n\
 Needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and CAP_SYSLOG.\n\
 Exit codes: 0 report printed (also partial: Ctrl-C, --duration), 1 runtime failure, 2 usage error, \
-3 target problem (a workload failed, no IPC observed), 4 missing privileges."
+3 target problem (a workload failed, unknown PID, kernel thread, no IPC observed), 4 missing privileges."
 )]
 pub struct Cli {
     #[command(subcommand)]

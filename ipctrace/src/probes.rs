@@ -17,7 +17,8 @@ pub enum Tier {
     Function,
     /// Tracepoints and sampling only.
     Tracepoint,
-    /// Sampling only (and the scheduler/allocator tracepoints it needs no substitute for).
+    /// cpu-clock sampling only: no tracepoints or function probes (`run` refuses it, as the
+    /// pipe figures need a tracepoint at least; useful with `probes`).
     Sampling,
 }
 
