@@ -104,6 +104,11 @@ const FUTEX_WAIT: &[&str] = &["futex_wait"];
 const FUTEX_WAKE: &[&str] = &["futex_wake"];
 const COPY_FNS: &[&str] = &["copy_page_from_iter", "copy_page_to_iter", "_copy_from_iter", "_copy_to_iter"];
 
+/// One implementation that attaches programs of its own.
+const fn imp(mechanism: Mechanism, label: Label, rule: &'static str, attach: &'static [Attach]) -> Impl {
+    Impl { mechanism, label, rule, attach, uses: None }
+}
+
 const fn tp(prog: &'static str, category: &'static str, name: &'static str) -> Attach {
     Attach::Tracepoint { prog, category, name, required: true }
 }
@@ -121,104 +126,97 @@ pub static TABLE: &[LogicalProbe] = &[
         name: "pipe_write",
         what: "bytes written into pipes and FIFOs (copied user -> kernel)",
         impls: &[
-            Impl {
-                mechanism: Mechanism::Fentry,
-                label: Label::Exact,
-                rule: RULE_PIPE_FN,
-                attach: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
                     Attach::Fentry { prog: "fentry_pipe_write", func: PIPE_W },
                     Attach::Fexit { prog: "fexit_pipe_write", func: PIPE_W },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Kprobe,
-                label: Label::Exact,
-                rule: RULE_PIPE_FN,
-                attach: &[
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
                     Attach::Kprobe { prog: "kprobe_pipe_write", func: PIPE_W },
                     Attach::Kretprobe { prog: "kretprobe_pipe_write", func: PIPE_W },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Tracepoint,
-                label: Label::Derived,
-                rule: RULE_PIPE_SYSCALL,
-                attach: &[
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                RULE_PIPE_SYSCALL,
+                &[
                     tp("sys_enter_write", "syscalls", "sys_enter_write"),
                     tp("sys_exit_write", "syscalls", "sys_exit_write"),
                     tp("sys_enter_writev", "syscalls", "sys_enter_writev"),
                     tp("sys_exit_writev", "syscalls", "sys_exit_writev"),
                 ],
-                uses: None,
-            },
+            ),
         ],
     },
     LogicalProbe {
         name: "pipe_read",
         what: "bytes read from pipes and FIFOs (copied kernel -> user)",
         impls: &[
-            Impl {
-                mechanism: Mechanism::Fentry,
-                label: Label::Exact,
-                rule: RULE_PIPE_FN,
-                attach: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
                     Attach::Fentry { prog: "fentry_pipe_read", func: PIPE_R },
                     Attach::Fexit { prog: "fexit_pipe_read", func: PIPE_R },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Kprobe,
-                label: Label::Exact,
-                rule: RULE_PIPE_FN,
-                attach: &[
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
                     Attach::Kprobe { prog: "kprobe_pipe_read", func: PIPE_R },
                     Attach::Kretprobe { prog: "kretprobe_pipe_read", func: PIPE_R },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Tracepoint,
-                label: Label::Derived,
-                rule: RULE_PIPE_SYSCALL,
-                attach: &[
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                RULE_PIPE_SYSCALL,
+                &[
                     tp("sys_enter_read", "syscalls", "sys_enter_read"),
                     tp("sys_exit_read", "syscalls", "sys_exit_read"),
                     tp("sys_enter_readv", "syscalls", "sys_enter_readv"),
                     tp("sys_exit_readv", "syscalls", "sys_exit_readv"),
                 ],
-                uses: None,
-            },
+            ),
         ],
     },
     LogicalProbe {
         name: "pipe_splice",
         what: "pages moved into or out of pipes by splice/vmsplice (no copy to or from user memory)",
-        impls: &[Impl {
-            mechanism: Mechanism::Tracepoint,
-            label: Label::Derived,
-            rule: "bytes = return values of splice/vmsplice with a pipe fd; counted as moved, not copied \
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Derived,
+            "bytes = return values of splice/vmsplice with a pipe fd; counted as moved, not copied \
                    (vmsplice without SPLICE_F_GIFT still copies on the way in: counted as vmsplice bytes)",
-            attach: &[
+            &[
                 tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
                 tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
                 tp("sys_enter_vmsplice", "syscalls", "sys_enter_vmsplice"),
                 tp("sys_exit_vmsplice", "syscalls", "sys_exit_vmsplice"),
             ],
-            uses: None,
-        }],
+        )],
     },
     LogicalProbe {
         name: "shm_setup",
         what: "shm set-up and teardown: openat/unlink of /dev/shm, ftruncate, mmap and munmap of shmem",
-        impls: &[Impl {
-            mechanism: Mechanism::Tracepoint,
-            label: Label::Exact,
-            rule: "calls counted at the syscall tracepoints; the mappings they return define what \
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "calls counted at the syscall tracepoints; the mappings they return define what \
                    counts as 'in the shm object' for faults and futexes",
-            attach: &[
+            &[
                 tp("sys_enter_openat", "syscalls", "sys_enter_openat"),
                 tp("sys_enter_unlink", "syscalls", "sys_enter_unlink"),
                 tp("sys_enter_ftruncate", "syscalls", "sys_enter_ftruncate"),
@@ -226,80 +224,74 @@ pub static TABLE: &[LogicalProbe] = &[
                 tp("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
                 tp("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
             ],
-            uses: None,
-        }],
+        )],
     },
     LogicalProbe {
         name: "page_fault",
         what: "page faults, split by whether they hit a traced shm object",
         impls: &[
-            Impl {
-                mechanism: Mechanism::Fentry,
-                label: Label::Exact,
-                rule: "handle_mm_fault calls whose vma maps a shmem file (entry to exit = fault latency)",
-                attach: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                "handle_mm_fault calls whose vma maps a shmem file (entry to exit = fault latency)",
+                &[
                     Attach::Fentry { prog: "fentry_mm_fault", func: MM_FAULT },
                     Attach::Fexit { prog: "fexit_mm_fault", func: MM_FAULT },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Kprobe,
-                label: Label::Exact,
-                rule: "handle_mm_fault calls whose vma maps a shmem file (entry to exit = fault latency)",
-                attach: &[
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                "handle_mm_fault calls whose vma maps a shmem file (entry to exit = fault latency)",
+                &[
                     Attach::Kprobe { prog: "kprobe_mm_fault", func: MM_FAULT },
                     Attach::Kretprobe { prog: "kretprobe_mm_fault", func: MM_FAULT },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Tracepoint,
-                label: Label::Derived,
-                rule: "exceptions:page_fault_user/page_fault_kernel events whose address lies in a \
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                "exceptions:page_fault_user/page_fault_kernel events whose address lies in a \
                        mapping that mmap of a shmem fd returned (no latency at this tier)",
-                attach: &[
+                &[
                     tp("page_fault_user", "exceptions", "page_fault_user"),
                     tp("page_fault_kernel", "exceptions", "page_fault_kernel"),
                 ],
-                uses: None,
-            },
+            ),
         ],
     },
     LogicalProbe {
         name: "futex",
         what: "futex waits and wakes on words inside a traced shm mapping",
         impls: &[
-            Impl {
-                mechanism: Mechanism::Fentry,
-                label: Label::Exact,
-                rule: "futex_wait/futex_wake calls on an address in a traced shm mapping; result from the exit",
-                attach: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                "futex_wait/futex_wake calls on an address in a traced shm mapping; result from the exit",
+                &[
                     Attach::Fentry { prog: "fentry_futex_wait", func: FUTEX_WAIT },
                     Attach::Fexit { prog: "fexit_futex_wait", func: FUTEX_WAIT },
                     Attach::Fentry { prog: "fentry_futex_wake", func: FUTEX_WAKE },
                     Attach::Fexit { prog: "fexit_futex_wake", func: FUTEX_WAKE },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Kprobe,
-                label: Label::Exact,
-                rule: "futex_wait/futex_wake calls on an address in a traced shm mapping; result from the exit",
-                attach: &[
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                "futex_wait/futex_wake calls on an address in a traced shm mapping; result from the exit",
+                &[
                     Attach::Kprobe { prog: "kprobe_futex_wait", func: FUTEX_WAIT },
                     Attach::Kprobe { prog: "kprobe_futex_wake", func: FUTEX_WAKE },
                     Attach::Kretprobe { prog: "kretprobe_futex", func: FUTEX_WAIT },
                     Attach::Kretprobe { prog: "kretprobe_futex", func: FUTEX_WAKE },
                 ],
-                uses: None,
-            },
-            Impl {
-                mechanism: Mechanism::Tracepoint,
-                label: Label::Derived,
-                rule: "futex(2) FUTEX_WAIT(_BITSET)/FUTEX_WAKE(_BITSET) (and futex2 futex_wait/futex_wake) \
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                "futex(2) FUTEX_WAIT(_BITSET)/FUTEX_WAKE(_BITSET) (and futex2 futex_wait/futex_wake) \
                        on an address in a traced shm mapping; result = syscall return value",
-                attach: &[
+                &[
                     tp("sys_enter_futex", "syscalls", "sys_enter_futex"),
                     tp("sys_exit_futex", "syscalls", "sys_exit_futex"),
                     tp_opt("sys_enter_futex_wait", "syscalls", "sys_enter_futex_wait"),
@@ -307,83 +299,76 @@ pub static TABLE: &[LogicalProbe] = &[
                     tp_opt("sys_enter_futex_wake", "syscalls", "sys_enter_futex_wake"),
                     tp_opt("sys_exit_futex_wake", "syscalls", "sys_exit_futex_wake"),
                 ],
-                uses: None,
-            },
+            ),
         ],
     },
     LogicalProbe {
         name: "sched_switch",
         what: "context switches (voluntary = blocked, with where and how long) of the targets",
-        impls: &[Impl {
-            mechanism: Mechanism::Tracepoint,
-            label: Label::Exact,
-            rule: "counted at the scheduler's own tracepoint; voluntary = prev_state not running/preempted",
-            attach: &[tp("sched_switch", "sched", "sched_switch")],
-            uses: None,
-        }],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "counted at the scheduler's own tracepoint; voluntary = prev_state not running/preempted",
+            &[tp("sched_switch", "sched", "sched_switch")],
+        )],
     },
     LogicalProbe {
         name: "sched_wakeup",
         what: "wake-ups of blocked targets, with the waker",
-        impls: &[Impl {
-            mechanism: Mechanism::Tracepoint,
-            label: Label::Exact,
-            rule: "counted at sched:sched_waking (in the waker's context) for threads blocked since the trace started",
-            attach: &[tp("sched_waking", "sched", "sched_waking")],
-            uses: None,
-        }],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "counted at sched:sched_waking (in the waker's context) for threads blocked since the trace started",
+            &[tp("sched_waking", "sched", "sched_waking")],
+        )],
     },
     LogicalProbe {
         name: "fork",
         what: "children of targets join the filter before they run",
-        impls: &[Impl {
-            mechanism: Mechanism::Tracepoint,
-            label: Label::Exact,
-            rule: "sched:sched_process_fork adds the child; sched:sched_process_exec records its name",
-            attach: &[
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "sched:sched_process_fork adds the child; sched:sched_process_exec records its name",
+            &[
                 tp("sched_process_fork", "sched", "sched_process_fork"),
                 tp("sched_process_exec", "sched", "sched_process_exec"),
             ],
-            uses: None,
-        }],
+        )],
     },
     LogicalProbe {
         name: "page_alloc",
         what: "pages allocated by the targets (pipe buffers, shmem pages), with kernel stacks",
-        impls: &[Impl {
-            mechanism: Mechanism::Tracepoint,
-            label: Label::Exact,
-            rule: "kmem:mm_page_alloc in a target's context; the stack tells pipe buffer from shmem page",
-            attach: &[tp("mm_page_alloc", "kmem", "mm_page_alloc")],
-            uses: None,
-        }],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "kmem:mm_page_alloc in a target's context; the stack tells pipe buffer from shmem page",
+            &[tp("mm_page_alloc", "kmem", "mm_page_alloc")],
+        )],
     },
     LogicalProbe {
         name: "cpu_sample",
         what: "where the targets' CPU time goes (kernel and user stacks)",
-        impls: &[Impl {
-            mechanism: Mechanism::PerfEvent,
-            label: Label::Sampled,
-            rule: "cpu-clock samples on every CPU at the sampling frequency, kept for target processes",
-            attach: &[Attach::CpuClock { prog: "cpu_sample" }],
-            uses: None,
-        }],
+        impls: &[imp(
+            Mechanism::PerfEvent,
+            Label::Sampled,
+            "cpu-clock samples on every CPU at the sampling frequency, kept for target processes",
+            &[Attach::CpuClock { prog: "cpu_sample" }],
+        )],
     },
     LogicalProbe {
         name: "copy_routines",
         what: "the copy itself (copy_page_from_iter / copy_page_to_iter and below)",
         impls: &[
-            Impl {
-                mechanism: Mechanism::Fentry,
-                label: Label::Exact,
-                rule: "",
-                attach: &[Attach::CheckOnly {
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                "",
+                &[Attach::CheckOnly {
                     func: COPY_FNS,
                     why_no_program: "the copy routines are notrace on every kernel checked (6.1 to 7.3): \
                                      fentry gets EBUSY, kprobe EINVAL",
                 }],
-                uses: None,
-            },
+            ),
             Impl {
                 mechanism: Mechanism::PerfEvent,
                 label: Label::Sampled,
