@@ -109,7 +109,10 @@ pub mod probe {
     pub const OFFCPU: u16 = 19;
     /// Function tier: handle_mm_fault on a shm mapping (`time_ns` = fault latency).
     pub const MM_FAULT: u16 = 20;
-    pub const COUNT: u16 = 21;
+    /// A voluntary switch and its time off the CPU, by the call in flight
+    /// (`kind` = `blocked_kind(probe, channel kind)`, `ino` = the channel).
+    pub const BLOCKED: u16 = 21;
+    pub const COUNT: u16 = 22;
 }
 
 /// Channel kinds / probe-specific sub-keys.
@@ -223,7 +226,23 @@ pub struct Pending {
 pub struct OffCpu {
     pub ts: u64,
     pub tgid: u32,
+    /// Stack id if this block's stack was captured (sampled), else -1.
     pub kstack: i32,
+    /// The call in flight when the thread blocked (`probe::*`, 0 = none) and its channel.
+    pub probe: u16,
+    pub kind: u16,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// A block explained by the call in flight has its stack captured once every this many
+/// blocks per CPU (a stack walk at every context switch would dominate tracing a pipe);
+/// a block no call in flight explains always has its stack captured.
+pub const BLOCK_STACK_EVERY: u64 = 16;
+
+/// `AggKey.kind` of a BLOCKED aggregate: the in-flight probe and the channel kind, packed.
+pub const fn blocked_kind(inflight_probe: u16, channel_kind: u16) -> u16 {
+    inflight_probe * 16 + channel_kind
 }
 
 /// One traced shm mapping of a process.

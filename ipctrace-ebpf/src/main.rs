@@ -56,6 +56,10 @@ static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 #[map]
 static STACK_COUNTS: PerCpuHashMap<StackKey, StackVal> = PerCpuHashMap::with_max_entries(16384, 0);
 
+/// Per-CPU tick for sampling block stacks (`BLOCK_STACK_EVERY`).
+#[map]
+static BLOCK_TICK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Threads that blocked, by tid, until they run again.
 #[map]
 static OFFCPU: HashMap<u32, OffCpu> = HashMap::with_max_entries(16384, 0);

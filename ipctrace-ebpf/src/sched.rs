@@ -2,14 +2,31 @@
 //! blocked, and for how long), who woke whom, and fork-following of the target set.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
-use ipctrace_common::{OffCpu, StackKey, kind, loss, probe};
+use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, StackKey, blocked_kind, kind, loss, probe};
 
 use crate::{
-    COMMS, OFFCPU, TARGETS, agg_event, count_loss, current, is_target, now, stack_add, stack_id, tp_field, tp_offsets,
+    BLOCK_TICK, COMMS, OFFCPU, PENDING, TARGETS, agg_call, agg_event, count_loss, current, is_target, now, stack_add,
+    stack_id, tp_field, tp_offsets,
 };
 
 /// `TASK_REPORT_MAX`: the state sched_switch reports for a preempted task.
 const TASK_REPORT_MAX: i64 = 0x100;
+
+/// Is this block's stack to be captured? Every block no in-flight call explains, and one in
+/// BLOCK_STACK_EVERY of the others (per CPU).
+#[inline(always)]
+fn take_block_stack(explained: bool) -> bool {
+    if !explained {
+        return true;
+    }
+    match BLOCK_TICK.get_ptr_mut(0) {
+        Some(t) => unsafe {
+            *t += 1;
+            *t % BLOCK_STACK_EVERY == 1
+        },
+        None => false,
+    }
+}
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
@@ -21,7 +38,14 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         let voluntary = state != 0 && state & TASK_REPORT_MAX == 0;
         agg_event(tgid, probe::SCHED_OUT, if voluntary { kind::VOLUNTARY } else { kind::INVOLUNTARY }, 0, 0);
         if voluntary {
-            let o = OffCpu { ts: now(), tgid, kstack: stack_id(&ctx, 0) };
+            // Where it blocked: the call in flight (pipe write, futex wait, ...) says it exactly.
+            let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+            let (p, k, ino) = match unsafe { PENDING.get(&id) } {
+                Some(p) => (p.probe, p.kind, p.ino),
+                None => (0, 0, 0),
+            };
+            let kstack = if take_block_stack(p != 0) { stack_id(&ctx, 0) } else { -1 };
+            let o = OffCpu { ts: now(), tgid, kstack, probe: p, kind: k, _pad: 0, ino };
             if OFFCPU.insert(&tid, &o, 0).is_err() {
                 count_loss(loss::OFFCPU_FULL);
             }
@@ -33,8 +57,20 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         && let Some(o) = unsafe { OFFCPU.get(&next) }.copied()
     {
         let _ = OFFCPU.remove(&next);
-        let key = StackKey { tgid: o.tgid, probe: probe::OFFCPU, kind: 0, kstack: o.kstack, ustack: -1 };
-        stack_add(&key, now().saturating_sub(o.ts));
+        let dt = now().saturating_sub(o.ts);
+        let p = Pending {
+            ino: o.ino,
+            start_ns: 0,
+            len: 0,
+            probe: probe::BLOCKED,
+            kind: blocked_kind(o.probe, o.kind),
+            _pad: 0,
+        };
+        agg_call(o.tgid, &p, 0, dt);
+        if o.kstack >= 0 {
+            let key = StackKey { tgid: o.tgid, probe: probe::OFFCPU, kind: 0, kstack: o.kstack, ustack: -1 };
+            stack_add(&key, dt);
+        }
     }
     0
 }

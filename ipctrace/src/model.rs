@@ -211,6 +211,7 @@ pub fn probe_name(p: u16) -> &'static str {
         probe::SHM_UNLINK => "shm_unlink",
         probe::SAMPLE => "sample",
         probe::OFFCPU => "offcpu",
+        probe::BLOCKED => "blocked",
         _ => "unknown",
     }
 }
@@ -224,7 +225,7 @@ pub fn logical_probe(p: u16) -> &'static str {
         probe::FUTEX_WAIT | probe::FUTEX_WAKE => "futex",
         probe::FAULT_USER | probe::FAULT_KERNEL | probe::MM_FAULT => "page_fault",
         probe::PAGE_ALLOC => "page_alloc",
-        probe::SCHED_OUT | probe::OFFCPU => "sched_switch",
+        probe::SCHED_OUT | probe::OFFCPU | probe::BLOCKED => "sched_switch",
         probe::WAKEUP => "sched_wakeup",
         probe::SAMPLE => "cpu_sample",
         _ => "shm_setup",
@@ -273,12 +274,20 @@ pub fn observe(
         )
         .map(|(k, v)| {
             let (label, rule) = label_of(k.probe);
-            let is_channel = matches!(k.kind, kind::ANON_PIPE | kind::FIFO | kind::SHM) && k.probe != probe::SCHED_OUT;
+            // BLOCKED packs the in-flight probe and the channel kind into `kind`.
+            let (sub, chan_kind) = if k.probe == probe::BLOCKED {
+                let inflight = k.kind / 16;
+                (if inflight == 0 { "other" } else { probe_name(inflight) }, k.kind % 16)
+            } else {
+                (sub_name(k.probe, k.kind), k.kind)
+            };
+            let is_channel =
+                matches!(chan_kind, kind::ANON_PIPE | kind::FIFO | kind::SHM) && k.probe != probe::SCHED_OUT;
             Observation {
                 probe: probe_name(k.probe).into(),
-                sub: sub_name(k.probe, k.kind).into(),
+                sub: sub.into(),
                 channel: (is_channel && k.ino != 0)
-                    .then(|| ChannelId { kind: sub_name(k.probe, k.kind).into(), ino: k.ino }),
+                    .then(|| ChannelId { kind: sub_name(0, chan_kind).into(), ino: k.ino }),
                 waker: (k.probe == probe::WAKEUP).then_some(k.ino as u32),
                 calls: v.calls,
                 bytes: v.bytes,
@@ -310,7 +319,8 @@ pub fn observe(
             time_ns: v.time_ns,
             kernel: stack(k.kstack),
             user: k.ustack >= 0,
-            label: if k.probe == probe::SAMPLE { Label::Sampled } else { Label::Exact },
+            // Samples, and block stacks (captured for one in BLOCK_STACK_EVERY explained blocks).
+            label: if matches!(k.probe, probe::SAMPLE | probe::OFFCPU) { Label::Sampled } else { Label::Exact },
         })
         .collect();
     Observed { events, stacks }

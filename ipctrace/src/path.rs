@@ -206,14 +206,14 @@ fn pipe_stages(producer: &Process, consumer: &Process) -> Vec<Stage> {
         Some(Label::Exact),
         Some("kmem:mm_page_alloc while the pipe write was in flight".into()),
     ));
-    let (blocked, t) = count_time(stacks_with(p, "offcpu", is_pipe_write_fn));
+    let b = p.sum("blocked", Some("pipe_write"));
     v.push(stage(
         "  writer blocked: pipe full",
-        blocked,
+        b.calls,
         None,
-        Some(format!("total {}", fmt_ns(t))),
-        Some(Label::Exact),
-        Some("voluntary switches with the pipe write function on the stack".into()),
+        Some(format!("total {}", fmt_ns(b.time_ns))),
+        p.label("blocked"),
+        Some("voluntary switches while a pipe write was in flight".into()),
     ));
     let woke_reader =
         c.events.iter().filter(|o| o.probe == "wakeup" && o.waker == Some(producer.pid)).map(|o| o.calls).sum::<u64>();
@@ -249,14 +249,15 @@ fn pipe_stages(producer: &Process, consumer: &Process) -> Vec<Stage> {
             None,
         ));
     }
-    let (blocked, t) = count_time(stacks_with(c, "offcpu", is_pipe_read_fn));
+    let b = c.sum("blocked", Some("pipe_read"));
+    let bs = c.sum("blocked", Some("splice_out"));
     v.push(stage(
         "  reader blocked: pipe empty",
-        blocked,
+        b.calls + bs.calls,
         None,
-        Some(format!("total {}", fmt_ns(t))),
-        Some(Label::Exact),
-        Some("voluntary switches with the pipe read function on the stack".into()),
+        Some(format!("total {}", fmt_ns(b.time_ns + bs.time_ns))),
+        c.label("blocked"),
+        Some("voluntary switches while a pipe read (or splice) was in flight".into()),
     ));
     let woke_writer =
         p.events.iter().filter(|o| o.probe == "wakeup" && o.waker == Some(consumer.pid)).map(|o| o.calls).sum::<u64>();

@@ -99,7 +99,11 @@ fn stages(out: &mut String, r: &TransportRun) {
 fn trees(out: &mut String, r: &TransportRun) {
     for (title, roots, unit) in [
         ("call tree of the CPU samples (sampled)", &r.call_trees.cpu, "samples"),
-        ("call tree of the blocked time (exact)", &r.call_trees.blocked, "blocks"),
+        (
+            "call tree of the blocked time (sampled: every unexplained block, 1 in 16 of the others)",
+            &r.call_trees.blocked,
+            "blocks",
+        ),
     ] {
         let lines = crate::calltree::render(roots, 0.05, unit);
         if lines.is_empty() {
