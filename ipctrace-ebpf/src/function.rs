@@ -45,6 +45,7 @@ fn pipe_entry(iocb: *const u8, probe: u16) -> u32 {
 fn call_exit(ret: i64) -> u32 {
     if let Some((tgid, p)) = pending_take() {
         agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
+        crate::pipe::flush_pages(tgid, &p);
     }
     0
 }

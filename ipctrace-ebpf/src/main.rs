@@ -231,6 +231,16 @@ fn emit(tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64) {
     }
 }
 
+/// Adds `calls` events and `bytes` at once (batched counts; each event was emitted when it
+/// happened).
+#[inline(always)]
+fn agg_add(tgid: u32, probe: u16, k: u16, ino: u64, calls: u64, bytes: u64) {
+    if let Some(v) = agg_slot(&AggKey { tgid, probe, kind: k, ino }) {
+        v.calls += calls;
+        v.bytes += bytes;
+    }
+}
+
 /// Counts one event (no return value, no duration).
 #[inline(always)]
 fn agg_event(tgid: u32, probe: u16, k: u16, ino: u64, bytes: u64) {

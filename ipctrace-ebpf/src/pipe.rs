@@ -4,7 +4,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use ipctrace_common::{Pending, probe};
 
-use crate::{agg_call, classify_fd, current, is_target, now, pending_start, pending_take};
+use crate::{agg_add, agg_call, classify_fd, current, is_target, now, pending_start, pending_take};
 
 /// Argument i of a `syscalls:sys_enter_*` record, and `ret` of a `sys_exit_*` record.
 #[inline(always)]
@@ -33,8 +33,18 @@ fn enter_fd(ctx: &TracePointContext, probe: u16) -> u32 {
 pub(crate) fn exit_call(ctx: &TracePointContext) -> u32 {
     if let Some((tgid, p)) = pending_take() {
         agg_call(tgid, &p, ret(ctx), now().saturating_sub(p.start_ns));
+        flush_pages(tgid, &p);
     }
     0
+}
+
+/// Pipe buffer pages allocated during a write (added up by `mm_page_alloc` in the pending
+/// call's `_pad` and `len`): one aggregate update per call instead of one per page.
+#[inline(always)]
+pub(crate) fn flush_pages(tgid: u32, p: &Pending) {
+    if p._pad > 0 && matches!(p.probe, probe::PIPE_WRITE | probe::SPLICE_IN | probe::VMSPLICE) {
+        agg_add(tgid, probe::PAGE_ALLOC, p.kind, p.ino, p._pad as u64, p.len);
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_write")]

@@ -6,7 +6,8 @@ use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, progr
 use ipctrace_common::{Pending, Range, Ranges, StackKey, kind, loss, probe};
 
 use crate::{
-    PENDING, SHM_RANGES, agg_event, classify_fd, count_loss, current, is_target, now, pending_start, pending_take,
+    PENDING, SHM_RANGES, agg_event, classify_fd, count_loss, current, emit, is_target, now, pending_start,
+    pending_take,
     pipe::{arg, ret},
     shm_ino_of, stack_add, stack_id, tp_field, tp_offsets,
 };
@@ -163,10 +164,15 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     let order: u32 = unsafe { tp_field(&ctx, tp_offsets().alloc_order) }.unwrap_or(0);
     let bytes = 4096u64 << (order & 15);
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    if let Some(p) = unsafe { PENDING.get(&id) }
-        && matches!(p.probe, probe::PIPE_WRITE | probe::SPLICE_IN | probe::VMSPLICE)
+    if let Some(p) = PENDING.get_ptr_mut(&id)
+        && matches!(unsafe { (*p).probe }, probe::PIPE_WRITE | probe::SPLICE_IN | probe::VMSPLICE)
     {
-        agg_event(tgid, probe::PAGE_ALLOC, p.kind, p.ino, bytes);
+        // Added up in the call in flight; counted once at its exit (`pipe::flush_pages`).
+        emit(tgid, probe::PAGE_ALLOC, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0);
+        unsafe {
+            (*p)._pad += 1;
+            (*p).len += bytes;
+        }
         return 0;
     }
     agg_event(tgid, probe::PAGE_ALLOC, kind::OTHER, 0, bytes);

@@ -224,9 +224,20 @@ impl Worker {
         let r = self.ctrl.read_exact(&mut b);
         self.ctrl.set_read_timeout(Some(Duration::from_secs(2)))?;
         match r {
-            Ok(()) if b[0] == READY => Ok(()),
+            Ok(()) if b[0] == READY => {}
             _ => bail!("the {} (pid {}) did not start (no ready message)", self.role.name(), self.pid),
         }
+        // It says ready just before blocking on the gate: wait until it sleeps there, so that
+        // block (a context switch) happens before a tracer starts counting.
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+            if stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('S')) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(())
     }
 
     /// Lets the process start its transfer; tells it which pid its peer has.
