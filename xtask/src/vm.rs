@@ -240,7 +240,9 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: u64) -> Result<String> {
     let _ = std::fs::remove_file(&result);
     let st = Command::new("timeout")
         .arg(timeout.to_string())
-        .args(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024", "-nodefaults"])
+        // Single-threaded TCG: as fast here as MTTCG, and it did not hang at boot when the
+        // host was busy (MTTCG did, twice in a dozen boots).
+        .args(["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "1024", "-nodefaults"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot", "-kernel"])
         .arg(vmlinuz)
         .arg("-initrd")
@@ -446,7 +448,13 @@ pub fn vm_test(a: &VmArgs) -> Result<()> {
         };
         println!("vm-test: booting {version} ({spec}) under QEMU TCG");
         let t0 = Instant::now();
-        match boot(&vmlinuz, &initrd, a.timeout).and_then(|out| check_guest(&version, &out, &mut c)) {
+        // A guest that never reaches its exit marker is booted once more (emulation hiccup);
+        // a second hang fails with the console tail.
+        let out = boot(&vmlinuz, &initrd, a.timeout).or_else(|e| {
+            println!("vm-test: {version}: {e:#}\nvm-test: {version}: booting once more");
+            boot(&vmlinuz, &initrd, a.timeout)
+        });
+        match out.and_then(|out| check_guest(&version, &out, &mut c)) {
             Ok(()) => println!("vm-test: {version} done in {:.0} s", t0.elapsed().as_secs_f64()),
             Err(e) => c.check(&format!("{version}: guest run"), false, || format!("{e:#}")),
         }
