@@ -242,7 +242,8 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: u64) -> Result<String> {
         .arg(timeout.to_string())
         // Single-threaded TCG: as fast here as MTTCG, and it did not hang at boot when the
         // host was busy (MTTCG did, twice in a dozen boots).
-        .args(["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "1024", "-nodefaults"])
+        .args(["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max"])
+        .args(["-smp", "2", "-m", "1024", "-nodefaults"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot", "-kernel"])
         .arg(vmlinuz)
         .arg("-initrd")
