@@ -59,6 +59,20 @@ fn start_c(prog: &str, args: &[&str]) -> (Child, i32, i32) {
     (child, p, c)
 }
 
+/// Runs a C program under `attach`: started at its gate, attached, released, both collected.
+/// Returns (producer pid, consumer pid, the program's summary lines, the report).
+fn attached_c_run(prog: &str, args: &[&str]) -> (i32, i32, Vec<std::collections::HashMap<String, String>>, Value) {
+    let (child, p, c) = start_c(prog, args);
+    let at = attach(&[p, c], &[]);
+    // SAFETY: signalling the program this test started.
+    unsafe { libc::kill(p, libc::SIGUSR1) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let (code, r) = finish(at);
+    assert_eq!(code, 0);
+    (p, c, summaries(&String::from_utf8_lossy(&out.stdout)), r)
+}
+
 fn summaries(out: &str) -> Vec<std::collections::HashMap<String, String>> {
     out.lines()
         .filter(|l| l.starts_with("workload="))
@@ -87,15 +101,7 @@ fn kernel_attach_pipe_pc_bytes_per_channel() {
         return;
     }
     let total = (64u64 << 20) + 4097;
-    let (prog, p, c) = start_c(PIPE_PC, &["--total", &total.to_string(), "--msg-size", "65536"]);
-    let at = attach(&[p, c], &[]);
-    // SAFETY: signalling the program this test started.
-    unsafe { libc::kill(p, libc::SIGUSR1) };
-    let out = prog.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let (code, r) = finish(at);
-    assert_eq!(code, 0);
-    let s = summaries(&String::from_utf8_lossy(&out.stdout));
+    let (p, c, s, r) = attached_c_run(PIPE_PC, &["--total", &total.to_string(), "--msg-size", "65536"]);
     let wrote: u64 = s.iter().find(|m| m["role"] == "producer").unwrap()["bytes"].parse().unwrap();
     let runs = run_with_pipe(&r);
     assert_eq!(runs.len(), 1, "one channel carried data");
@@ -112,15 +118,7 @@ fn kernel_attach_shm_pc_futex_and_faults() {
     if !require_root("kernel_attach_shm_pc_futex_and_faults") {
         return;
     }
-    let (prog, p, c) = start_c(SHM_PC, &["--total", "64MiB", "--msg-size", "4096"]);
-    let at = attach(&[p, c], &[]);
-    // SAFETY: signalling the program this test started.
-    unsafe { libc::kill(p, libc::SIGUSR1) };
-    let out = prog.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let (code, r) = finish(at);
-    assert_eq!(code, 0);
-    let s = summaries(&String::from_utf8_lossy(&out.stdout));
+    let (p, _, s, r) = attached_c_run(SHM_PC, &["--total", "64MiB", "--msg-size", "4096"]);
     let shm: Vec<&Value> = r["runs"].as_array().unwrap().iter().filter(|x| x["transport"] == "shm").collect();
     assert_eq!(shm.len(), 1, "one shm object");
     let run = shm[0];

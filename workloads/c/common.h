@@ -164,6 +164,26 @@ static void summary(const struct witness *w)
     fflush(stdout);
 }
 
+/* The consumer's end of a run: fill in the witness, print the summary, and fail on a corrupted
+ * stream or (when `expect` >= 0) a short one. Returns the exit code. */
+static int consumer_done(const char *prog, struct witness *w, uint64_t off, int64_t expect)
+{
+    w->bytes = off;
+    w->verified = w->mismatch >= 0 ? w->mismatch : (int64_t)off;
+    summary(w);
+    if (w->mismatch >= 0) {
+        fprintf(stderr, "%s consumer: data corrupted: byte %lld of the stream differs from the pattern\n", prog,
+                (long long)w->mismatch);
+        return 1;
+    }
+    if (expect >= 0 && off != (uint64_t)expect) {
+        fprintf(stderr, "%s consumer: the producer went away: received %llu of %lld bytes\n", prog,
+                (unsigned long long)off, (long long)expect);
+        return 1;
+    }
+    return 0;
+}
+
 /* Start gate: block SIGUSR1 before fork (call gate_prepare), then gate_wait in both
  * processes after it. The producer (parent) gets the signal and passes it to the consumer. */
 static sigset_t gate_set;

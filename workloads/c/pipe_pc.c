@@ -27,20 +27,7 @@ static int consume(int fd, const struct opts *o)
         off += (uint64_t)n;
         w.messages++;
     }
-    w.bytes = off;
-    w.verified = w.mismatch >= 0 ? w.mismatch : (int64_t)off;
-    summary(&w);
-    if (w.mismatch >= 0) {
-        fprintf(stderr, "pipe_pc consumer: data corrupted: byte %lld of the stream differs from the pattern\n",
-                (long long)w.mismatch);
-        return 1;
-    }
-    if (off != o->total) {
-        fprintf(stderr, "pipe_pc consumer: the producer went away: received %llu of %llu bytes\n",
-                (unsigned long long)off, (unsigned long long)o->total);
-        return 1;
-    }
-    return 0;
+    return consumer_done("pipe_pc", &w, off, (int64_t)o->total);
 }
 
 static int produce(int fd, const struct opts *o)

@@ -223,15 +223,7 @@ static int consume(const struct opts *o)
         NOTIFY(h->space_seq);
         w.messages++;
     }
-    w.bytes = off;
-    w.verified = w.mismatch >= 0 ? w.mismatch : (int64_t)off;
-    summary(&w);
-    if (w.mismatch >= 0) {
-        fprintf(stderr, "shm_pc consumer: data corrupted: byte %lld of the stream differs from the pattern\n",
-                (long long)w.mismatch);
-        return 1;
-    }
-    return 0;
+    return consumer_done("shm_pc", &w, off, -1);
 }
 
 int main(int argc, char **argv)
