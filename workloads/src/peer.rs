@@ -8,25 +8,35 @@ use anyhow::{Result, bail};
 pub struct Peer {
     pid: u32,
     fd: Option<OwnedFd>,
+    /// The peer had already exited when we started watching (a fast producer can finish and
+    /// be reaped before its consumer leaves the gate): not an error until we need it alive.
+    gone: bool,
 }
 
 impl Peer {
     /// Watches `pid` (None: nothing to watch, `alive` always succeeds).
     pub fn new(pid: Option<u32>) -> Result<Self> {
         let Some(pid) = pid else {
-            return Ok(Self { pid: 0, fd: None });
+            return Ok(Self { pid: 0, fd: None, gone: false });
         };
         // SAFETY: pidfd_open(2) has no memory arguments.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
         if fd < 0 {
-            bail!("the peer process {pid} is already gone");
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(Self { pid, fd: None, gone: true });
+            }
+            bail!("watching the peer process {pid} failed: {err}");
         }
         // SAFETY: a fresh fd from pidfd_open.
-        Ok(Self { pid, fd: Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }) })
+        Ok(Self { pid, fd: Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }), gone: false })
     }
 
     /// Fails if the peer has exited.
     pub fn check(&self, what: &str) -> Result<()> {
+        if self.gone {
+            bail!("the {what} (pid {}) exited; giving up", self.pid);
+        }
         let Some(fd) = &self.fd else { return Ok(()) };
         let mut p = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(fd), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, zero timeout.

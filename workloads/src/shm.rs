@@ -200,7 +200,10 @@ fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
     let c = CString::new(name)?;
     cleanup::register_shm(name);
     let t0 = Instant::now();
+    // The producer's liveness is read before each look: a producer that created the object,
+    // filled the ring and exited between two looks is not a dead peer.
     let (fd, len) = loop {
+        let gone = peer.check("producer").err();
         // SAFETY: shm_open with a valid C string.
         let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR, 0) };
         if fd >= 0 {
@@ -211,7 +214,9 @@ fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
             }
             unsafe { libc::close(fd) };
         }
-        peer.check("producer")?;
+        if let Some(e) = gone {
+            return Err(e);
+        }
         if t0.elapsed() > OPEN_TIMEOUT {
             bail!("the producer never created {name}");
         }
@@ -222,8 +227,14 @@ fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
     unsafe { libc::close(fd) };
     let region = r?;
     let h = region.header();
-    while h.magic.load(SeqCst) != MAGIC {
-        peer.check("producer")?;
+    loop {
+        let gone = peer.check("producer").err();
+        if h.magic.load(SeqCst) == MAGIC {
+            break;
+        }
+        if let Some(e) = gone {
+            return Err(e);
+        }
         if t0.elapsed() > OPEN_TIMEOUT {
             bail!("the producer never initialized {name}");
         }
@@ -281,8 +292,14 @@ impl Waiter<'_> {
                 if ready() {
                     return Ok(());
                 }
-                if self.fx.wait(seq, v | 1, WAIT_TIMEOUT) == Waited::TimedOut {
-                    self.peer.check(self.peer_name)?;
+                if self.fx.wait(seq, v | 1, WAIT_TIMEOUT) == Waited::TimedOut
+                    && let Err(e) = self.peer.check(self.peer_name)
+                {
+                    // What the peer published before it exited still counts.
+                    if ready() {
+                        return Ok(());
+                    }
+                    return Err(e);
                 }
             },
             SyncKind::Sem => loop {
@@ -298,7 +315,15 @@ impl Waiter<'_> {
                 if unsafe { libc::sem_timedwait(sem as *const _ as *mut _, &ts) } == 0 {
                     return Ok(());
                 }
-                self.peer.check(self.peer_name)?;
+                if let Err(e) = self.peer.check(self.peer_name) {
+                    // What the peer posted before it exited still counts.
+                    self.sem.wait_calls += 1;
+                    // SAFETY: a semaphore in the live mapping.
+                    if unsafe { libc::sem_trywait(sem as *const _ as *mut _) } == 0 {
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
             },
         }
     }
