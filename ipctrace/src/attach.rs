@@ -20,6 +20,7 @@ use crate::{
     exit::{Code, fail},
     kernel::{self, symbols::KernelSymbols},
     model::{self, ChannelId, EndedBy, Observed, Process, Report},
+    outputs::OutFile,
     path,
     run::{open_session, tier_summary},
     session::Session,
@@ -189,7 +190,13 @@ fn channel_runs(
     Ok(runs)
 }
 
-fn report(session: &mut Session, command: &str, stop: &Stop, runs: Vec<model::TransportRun>) -> Result<Report> {
+fn report(
+    session: &mut Session,
+    command: &str,
+    stop: &Stop,
+    runs: Vec<model::TransportRun>,
+    command_exit: Option<model::CommandExit>,
+) -> Result<Report> {
     let ended_by = match stop {
         Stop::Signal => EndedBy::Interrupted,
         Stop::Deadline => EndedBy::Duration,
@@ -208,6 +215,7 @@ fn report(session: &mut Session, command: &str, stop: &Stop, runs: Vec<model::Tr
         runs,
         event_stream: session.finish_stream()?,
         sweep: None,
+        command_exit,
         loss: model::loss_from(&session.losses()?),
     })
 }
@@ -225,18 +233,31 @@ fn nothing_observed(r: &Report, pids: &[u32]) -> Option<String> {
     ))
 }
 
-pub async fn attach(args: &AttachArgs) -> Result<(Report, Option<String>)> {
+pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(Report, Option<String>)> {
     let mut names: Vec<(u32, String)> = Vec::new();
-    for &pid in &args.pids {
-        if discover::is_self(pid) {
-            return Err(fail(Code::Usage, format!("PID {pid} is ipctrace itself")));
+    let mut pids: Vec<u32> = Vec::new();
+    for &given in &args.pids {
+        if discover::is_self(given) {
+            return Err(fail(Code::Usage, format!("PID {given} is ipctrace itself")));
+        }
+        // A thread id stands for its process: the filter and /proc discovery work per process.
+        let pid = match discover::tgid_of(given) {
+            Some(tgid) if tgid != given => {
+                crate::warn(&format!("ipctrace: {given} is a thread of process {tgid}; tracing process {tgid}"));
+                tgid
+            }
+            _ => given,
+        };
+        if pids.contains(&pid) {
+            continue;
         }
         names.push((pid, discover::check_pid(pid)?));
+        pids.push(pid);
     }
-    let mut session = open_session(&args.probes)?;
+    let mut session = open_session(&args.probes, events)?;
     session.require(&["pipe_write", "pipe_read"])?;
     let mut found = Vec::new();
-    for &pid in &args.pids {
+    for &pid in &pids {
         session.add_target(pid)?;
         let (f, ranges) = discover::channels(pid);
         if ranges.r.iter().any(|r| r.start != 0) {
@@ -244,14 +265,17 @@ pub async fn attach(args: &AttachArgs) -> Result<(Report, Option<String>)> {
         }
         found.push((pid, f));
     }
-    let pids: Vec<String> = args.pids.iter().map(|p| p.to_string()).collect();
+    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
     // Machine-readable: scripts and tests start the traffic after this line.
     let shown: Vec<String> = names.iter().map(|(p, n)| format!("{p} ({n})")).collect();
-    eprintln!("ipctrace: READY pids={} · attached to {} · Ctrl-C to stop", pids.join(","), shown.join(", "));
-    let _ = std::io::stderr().flush();
+    crate::warn(&format!(
+        "ipctrace: READY pids={} · attached to {} · Ctrl-C to stop",
+        list.join(","),
+        shown.join(", ")
+    ));
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
-    let targets = args.pids.clone();
+    let targets = pids.clone();
     let stop = wait_until(&mut session, deadline, || targets.iter().all(|&p| discover::exited(p))).await?;
     // Channels opened after attaching count too: look again at who is still there.
     for (pid, f) in found.iter_mut() {
@@ -265,14 +289,97 @@ pub async fn attach(args: &AttachArgs) -> Result<(Report, Option<String>)> {
         }
     }
     let runs = channel_runs(&session, &names, &found, t0.elapsed().as_nanos() as u64)?;
-    let r = report(&mut session, "attach", &stop, runs)?;
-    let why = nothing_observed(&r, &args.pids);
+    let r = report(&mut session, "attach", &stop, runs, None)?;
+    let why = nothing_observed(&r, &pids);
     Ok((r, why))
 }
 
-pub async fn trace(args: &TraceArgs) -> Result<(Report, Option<String>)> {
-    let mut session = open_session(&args.probes)?;
+/// The traced command's first process, reaped by hand: as a child subreaper ipctrace also
+/// reaps the command's orphans, and `waitpid(-1)` may return the root among them.
+struct Root {
+    pid: u32,
+    status: Option<i32>,
+}
+
+impl Root {
+    /// Reaps every ended child (the root's status is kept); true once the root has ended.
+    fn reap(&mut self) -> bool {
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid on our own children, non-blocking.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            if r as u32 == self.pid {
+                self.status = Some(st);
+            }
+        }
+        self.status.is_some()
+    }
+
+    fn exit(&self, stopped_by_ipctrace: bool) -> Option<model::CommandExit> {
+        let st = self.status?;
+        let (exit_code, signal) = if libc::WIFEXITED(st) {
+            (Some(libc::WEXITSTATUS(st)), None)
+        } else {
+            (None, libc::WIFSIGNALED(st).then(|| crate::run::signal_name(libc::WTERMSIG(st))))
+        };
+        Some(model::CommandExit { pid: self.pid, exit_code, signal, stopped_by_ipctrace })
+    }
+}
+
+/// Is `pid` a live descendant of this process? (The kernel filter keeps tgids that may have
+/// exited; a recycled pid is never a descendant of ours.)
+fn is_descendant(pid: u32) -> bool {
+    let me = std::process::id();
+    let mut p = pid;
+    for _ in 0..256 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { return false };
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let ppid: u32 = after.split_whitespace().nth(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        if ppid == me {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        p = ppid;
+    }
+    false
+}
+
+/// Ends the whole command tree: every process the filter followed from the command that is
+/// still our descendant gets SIGTERM, then SIGKILL after a second; all are reaped.
+fn end_tree(session: &Session, root: &mut Root) {
+    for sig in [libc::SIGTERM, libc::SIGKILL] {
+        let alive: Vec<u32> = session.targets().into_iter().filter(|&p| is_descendant(p)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        for pid in &alive {
+            // SAFETY: kill(2) on a live descendant.
+            unsafe { libc::kill(*pid as i32, sig) };
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(1) {
+            root.reap();
+            if !alive.iter().any(|&p| is_descendant(p) && !discover::exited(p)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    root.reap();
+}
+
+pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Report, Option<String>)> {
+    let mut session = open_session(&args.probes, events)?;
     session.require(&["pipe_write", "pipe_read"])?;
+    // Orphans of the command (`cmd &` in a shell that exits) are reparented to ipctrace, so
+    // Ctrl-C can end the whole tree and nothing stays a zombie.
+    // SAFETY: prctl with plain integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     // The command starts as this binary in its `__gate` mode (same pid), which waits on fd 3
     // until the pid is in the filter and then execs the command: nothing it does is missed.
     // A Unix socket, not a pipe: the gate byte must not count as the command's IPC.
@@ -284,6 +391,8 @@ pub async fn trace(args: &TraceArgs) -> Result<(Report, Option<String>)> {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // Until the gate opens the command dies with ipctrace; the gate clears this
+            // before exec, so a SIGKILLed ipctrace leaves the command running (as strace does).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 libc::_exit(1);
@@ -294,25 +403,31 @@ pub async fn trace(args: &TraceArgs) -> Result<(Report, Option<String>)> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         fail(Code::Runtime, format!("cannot start the gate for {}: {e}", args.cmd[0].to_string_lossy()))
     })?;
+    let mut root = Root { pid: child.id(), status: None };
+    drop(child);
     drop(gate_r);
-    session.add_target(child.id())?;
+    session.add_target(root.pid)?;
     (&gate_w).write_all(b"g")?;
     drop(gate_w);
-    eprintln!("ipctrace: READY pids={} · tracing {} and its children", child.id(), args.cmd[0].to_string_lossy());
+    crate::warn(&format!(
+        "ipctrace: READY pids={} · tracing {} and its children",
+        root.pid,
+        args.cmd[0].to_string_lossy()
+    ));
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
-    let stop = wait_until(&mut session, deadline, || child.try_wait().ok().flatten().is_some()).await?;
-    if !matches!(stop, Stop::Exited) {
-        let _ = child.kill();
-        let _ = child.wait();
+    let stop = wait_until(&mut session, deadline, || root.reap()).await?;
+    let stopped = !matches!(stop, Stop::Exited);
+    if stopped {
+        end_tree(&session, &mut root);
     }
     let name = args.cmd[0].to_string_lossy().rsplit('/').next().unwrap_or("?").to_string();
-    let runs = channel_runs(&session, &[(child.id(), name)], &[], t0.elapsed().as_nanos() as u64)?;
-    let r = report(&mut session, "trace", &stop, runs)?;
-    let why = nothing_observed(&r, &[child.id()]);
+    let runs = channel_runs(&session, &[(root.pid, name)], &[], t0.elapsed().as_nanos() as u64)?;
+    let r = report(&mut session, "trace", &stop, runs, root.exit(stopped))?;
+    let why = nothing_observed(&r, &[root.pid]);
     Ok((r, why))
 }
 
@@ -323,10 +438,13 @@ pub fn gate_then_exec(cmd: &[std::ffi::OsString]) -> std::process::ExitCode {
     let n = unsafe { libc::read(3, b.as_mut_ptr().cast(), 1) };
     unsafe { libc::close(3) };
     if n != 1 {
-        eprintln!("ipctrace: the tracer went away before starting {}", cmd[0].to_string_lossy());
+        crate::warn(&format!("ipctrace: the tracer went away before starting {}", cmd[0].to_string_lossy()));
         return std::process::ExitCode::from(1);
     }
+    // From here the command outlives a SIGKILLed ipctrace, as it would under strace.
+    // SAFETY: prctl with plain integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
     let err = Command::new(&cmd[0]).args(&cmd[1..]).exec();
-    eprintln!("ipctrace: cannot run {}: {err}", cmd[0].to_string_lossy());
+    crate::warn(&format!("ipctrace: cannot run {}: {err}", cmd[0].to_string_lossy()));
     std::process::ExitCode::from(127)
 }

@@ -39,6 +39,14 @@ pub enum Command {
     Trace(TraceArgs),
     /// Render a report saved with `--save` again, without tracing (no privileges needed).
     Report(ReportArgs),
+    /// Print a shell completion script (e.g. `ipctrace completions bash > /etc/bash_completion.d/ipctrace`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from these definitions (used by the installers).
+    #[command(name = "__manpage", hide = true)]
+    Manpage,
     /// One side of a built-in workload (ipctrace re-executes itself with this; not for direct use).
     #[command(name = "__workload", hide = true)]
     Workload(RoleArgs),
@@ -68,7 +76,7 @@ pub struct ProbeArgs {
     /// counted as lost (the aggregates still hold them).
     #[arg(long, value_name = "FILE.jsonl")]
     pub events: Option<std::path::PathBuf>,
-    /// Size of the --events ring buffer (rounded up to a power of two, at least 4 KiB).
+    /// Size of the --events ring buffer (rounded up to a power of two, 4 KiB to 256 MiB).
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     pub events_buffer: u64,
 }
@@ -96,8 +104,9 @@ pub struct OutputArgs {
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
-    /// A process to trace (all its threads, and children it forks); repeat for more.
-    #[arg(long = "pid", required = true, value_name = "PID")]
+    /// A process to trace (all its threads, and children it forks); repeat for more. A thread
+    /// id stands for its process.
+    #[arg(short = 'p', long = "pid", required = true, value_name = "PID")]
     pub pids: Vec<u32>,
     /// Stop after this long (e.g. 10s); by default at Ctrl-C or when every target has exited.
     #[arg(long, value_parser = parse_duration)]
@@ -160,9 +169,10 @@ pub struct RunArgs {
     pub probes: ProbeArgs,
     /// Run every --transport at every message size (64 B, 4 KiB, 64 KiB, 1 MiB), each for
     /// --sweep-ms, traced, and show how the path metrics change and where shm overtakes the pipe.
+    /// --duration bounds the whole sweep; Ctrl-C ends it with a partial report.
     #[arg(long)]
     pub sweep: bool,
-    /// Length of each sweep point in milliseconds.
+    /// Length of each sweep point in milliseconds (1 to 600000).
     #[arg(long, default_value_t = 400)]
     pub sweep_ms: u64,
     /// pipe/fifo: the consumer drains with splice(2) into /dev/null (a zero-copy control: the
@@ -195,14 +205,6 @@ impl RunArgs {
             [a, b] => Some([*a, *b]),
             _ => None,
         })
-    }
-
-    /// Checks what clap cannot express.
-    pub fn check(&self) -> Result<(), String> {
-        if self.cpus.as_ref().is_some_and(|v| v.len() != 2) {
-            return Err("--cpus takes two CPU numbers: producer,consumer".into());
-        }
-        Ok(())
     }
 }
 

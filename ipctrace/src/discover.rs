@@ -19,6 +19,13 @@ pub struct Found {
     pub path: Option<String>,
 }
 
+/// The process a thread id belongs to (`Tgid:` in /proc/TID/status); None if there is no
+/// such thread.
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// Checks that `pid` is a live user process; returns its name. Exit code 3 otherwise.
 pub fn check_pid(pid: u32) -> anyhow::Result<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

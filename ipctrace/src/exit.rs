@@ -16,6 +16,8 @@ pub enum Code {
     Target = 3,
     /// Missing privileges.
     Privileges = 4,
+    /// stdout was closed by its reader (e.g. `| head`): ended quietly, as if by SIGPIPE.
+    ClosedStdout = 141,
 }
 
 /// An error that decides the exit code.

@@ -1,5 +1,6 @@
-//! ipctrace: entry point. Parses the command line, checks privileges, makes tracefs
-//! reachable (before any thread exists), then runs the command and maps errors to exit codes.
+//! ipctrace: entry point. Parses and checks the command line (usage errors are exit 2 for
+//! every user), checks privileges, makes tracefs reachable (before any thread exists), opens
+//! the output files, then runs the command and maps errors to exit codes.
 
 mod agree;
 mod attach;
@@ -9,39 +10,99 @@ mod discover;
 mod exit;
 mod kernel;
 mod model;
+mod outputs;
 mod path;
 mod privileges;
 mod probes;
 mod render;
 mod run;
 mod session;
+mod usage;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::{
     cli::{Cli, Command},
     exit::{Code, code_of, fail},
+    outputs::Outputs,
 };
 
+/// One line on stderr; a closed or full stderr is not worth dying for.
+pub fn warn(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Workload(args) => return ExitCode::from(workloads::role::main(args) as u8),
-        Command::Gate { cmd } => return attach::gate_then_exec(&cmd),
-        Command::Run(args) => run_command(&args),
-        Command::Probes(args) => probes_command(&args),
-        Command::Report(args) => report_command(&args),
-        Command::Attach(args) => traced_command("attach", &args.output, |rt| rt.block_on(attach::attach(&args))),
-        Command::Trace(args) => traced_command("trace", &args.output, |rt| rt.block_on(attach::trace(&args))),
+    // A bug must still end with one line, not a backtrace over the user's terminal.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        warn(&format!("ipctrace: internal error{at}: {msg} (this is a bug; please report it)"));
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help/--version print to stdout and exit 0; errors go to stderr with exit 2.
+            let code = if e.use_stderr() { Code::Usage as u8 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
     };
+    // The hidden modes ipctrace re-executes itself in.
+    if matches!(cli.command, Command::Workload(_) | Command::Gate { .. }) {
+        return match cli.command {
+            Command::Workload(args) => ExitCode::from(workloads::role::main(args) as u8),
+            Command::Gate { cmd } => attach::gate_then_exec(&cmd),
+            _ => unreachable!(),
+        };
+    }
+    if let Err(msg) = usage::check(&cli.command) {
+        warn(&format!("ipctrace: {msg}"));
+        return ExitCode::from(Code::Usage as u8);
+    }
+    let result = std::panic::catch_unwind(|| dispatch(cli)).unwrap_or_else(|_| Ok(Code::Runtime));
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("ipctrace: {e:#}");
+            warn(&format!("ipctrace: {e:#}"));
             ExitCode::from(code_of(&e) as u8)
         }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<Code> {
+    match cli.command {
+        Command::Workload(_) | Command::Gate { .. } => unreachable!("handled in main"),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ipctrace", &mut out);
+            render::print_stdout(&String::from_utf8_lossy(&out))
+        }
+        Command::Manpage => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            render::print_stdout(&String::from_utf8_lossy(&out))
+        }
+        Command::Run(args) => traced("run", &args.output, args.probes.events.as_deref(), |outs| {
+            let o = runtime()?.block_on(run::run(&args, outs.events.as_mut()))?;
+            Ok((o.report, o.target_failure))
+        }),
+        Command::Probes(args) => probes_command(&args),
+        Command::Report(args) => report_command(&args),
+        Command::Attach(args) => traced("attach", &args.output, args.probes.events.as_deref(), |outs| {
+            runtime()?.block_on(attach::attach(&args, outs.events.as_mut()))
+        }),
+        Command::Trace(args) => traced("trace", &args.output, args.probes.events.as_deref(), |outs| {
+            runtime()?.block_on(attach::trace(&args, outs.events.as_mut()))
+        }),
     }
 }
 
@@ -50,58 +111,41 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn run_command(args: &cli::RunArgs) -> anyhow::Result<Code> {
-    privileges::check("run")?;
-    kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let outcome = runtime()?.block_on(run::run(args))?;
-    render::emit(&outcome.report, &args.output)?;
-    match outcome.target_failure {
-        Some(msg) => Err(fail(Code::Target, msg)),
-        None => Ok(Code::Ok),
-    }
-}
-
 fn probes_command(args: &cli::ProbesArgs) -> anyhow::Result<Code> {
     privileges::check("probes")?;
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let session = run::open_session(&args.probes)?;
+    let session = run::open_session(&args.probes, None)?;
     let tier = run::tier_summary(&session.choices);
-    print!("{}", render::probes(&session.choices, &tier, args.format));
-    Ok(Code::Ok)
+    render::print_stdout(&render::probes(&session.choices, &tier, args.format))
 }
 
 fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Code> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| fail(Code::Usage, format!("cannot read {}: {e}", args.file.display())))?;
-    let report: model::Report = serde_json::from_str(&text)
-        .map_err(|e| fail(Code::Usage, format!("{} is not an ipctrace report: {e}", args.file.display())))?;
-    if report.schema_version != model::SCHEMA_VERSION {
-        return Err(fail(
-            Code::Usage,
-            format!(
-                "{} has schema_version {}; this ipctrace reads {}",
-                args.file.display(),
-                report.schema_version,
-                model::SCHEMA_VERSION
-            ),
-        ));
-    }
-    render::emit(&report, &args.output)?;
-    Ok(Code::Ok)
+    let report = model::Report::from_json(&text, &args.file.display().to_string())?;
+    let mut outs = Outputs::open(&args.output, None)?;
+    render::emit(&report, args.output.format, &mut outs)
 }
 
-/// attach and trace: privileges, tracefs, then the report; no IPC observed is exit code 3.
-fn traced_command(
+/// run, attach and trace: privileges, tracefs, output files, then tracing and the report. A
+/// target problem (`Some(message)`) is exit code 3 after the report is printed.
+fn traced(
     name: &str,
     output: &cli::OutputArgs,
-    f: impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<(model::Report, Option<String>)>,
+    events: Option<&std::path::Path>,
+    f: impl FnOnce(&mut Outputs) -> anyhow::Result<(model::Report, Option<String>)>,
 ) -> anyhow::Result<Code> {
     privileges::check(name)?;
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let (report, nothing) = f(&runtime()?)?;
-    render::emit(&report, output)?;
-    match nothing {
-        Some(msg) => Err(fail(Code::Target, msg)),
-        None => Ok(Code::Ok),
+    let mut outs = Outputs::open(output, events)?;
+    let (report, target_problem) = f(&mut outs)?;
+    let code = render::emit(&report, output.format, &mut outs);
+    match (code, target_problem) {
+        (Ok(Code::Ok), Some(msg)) => Err(fail(Code::Target, msg)),
+        (Err(e), Some(msg)) => {
+            warn(&format!("ipctrace: {msg}"));
+            Err(e)
+        }
+        (code, _) => code,
     }
 }

@@ -67,7 +67,44 @@ pub struct Report {
     /// `run --sweep`: every transport at every message size (time-bounded, traced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<Vec<SweepPoint>>,
+    /// `trace`: how the traced command ended (None while it was still running at the stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_exit: Option<CommandExit>,
     pub loss: Loss,
+}
+
+/// How a traced command ended: its exit code, or the signal that killed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandExit {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// e.g. `SIGTERM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// True when ipctrace ended it (Ctrl-C, SIGTERM or --duration reached ipctrace).
+    pub stopped_by_ipctrace: bool,
+}
+
+impl Report {
+    /// Parses a saved report; a file of another schema version is refused with the version
+    /// named (exit code 2), as is anything that is not a report.
+    pub fn from_json(text: &str, name: &str) -> anyhow::Result<Self> {
+        use crate::exit::{Code, fail};
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| fail(Code::Usage, format!("{name} is not an ipctrace report: {e}")))?;
+        match v.get("schema_version").and_then(|x| x.as_u64()) {
+            Some(n) if n == SCHEMA_VERSION as u64 => {}
+            Some(n) => {
+                return Err(fail(
+                    Code::Usage,
+                    format!("{name} has schema_version {n}; this ipctrace reads {SCHEMA_VERSION}"),
+                ));
+            }
+            None => return Err(fail(Code::Usage, format!("{name} is not an ipctrace report (no schema_version)"))),
+        }
+        serde_json::from_value(v).map_err(|e| fail(Code::Usage, format!("{name} is not an ipctrace report: {e}")))
+    }
 }
 
 /// One point of a sweep: a transport at a message size, with its path metrics.

@@ -4,7 +4,7 @@
 
 use std::{
     ffi::OsString,
-    io::IsTerminal,
+    io::{IsTerminal, Write},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -24,6 +24,7 @@ use crate::{
     kernel,
     kernel::symbols::KernelSymbols,
     model::{self, ChannelId, EndedBy, Process, Report, SweepPoint, TransportRun},
+    outputs::OutFile,
     path,
     probes::{Choice, Mechanism},
     render::Format,
@@ -149,14 +150,22 @@ fn collect(session: &Session, pair: &Pair) -> Result<(Vec<Process>, Vec<ChannelI
 }
 
 /// `--sweep`: every transport at every message size, time-bounded, traced; the same points
-/// and runner as the untraced benchmark (`workloads::sweep`).
-fn run_sweep(args: &RunArgs, session: &mut Session) -> Result<Vec<SweepPoint>> {
+/// and runner as the untraced benchmark (`workloads::sweep`). Ctrl-C and `--duration` end it
+/// between or during points: the points finished so far are kept, the one cut short is not.
+async fn run_sweep(
+    args: &RunArgs,
+    session: &mut Session,
+    deadline: Option<Instant>,
+) -> Result<(Vec<SweepPoint>, EndedBy)> {
     let base = base_launch(args);
     let pts = sweep::points(&args.transports());
     let mut out = Vec::new();
+    let tty = std::io::stderr().is_terminal();
+    let mut ended_by = EndedBy::Completed;
     for (i, p) in pts.iter().enumerate() {
-        if std::io::stderr().is_terminal() {
-            eprint!(
+        if tty {
+            let _ = write!(
+                std::io::stderr(),
                 "\rsweep: {}/{} {} at {}      ",
                 i + 1,
                 pts.len(),
@@ -164,24 +173,105 @@ fn run_sweep(args: &RunArgs, session: &mut Session) -> Result<Vec<SweepPoint>> {
                 workloads::size::format_size(p.msg_size)
             );
         }
-        let (pair, m) = sweep::run_point(&base, *p, args.sweep_ms, |pids| {
-            pids.iter().try_for_each(|&pid| session.add_target(pid))
-        })?;
+        if p.transport.is_shm() {
+            check_dev_shm(&Launch { transport: p.transport, msg_size: p.msg_size, ..base.clone() })?;
+        }
+        let mut pair = sweep::start_point(&base, *p, args.sweep_ms)?;
+        for pid in pair.pids() {
+            session.add_target(pid)?;
+        }
+        let t0 = Instant::now();
+        pair.open_gates()?;
+        let why = wait(&mut pair, session, deadline, None).await?;
+        if why != EndedBy::Completed {
+            pair.kill_and_reap();
+            ended_by = why;
+            break;
+        }
+        let m = sweep::measure(&pair, *p, t0.elapsed());
         session.drain()?;
         let (processes, _) = collect(session, &pair)?;
         let metrics = path::build(p.transport.name(), &processes, m.elapsed_ns).metrics;
         out.push(SweepPoint { transport: p.transport.name().into(), msg_size: p.msg_size, ok: m.ok, metrics });
     }
-    if std::io::stderr().is_terminal() {
-        eprintln!();
+    if tty {
+        let _ = writeln!(std::io::stderr());
     }
-    Ok(out)
+    Ok((out, ended_by))
 }
 
-/// Loads the programs and attaches the probe table for this kernel.
-pub fn open_session(p: &crate::cli::ProbeArgs) -> Result<Session> {
+/// A shm workload whose ring does not fit in /dev/shm would die of SIGBUS at first touch:
+/// say so before starting it (exit code 3).
+fn check_dev_shm(l: &Launch) -> Result<()> {
+    let g = workloads::shm::Geometry::new(
+        l.msg_size as usize,
+        l.ring.slot_size.map(|s| s as usize),
+        l.ring.slots.map(|s| s as usize),
+    )?;
+    let need = g.region_bytes() as u64;
+    if let Ok(st) = nix::sys::statvfs::statvfs("/dev/shm") {
+        let free = st.blocks_available() * st.fragment_size();
+        if free < need {
+            return Err(fail(
+                Code::Target,
+                format!(
+                    "/dev/shm has {} free; the {} ring needs {}",
+                    workloads::size::format_size(free),
+                    l.transport.name(),
+                    workloads::size::format_size(need)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why a run's workloads failed, cause first: a process killed by a signal before one that
+/// exited because its peer went away. None when both succeeded.
+pub fn failure_message(transport: &str, processes: &[Process]) -> Option<String> {
+    let mut failed: Vec<&Process> =
+        processes.iter().filter(|p| !p.exit.as_ref().is_some_and(|e| e.success())).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    failed.sort_by_key(|p| p.exit.as_ref().and_then(|e| e.signal).is_none());
+    let mut sigbus = false;
+    let parts: Vec<String> = failed
+        .iter()
+        .map(|p| {
+            let how = match p.exit.as_ref() {
+                Some(e) => match (e.signal, e.exit_code) {
+                    (Some(s), _) => {
+                        sigbus |= s == libc::SIGBUS;
+                        format!("was killed by {}", signal_name(s))
+                    }
+                    (None, Some(c)) => format!("exited with code {c}"),
+                    (None, None) => "ended abnormally".into(),
+                },
+                None => "did not finish".into(),
+            };
+            format!("the {transport} {} (pid {}) {how}", p.role, p.pid)
+        })
+        .collect();
+    let mut msg = parts.join("; then ");
+    if sigbus && transport.starts_with("shm") {
+        msg.push_str(" (SIGBUS in a shared-memory workload: is /dev/shm full?)");
+    } else if failed.iter().any(|p| p.exit.as_ref().is_some_and(|e| e.exit_code.is_some())) {
+        msg.push_str("; see the workload's message above");
+    }
+    Some(msg)
+}
+
+/// `SIGKILL` for 9.
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig).map_or(format!("signal {sig}"), |s| s.as_str().to_string())
+}
+
+/// Loads the programs and attaches the probe table for this kernel; `events` is the opened
+/// `--events` file.
+pub fn open_session(p: &crate::cli::ProbeArgs, events: Option<&mut OutFile>) -> Result<Session> {
     let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let events = p.events.as_deref().map(|f| (f, p.events_buffer));
+    let events = events.map(|f| (f, p.events_buffer));
     let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets(), events)?;
     session.attach(ProbeOptions { tier: p.tier, no_fentry: p.no_fentry, sample_hz: p.sample_hz })?;
     Ok(session)
@@ -217,15 +307,8 @@ pub fn tier_summary(choices: &[Choice]) -> String {
     if why.is_empty() { mechs.join("+") } else { format!("{} ({})", mechs.join("+"), why.join("; ")) }
 }
 
-pub async fn run(args: &RunArgs) -> Result<Outcome> {
-    args.check().map_err(|e| fail(Code::Usage, e))?;
-    if args.msg_size == 0 {
-        return Err(fail(Code::Usage, "--msg-size must be at least 1 byte"));
-    }
-    if args.total == 0 {
-        return Err(fail(Code::Usage, "--total must be at least 1 byte"));
-    }
-    let mut session = open_session(&args.probes)?;
+pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome> {
+    let mut session = open_session(&args.probes, events)?;
     session.require(&["pipe_write", "pipe_read"])?;
     let show_progress = args.output.format == Format::Table && std::io::stderr().is_terminal();
     let deadline = args.duration.map(|d| Instant::now() + d);
@@ -235,11 +318,16 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
     let mut target_failure = None;
     let mut sweep = None;
     if args.sweep {
-        sweep = Some(run_sweep(args, &mut session)?);
+        let (points, why) = run_sweep(args, &mut session, deadline).await?;
+        sweep = Some(points);
+        ended_by = why;
     }
     for t in args.transports().iter().filter(|_| !args.sweep) {
         let (name, rt) = (t.name(), *t);
         let launch = Launch { transport: rt, ..base_launch(args) };
+        if rt.is_shm() {
+            check_dev_shm(&launch)?;
+        }
         let mut pair = spawn_pair(&launch)?;
         for pid in pair.pids() {
             session.add_target(pid)?;
@@ -257,11 +345,8 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
             ended_by = why;
         }
         let (processes, channels) = collect(&session, &pair)?;
-        if why == EndedBy::Completed
-            && target_failure.is_none()
-            && let Some(p) = processes.iter().find(|p| !p.exit.as_ref().is_some_and(|e| e.success()))
-        {
-            target_failure = Some(format!("the {name} {} (pid {}) failed; see its message above", p.role, p.pid));
+        if why == EndedBy::Completed && target_failure.is_none() {
+            target_failure = failure_message(name, &processes);
         }
         runs.push(TransportRun {
             transport: name.into(),
@@ -293,6 +378,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome> {
         runs,
         event_stream: session.finish_stream()?,
         sweep,
+        command_exit: None,
         loss: model::loss_from(&session.losses()?),
     };
     Ok(Outcome { report, target_failure })

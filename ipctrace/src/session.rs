@@ -78,7 +78,9 @@ fn bump_memlock() {
         let mut it = rel.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
         let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
         if (maj, min) < (5, 11) {
-            eprintln!("ipctrace: warning: could not raise RLIMIT_MEMLOCK on kernel {rel}; map creation may fail");
+            crate::warn(&format!(
+                "ipctrace: warning: could not raise RLIMIT_MEMLOCK on kernel {rel}; map creation may fail"
+            ));
         }
     }
 }
@@ -122,26 +124,30 @@ struct Kernel {
 
 impl Session {
     /// Loads the object (maps created, programs not yet loaded). `events`: stream every event
-    /// into this JSON-lines file through a ring buffer of `buffer` bytes.
-    pub fn load(offsets: &Offsets, tp_offsets: &TpOffsets, events: Option<(&std::path::Path, u64)>) -> Result<Self> {
+    /// into this (opened) JSON-lines file through a ring buffer of `buffer` bytes.
+    pub fn load(
+        offsets: &Offsets,
+        tp_offsets: &TpOffsets,
+        events: Option<(&mut crate::outputs::OutFile, u64)>,
+    ) -> Result<Self> {
         bump_memlock();
         let mut loader = EbpfLoader::new();
         loader.override_global("OFFSETS", offsets, true).override_global("TP_OFFSETS", tp_offsets, true);
         // A ring buffer is a power-of-two number of pages.
-        let buffer_bytes = events.map(|(_, b)| (b.max(4096).next_power_of_two()).min(1 << 30) as u32);
+        let buffer_bytes = events.as_ref().map(|(_, b)| b.max(&4096).next_power_of_two() as u32);
         if let Some(b) = buffer_bytes {
             loader.map_max_entries("EVENTS", b).override_global("EVENTS_ON", &1u8, true);
         }
         let mut bpf =
             loader.load(OBJECT).map_err(|e| fail(Code::Runtime, format!("loading the eBPF object failed: {e}")))?;
         let stream = match (events, buffer_bytes) {
-            (Some((path, _)), Some(buffer_bytes)) => {
+            (Some((file, _)), Some(buffer_bytes)) => {
                 let ring = RingBuf::try_from(bpf.take_map("EVENTS").context("EVENTS map")?)?;
-                let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+                let f = file.stream().with_context(|| format!("writing {}", file.path.display()))?;
                 Some(Stream {
                     ring,
                     out: std::io::BufWriter::new(f),
-                    path: path.to_path_buf(),
+                    path: file.path.clone(),
                     buffer_bytes,
                     written: 0,
                 })
@@ -376,6 +382,13 @@ impl Session {
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
         let mut t: HashMap<_, u32, u8> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
         t.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
+    }
+
+    /// Every process in the in-kernel filter (those added, and every child they forked).
+    pub fn targets(&self) -> Vec<u32> {
+        let Some(m) = self.bpf.map("TARGETS") else { return Vec::new() };
+        let Ok(m) = HashMap::<_, u32, u8>::try_from(m) else { return Vec::new() };
+        m.keys().flatten().collect()
     }
 
     /// Aggregates summed over CPUs.

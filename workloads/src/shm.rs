@@ -195,23 +195,57 @@ fn create(name: &str, g: &Geometry, sync: SyncKind, populate: bool) -> Result<Re
     Ok(region)
 }
 
-/// Consumer: open the object once the producer made it, map it, wait for the header, unlink.
-fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
+/// Is the object behind `fd` the one our producer made: ours, private, of the size our
+/// geometry gives? `Ok(false)`: not sized yet (the producer is between shm_open and
+/// ftruncate); `Err`: someone else's object, which is never mapped.
+pub fn check_object(fd: i32, name: &str, expected_len: usize) -> Result<bool> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on an open fd into a local.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        bail!("fstat of {name} failed: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if st.st_uid != me {
+        bail!("{name} belongs to uid {}, not to this user (uid {me}): refusing to map it", st.st_uid);
+    }
+    if st.st_mode & 0o077 != 0 {
+        bail!("{name} has mode {:o}, open to other users: refusing to map it", st.st_mode & 0o7777);
+    }
+    if st.st_size == 0 {
+        return Ok(false);
+    }
+    if st.st_size as usize != expected_len {
+        bail!("{name} is {} bytes, not the {expected_len} of this ring: refusing to map it", st.st_size);
+    }
+    Ok(true)
+}
+
+/// Consumer: open the object once the producer made it, check it is ours (`check_object`),
+/// map it, wait for the header, unlink the name.
+fn open(name: &str, expected: &Geometry, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
     let c = CString::new(name)?;
     cleanup::register_shm(name);
     let t0 = Instant::now();
+    let len = expected.region_bytes();
     // The producer's liveness is read before each look: a producer that created the object,
     // filled the ring and exited between two looks is not a dead peer.
-    let (fd, len) = loop {
+    let fd = loop {
         let gone = peer.check("producer").err();
         // SAFETY: shm_open with a valid C string.
-        let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR, 0) };
+        let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_NOFOLLOW, 0) };
         if fd >= 0 {
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: fstat on our fd.
-            if unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_size > 0 {
-                break (fd, st.st_size as usize);
+            match check_object(fd, name, len) {
+                Ok(true) => break fd,
+                Ok(false) => {}
+                Err(e) => {
+                    // SAFETY: closing our fd; the name is not ours to unlink.
+                    unsafe { libc::close(fd) };
+                    cleanup::unregister_shm(name);
+                    return Err(e);
+                }
             }
+            // SAFETY: closing our fd.
             unsafe { libc::close(fd) };
         }
         if let Some(e) = gone {
@@ -246,6 +280,15 @@ fn open(name: &str, peer: &Peer, populate: bool) -> Result<(Region, Geometry)> {
     unsafe { libc::shm_unlink(c.as_ptr()) };
     cleanup::unregister_shm(name);
     let g = Geometry { slot_size: h.slot_size.load(SeqCst) as usize, slots: h.slots.load(SeqCst) as usize };
+    if g != *expected {
+        bail!(
+            "{name} holds a ring of {} x {} bytes, not the {} x {} asked for",
+            g.slots,
+            g.slot_size,
+            expected.slots,
+            expected.slot_size
+        );
+    }
     Ok((region, g))
 }
 
@@ -416,7 +459,7 @@ pub fn produce(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
 pub fn consume(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
     let mut w = witness("consumer", a.transport);
     let start = Instant::now();
-    let (region, g) = open(a.name, peer, a.populate).context("attaching to the shared ring")?;
+    let (region, g) = open(a.name, &a.geometry, peer, a.populate).context("attaching to the shared ring")?;
     let h = region.header();
     let pat = PatternBuf::new(g.slot_size);
     let mut waiter =
@@ -450,4 +493,46 @@ pub fn consume(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
     w.shm = Some(info(a, &g));
     waiter.into_witness(&mut w);
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An object planted under the name a run would use is refused before it is mapped:
+    /// wrong size always; another user's (as root: chowned to nobody) or a group/other
+    /// readable one likewise.
+    #[test]
+    fn planted_objects_are_refused() {
+        let name = format!("/ipctrace-test-planted-{}", std::process::id());
+        let c = CString::new(name.clone()).unwrap();
+        let g = Geometry::new(4096, None, Some(4)).unwrap();
+        // SAFETY: shm_open/ftruncate/fchown/fchmod on our own fresh object.
+        let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600) };
+        assert!(fd >= 0);
+        assert!(!check_object(fd, &name, g.region_bytes()).unwrap(), "not yet sized: wait");
+        unsafe { libc::ftruncate(fd, 12345) };
+        let e = check_object(fd, &name, g.region_bytes()).unwrap_err().to_string();
+        assert!(e.contains("12345 bytes") && e.contains("refusing"), "{e}");
+        unsafe { libc::ftruncate(fd, g.region_bytes() as libc::off_t) };
+        assert!(check_object(fd, &name, g.region_bytes()).unwrap(), "ours, private, right size");
+        unsafe { libc::fchmod(fd, 0o644) };
+        let e = check_object(fd, &name, g.region_bytes()).unwrap_err().to_string();
+        assert!(e.contains("mode 644"), "{e}");
+        unsafe { libc::fchmod(fd, 0o600) };
+        if unsafe { libc::geteuid() } == 0 {
+            unsafe { libc::fchown(fd, 65534, 65534) };
+            let e = check_object(fd, &name, g.region_bytes()).unwrap_err().to_string();
+            assert!(e.contains("belongs to uid 65534"), "{e}");
+            // The consumer's open refuses it without mapping it (the maps stay as they were).
+            let maps = || std::fs::read_to_string("/proc/self/maps").unwrap().matches(&name[1..]).count();
+            let e = open(&name, &g, &Peer::new(None).unwrap(), false).err().expect("refused").to_string();
+            assert!(e.contains("belongs to uid 65534"), "{e}");
+            assert_eq!(maps(), 0, "never mapped");
+        }
+        unsafe {
+            libc::close(fd);
+            libc::shm_unlink(c.as_ptr());
+        }
+    }
 }

@@ -86,6 +86,19 @@ pub struct Pair {
 
 static SHM_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// 64 random bits from the kernel (getrandom(2)).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom into a local buffer of the given length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Never predictable: fall back to the clock and the pid mixed.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 32);
+    }
+    u64::from_ne_bytes(b)
+}
+
 fn spawn_one(
     l: &Launch,
     role: Role,
@@ -202,8 +215,10 @@ pub fn spawn_pair(l: &Launch) -> Result<Pair> {
             pair.channel_path = Some(p);
         }
         RoleTransport::ShmFutex | RoleTransport::ShmSem => {
+            // A random part: another user cannot guess the name and plant an object under it
+            // (the producer creates it with O_EXCL and mode 0600; the consumer checks it).
             let n = SHM_SEQ.fetch_add(1, Ordering::SeqCst);
-            let name = format!("/{}-{}-{n}", l.shm_prefix, std::process::id());
+            let name = format!("/{}-{}-{n}-{:016x}", l.shm_prefix, std::process::id(), random_u64());
             pair.workers.push(spawn_one(l, Role::Producer, None, None, Some(&name))?);
             pair.workers.push(spawn_one(l, Role::Consumer, None, None, Some(&name))?);
             pair.channel_path = Some(name);

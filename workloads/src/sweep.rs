@@ -42,31 +42,23 @@ pub struct Measured {
     pub ok: bool,
 }
 
-/// Runs `base` at point `p` for `run_ms` milliseconds; `at_gate` sees the pids before they start.
-pub fn run_point(
-    base: &Launch,
-    p: Point,
-    run_ms: u64,
-    mut at_gate: impl FnMut(&[u32]) -> Result<()>,
-) -> Result<(Pair, Measured)> {
+/// Starts `base` at point `p`, bounded to `run_ms` milliseconds, held at the gates.
+pub fn start_point(base: &Launch, p: Point, run_ms: u64) -> Result<Pair> {
     let mut l = base.clone();
     l.transport = p.transport;
     l.msg_size = p.msg_size;
     l.shape.duration_ms = Some(run_ms);
-    let mut pair = spawn_pair(&l)?;
-    at_gate(&pair.pids())?;
-    let t0 = Instant::now();
-    pair.open_gates()?;
-    while !pair.reap()? {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let elapsed = t0.elapsed();
+    spawn_pair(&l)
+}
+
+/// What a finished (reaped) point measured, from the workloads' own counts and `elapsed`.
+pub fn measure(pair: &Pair, p: Point, elapsed: Duration) -> Measured {
     let ended: Vec<_> = pair.workers.iter().filter_map(|w| w.ended.clone()).collect();
     let consumer = ended.iter().filter_map(|e| e.witness.as_ref()).find(|w| w.role == "consumer");
     let producer = ended.iter().filter_map(|e| e.witness.as_ref()).find(|w| w.role == "producer");
     let bytes = consumer.map_or(0, |w| w.bytes);
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let m = Measured {
+    Measured {
         bytes,
         elapsed_ns: elapsed.as_nanos() as u64,
         throughput_bytes_per_s: bytes as f64 / secs,
@@ -75,6 +67,23 @@ pub fn run_point(
         rtt_p50_ns: producer.and_then(|w| w.rtt.as_ref()).map(|r| r.p50_ns),
         rtt_p99_ns: producer.and_then(|w| w.rtt.as_ref()).map(|r| r.p99_ns),
         ok: ended.len() == 2 && ended.iter().all(|e| e.success()),
-    };
+    }
+}
+
+/// Runs `base` at point `p` for `run_ms` milliseconds; `at_gate` sees the pids before they start.
+pub fn run_point(
+    base: &Launch,
+    p: Point,
+    run_ms: u64,
+    mut at_gate: impl FnMut(&[u32]) -> Result<()>,
+) -> Result<(Pair, Measured)> {
+    let mut pair = start_point(base, p, run_ms)?;
+    at_gate(&pair.pids())?;
+    let t0 = Instant::now();
+    pair.open_gates()?;
+    while !pair.reap()? {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let m = measure(&pair, p, t0.elapsed());
     Ok((pair, m))
 }

@@ -8,7 +8,12 @@ pub mod table;
 
 use clap::ValueEnum;
 
-use crate::{model::Report, probes::Choice};
+use crate::{
+    exit::{Code, fail},
+    model::Report,
+    outputs::{OutFile, Outputs},
+    probes::Choice,
+};
 
 /// The comparison rows the Markdown and HTML renderers share (the terminal table has more).
 type MetricRow = (&'static str, fn(&crate::path::Metrics) -> String);
@@ -40,24 +45,44 @@ pub fn render(r: &Report, f: Format) -> String {
     }
 }
 
-/// Writes everything `o` asks for besides stdout, then prints the report.
-pub fn emit(r: &Report, o: &crate::cli::OutputArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    if let Some(p) = &o.save {
-        std::fs::write(p, serde_json::to_string_pretty(r)? + "\n")
-            .with_context(|| format!("saving {}", p.display()))?;
+/// Writes every requested file, then prints the report on stdout. The report is printed even
+/// when a file fails (exit 1 afterwards, naming the file); a closed stdout ends quietly with
+/// 141, as if by SIGPIPE, after the files are written.
+pub fn emit(r: &Report, format: Format, out: &mut Outputs) -> anyhow::Result<Code> {
+    let mut failed: Vec<String> = Vec::new();
+    let mut put = |f: &mut Option<OutFile>, data: &dyn Fn() -> anyhow::Result<Vec<u8>>| {
+        if let Some(f) = f.as_mut()
+            && let Err(e) = data().and_then(|d| Ok(f.write_all(&d)?))
+        {
+            failed.push(format!("writing {} failed: {e:#}", f.path.display()));
+        }
+    };
+    put(&mut out.save, &|| Ok((serde_json::to_string_pretty(r)? + "\n").into_bytes()));
+    put(&mut out.html, &|| Ok(html::render(r).into_bytes()));
+    put(&mut out.folded, &|| Ok(stacks::folded_text(r).into_bytes()));
+    put(&mut out.flamegraph, &|| stacks::flamegraph_svg(r));
+    if let Code::ClosedStdout = print_stdout(&render(r, format))? {
+        return Ok(Code::ClosedStdout);
     }
-    if let Some(p) = &o.html {
-        std::fs::write(p, html::render(r)).with_context(|| format!("writing {}", p.display()))?;
+    if failed.is_empty() {
+        return Ok(Code::Ok);
     }
-    if let Some(p) = &o.folded {
-        stacks::write_folded(r, p)?;
+    for f in &failed[1..] {
+        crate::warn(&format!("ipctrace: {f}"));
     }
-    if let Some(p) = &o.flamegraph {
-        stacks::write_flamegraph(r, p)?;
+    Err(fail(Code::Runtime, failed[0].clone()))
+}
+
+/// Writes `text` to stdout. A reader that went away (EPIPE) is `Code::ClosedStdout`; any other
+/// write error is a runtime failure with one line.
+pub fn print_stdout(text: &str) -> anyhow::Result<Code> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Ok(()) => Ok(Code::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Code::ClosedStdout),
+        Err(e) => Err(fail(Code::Runtime, format!("writing the report to stdout failed: {e}"))),
     }
-    print!("{}", render(r, o.format));
-    Ok(())
 }
 
 /// `ipctrace probes` output.

@@ -28,21 +28,27 @@ pub fn folded(r: &Report) -> Vec<String> {
     lines.into_iter().map(|(k, n)| format!("{k} {n}")).collect()
 }
 
-pub fn write_folded(r: &Report, path: &std::path::Path) -> Result<()> {
+/// The folded lines as one text.
+pub fn folded_text(r: &Report) -> String {
     let mut text = folded(r).join("\n");
     text.push('\n');
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    text
 }
 
-pub fn write_flamegraph(r: &Report, path: &std::path::Path) -> Result<()> {
+/// An SVG flame graph of the sampled stacks; a report without samples gets a small SVG that
+/// says so (the report itself is still printed).
+pub fn flamegraph_svg(r: &Report) -> Result<Vec<u8>> {
     let lines = folded(r);
+    if lines.is_empty() {
+        return Ok(br#"<svg xmlns="http://www.w3.org/2000/svg" width="600" height="40"><text x="10" y="25" font-family="sans-serif" font-size="14">ipctrace: no stack samples in this report (nothing ran long enough to be sampled)</text></svg>
+"#
+        .to_vec());
+    }
     let mut opt = inferno::flamegraph::Options::default();
     opt.title = format!("ipctrace · kernel {} · cpu-clock samples of the targets", r.kernel);
     opt.count_name = "samples".into();
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    if lines.is_empty() {
-        anyhow::bail!("no stack samples in this report (sampling disabled or nothing ran): no flame graph to draw");
-    }
-    inferno::flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), std::io::BufWriter::new(f))
-        .with_context(|| format!("drawing {}", path.display()))
+    let mut out = Vec::new();
+    inferno::flamegraph::from_lines(&mut opt, lines.iter().map(String::as_str), &mut out)
+        .context("drawing the flame graph")?;
+    Ok(out)
 }

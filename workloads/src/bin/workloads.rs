@@ -37,7 +37,7 @@ struct Common {
     /// Hold both sides at their start gate until this process receives SIGUSR1.
     #[arg(long)]
     wait_start: bool,
-    /// Prefix of the POSIX shm object names (/PREFIX-PID-N).
+    /// Prefix of the POSIX shm object names (/PREFIX-PID-N-RANDOM).
     #[arg(long, default_value = "workloads")]
     shm_prefix: String,
     /// Print one JSON object (witnesses, rusage, elapsed) instead of summary lines.
