@@ -86,11 +86,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Code> {
             clap_complete::generate(shell, &mut Cli::command(), "ipctrace", &mut out);
             render::print_stdout(&String::from_utf8_lossy(&out))
         }
-        Command::Manpage => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-            render::print_stdout(&String::from_utf8_lossy(&out))
-        }
+        Command::Manpage => render::print_stdout(&manpage()?),
         Command::Run(args) => traced("run", &args.output, args.probes.events.as_deref(), |outs| {
             let o = runtime()?.block_on(run::run(&args, outs.events.as_mut()))?;
             Ok((o.report, o.target_failure))
@@ -104,6 +100,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<Code> {
             runtime()?.block_on(attach::trace(&args, outs.events.as_mut()))
         }),
     }
+}
+
+/// One man page for the whole tool: the overview, then each command with its options (as
+/// subsections, so `man ipctrace` holds everything).
+fn manpage() -> anyhow::Result<String> {
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("ipctrace {}", sub.get_name());
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.extend(format!(".SH \"{}\"\n{}\n", name.to_uppercase(), about.replace('-', "\\-")).into_bytes());
+        let m = clap_mangen::Man::new(sub.clone().bin_name(name));
+        let mut part = Vec::new();
+        m.render_synopsis_section(&mut part)?;
+        m.render_options_section(&mut part)?;
+        out.extend(String::from_utf8_lossy(&part).replace(".SH ", ".SS ").into_bytes());
+    }
+    man.render_version_section(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

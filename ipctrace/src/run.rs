@@ -383,3 +383,33 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
     };
     Ok(Outcome { report, target_failure })
 }
+
+#[cfg(test)]
+mod tests {
+    use workloads::spawn::Ended;
+
+    use super::*;
+
+    fn proc(pid: u32, role: &str, exit_code: Option<i32>, signal: Option<i32>) -> Process {
+        let exit = Some(Ended { exit_code, signal, ..Default::default() });
+        Process { pid, role: role.into(), observed: Default::default(), witness: None, exit }
+    }
+
+    #[test]
+    fn failures_name_the_cause_first() {
+        let ok = [proc(1, "producer", Some(0), None), proc(2, "consumer", Some(0), None)];
+        assert_eq!(failure_message("pipe", &ok), None);
+        let killed = [proc(1, "producer", Some(1), None), proc(2, "consumer", None, Some(libc::SIGKILL))];
+        assert_eq!(
+            failure_message("pipe", &killed).unwrap(),
+            "the pipe consumer (pid 2) was killed by SIGKILL; then the pipe producer (pid 1) exited with code 1; \
+             see the workload's message above"
+        );
+        let bus = [proc(1, "producer", None, Some(libc::SIGBUS)), proc(2, "consumer", Some(1), None)];
+        assert!(
+            failure_message("shm-futex", &bus)
+                .unwrap()
+                .ends_with("(SIGBUS in a shared-memory workload: is /dev/shm full?)")
+        );
+    }
+}

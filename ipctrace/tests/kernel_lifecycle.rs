@@ -4,7 +4,6 @@
 mod common;
 
 use std::{
-    os::unix::fs::PermissionsExt,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -84,20 +83,7 @@ fn kernel_lifecycle_unprivileged_user_gets_exit_4() {
     if !require_root("kernel_lifecycle_unprivileged_user_gets_exit_4") {
         return;
     }
-    // A world-readable copy of the binary, run as nobody.
-    let dir = std::env::temp_dir().join(format!("ipctrace-nobody-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("ipctrace");
-    std::fs::copy(BIN, &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"])
-        .arg(&bin)
-        .arg("run")
-        .output()
-        .expect("setpriv (util-linux)");
-    std::fs::remove_dir_all(&dir).unwrap();
+    let out = as_nobody(&["run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "privilege exit code; stderr: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
@@ -106,15 +92,4 @@ fn kernel_lifecycle_unprivileged_user_gets_exit_4() {
         "names the first missing privilege and the fix: {stderr}"
     );
     assert!(out.stdout.is_empty());
-}
-
-#[test]
-fn kernel_lifecycle_usage_errors_exit_2() {
-    // No BPF involved, but kept here with the other exit-code checks.
-    for args in
-        [&["run", "--total", "1MB"][..], &["run", "--msg-size", "0"], &["frobnicate"], &["run", "--duration", "x"]]
-    {
-        let out = ipctrace(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
 }

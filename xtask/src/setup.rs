@@ -20,6 +20,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Builds the Debian package (`cargo xtask deb`); 3.8 builds with Rust 1.95.
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 struct Plan {
     found: Vec<String>,
@@ -148,6 +150,12 @@ pub fn setup() -> Result<()> {
         .map(|(p, _)| *p)
         .collect();
     apt_install(&missing, &mut plan)?;
+    if util::cargo().args(["deb", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        plan.found.push("cargo-deb".into());
+    } else {
+        run(util::cargo().args(["install", &format!("cargo-deb@{CARGO_DEB_VERSION}"), "--locked"]))?;
+        plan.did.push(format!("built cargo-deb {CARGO_DEB_VERSION}"));
+    }
     if plan.did.is_empty() {
         eprintln!("setup: nothing to do ({}; test tools present)", plan.found.join("; "));
     } else {

@@ -7,14 +7,12 @@ use anyhow::{Result, bail};
 
 use crate::util::{cargo, in_ci, is_root, root, run};
 
-/// The release ipctrace binary, built if needed.
-fn build_release() -> Result<std::path::PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "ipctrace"]))?;
-    Ok(root().join("target/release/ipctrace"))
-}
-
+/// The quick start: install ipctrace into /usr/local (so `sudo ipctrace ...` works from
+/// here on) and run it.
 pub fn run_ipctrace(args: &[OsString]) -> Result<()> {
-    let bin = build_release()?;
+    let prefix = std::path::PathBuf::from("/usr/local");
+    crate::package::install(&crate::package::InstallArgs { prefix: prefix.clone() })?;
+    let bin = prefix.join("bin/ipctrace");
     let mut cmd = if is_root() {
         Command::new(&bin)
     } else {
@@ -38,6 +36,10 @@ pub fn test() -> Result<()> {
     run(cargo().args(["test", "--lib", "--bins"]))?;
     // The workloads' own tests (no root): exact totals, corruption, killed peers, C programs.
     run(cargo().args(["test", "--release", "-p", "workloads", "--test", "transports"]))?;
+    // The Debian package, installed and removed by kernel_package.
+    let deb = crate::package::deb()?;
+    // SAFETY: single-threaded here; the kernel tests read it from their environment.
+    unsafe { std::env::set_var("IPCTRACE_DEB", &deb) };
     kernel_tests()?;
     // The function tier, inside stock Debian kernels (6.1 and the newest backports kernel).
     crate::vm::vm_test(&crate::vm::VmArgs { kernels: vec!["bookworm".into(), "backports-latest".into()], timeout: 300 })
@@ -77,7 +79,7 @@ fn kernel_tests() -> Result<()> {
     for exe in exes {
         let mut cmd = if sudo {
             let mut c = Command::new("sudo");
-            c.args(["--preserve-env=CI", "--", &exe]);
+            c.args(["--preserve-env=CI,IPCTRACE_DEB", "--", &exe]);
             c
         } else {
             Command::new(&exe)

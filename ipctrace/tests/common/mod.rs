@@ -29,6 +29,33 @@ pub fn ipctrace(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("starting ipctrace")
 }
 
+/// Runs ipctrace as `nobody` with no capabilities (a world-readable copy of the binary).
+pub fn as_nobody(args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ipctrace-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("ipctrace");
+    if !bin.exists() {
+        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"])
+        .arg(&bin)
+        .args(args)
+        .current_dir(&dir)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// The first line of stderr, checked to be a one-line `ipctrace:` message with no panic text.
+pub fn first_err_line(out: &Output) -> String {
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE") && !e.contains("internal error"), "panic: {e}");
+    e.lines().next().unwrap_or("").to_string()
+}
+
 /// Runs `ipctrace run --format json ARGS` and returns (exit code, report, stderr).
 pub fn run_json(args: &[&str]) -> (i32, Value, String) {
     let mut full = vec!["run", "--format", "json"];
