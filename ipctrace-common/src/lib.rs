@@ -22,6 +22,22 @@ pub struct Offsets {
     pub kiocb_filp: u32,
     /// `struct vm_area_struct.vm_file` (function tier: handle_mm_fault's first argument).
     pub vma_file: u32,
+    /// `struct file.f_op` and `.private_data` (sockets: the `struct socket *`).
+    pub file_f_op: u32,
+    pub file_private_data: u32,
+    /// `struct socket.type` and `.sk`; `struct sock.__sk_common.skc_family`.
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub sock_family: u32,
+}
+
+/// Kernel addresses the classification compares `file->f_op` with (from /proc/kallsyms;
+/// 0 = unknown, and the kind is then never reported).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileOps {
+    pub eventfd: u64,
+    pub signalfd: u64,
 }
 
 impl Offsets {
@@ -38,6 +54,11 @@ impl Offsets {
         sb_magic: u32::MAX,
         kiocb_filp: u32::MAX,
         vma_file: u32::MAX,
+        file_f_op: u32::MAX,
+        file_private_data: u32::MAX,
+        socket_type: u32::MAX,
+        socket_sk: u32::MAX,
+        sock_family: u32::MAX,
     };
 }
 
@@ -67,68 +88,133 @@ impl TpOffsets {
     };
 }
 
-/// Logical probes: the `probe` part of aggregation and stack keys.
-pub mod probe {
-    /// write(2)/writev(2) on a pipe fd (syscall tier) or the pipe write function (function tier).
-    pub const PIPE_WRITE: u16 = 1;
-    /// read(2)/readv(2) on a pipe fd, or the pipe read function.
-    pub const PIPE_READ: u16 = 2;
-    /// splice(2) with the pipe as source: pages leave the pipe without a copy to user space.
-    pub const SPLICE_OUT: u16 = 3;
-    /// splice(2) into the pipe.
-    pub const SPLICE_IN: u16 = 4;
-    /// vmsplice(2) into the pipe.
-    pub const VMSPLICE: u16 = 5;
-    /// FUTEX_WAIT(_BITSET) / futex_wait on a word inside a traced shm mapping.
-    pub const FUTEX_WAIT: u16 = 6;
-    /// FUTEX_WAKE(_BITSET) / futex_wake on a word inside a traced shm mapping.
-    pub const FUTEX_WAKE: u16 = 7;
-    /// Page fault taken in user mode (`sub` = channel kind of the faulting address).
-    pub const FAULT_USER: u16 = 8;
-    /// Page fault on a user address taken in kernel mode (e.g. during copy_from_user).
-    pub const FAULT_KERNEL: u16 = 9;
-    /// Pages allocated (bytes = 4096 << order).
-    pub const PAGE_ALLOC: u16 = 10;
-    /// The task left the CPU (`sub`: 1 voluntary = blocked, 2 involuntary = preempted).
-    pub const SCHED_OUT: u16 = 11;
-    /// The task was woken (`ino` = the waker's tgid).
-    pub const WAKEUP: u16 = 12;
-    /// openat(2) of a /dev/shm path (shm_open).
-    pub const SHM_OPEN: u16 = 13;
-    /// ftruncate(2) of a shmem fd.
-    pub const SHM_FTRUNCATE: u16 = 14;
-    /// mmap(2) of a shmem fd (`bytes` = length mapped).
-    pub const SHM_MMAP: u16 = 15;
-    /// munmap(2) of a traced shm mapping.
-    pub const SHM_MUNMAP: u16 = 16;
-    /// unlink(2) of a /dev/shm path (shm_unlink).
-    pub const SHM_UNLINK: u16 = 17;
-    /// cpu-clock sample (stack counts only).
-    pub const SAMPLE: u16 = 18;
-    /// Time off the CPU after a voluntary switch (stack counts only).
-    pub const OFFCPU: u16 = 19;
-    /// Function tier: handle_mm_fault on a shm mapping (`time_ns` = fault latency).
-    pub const MM_FAULT: u16 = 20;
-    /// A voluntary switch and its time off the CPU, by the call in flight
-    /// (`kind` = `blocked_kind(probe, channel kind)`, `ino` = the channel).
-    pub const BLOCKED: u16 = 21;
-    pub const COUNT: u16 = 22;
+/// Defines a `#[repr(u16)]` id enum with its list, its decoder and its names, so a value
+/// read back from the kernel is decoded in exactly one place and an unknown one is `None`.
+macro_rules! ids {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $n:literal => $s:literal,)+ }) => {
+        $(#[$m])*
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($(#[$vm])* $v = $n,)+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v,)+];
+
+            /// The id the kernel programs store, decoded; None for a value no variant has.
+            pub const fn from_u16(v: u16) -> Option<Self> {
+                match v {
+                    $($n => Some($name::$v),)+
+                    _ => None,
+                }
+            }
+
+            /// The name in reports, JSON and `--events`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)+
+                }
+            }
+
+            /// The name of a raw value, if it is a known id.
+            pub fn name_of(v: u16) -> Option<&'static str> {
+                Self::from_u16(v).map(Self::name)
+            }
+        }
+    };
 }
 
-/// Channel kinds / probe-specific sub-keys.
-pub mod kind {
-    /// Not a traced channel (e.g. a fault outside any shm mapping).
-    pub const OTHER: u16 = 0;
-    /// Anonymous pipe (inode on pipefs).
-    pub const ANON_PIPE: u16 = 1;
-    /// Named pipe (FIFO on a real filesystem).
-    pub const FIFO: u16 = 2;
-    /// Shared memory object (shmem: /dev/shm, memfd).
-    pub const SHM: u16 = 3;
-    /// SCHED_OUT sub-keys.
+ids! {
+    /// Logical probes: the `probe` part of aggregation and stack keys.
+    ProbeId {
+        /// write(2)/writev(2) on a pipe fd (syscall tier) or the pipe write function (function tier).
+        PipeWrite = 1 => "pipe_write",
+        /// read(2)/readv(2) on a pipe fd, or the pipe read function.
+        PipeRead = 2 => "pipe_read",
+        /// splice(2) with the pipe as source: pages leave the pipe without a copy to user space.
+        SpliceOut = 3 => "splice_out",
+        /// splice(2) into the pipe.
+        SpliceIn = 4 => "splice_in",
+        /// vmsplice(2) into the pipe.
+        Vmsplice = 5 => "vmsplice",
+        /// FUTEX_WAIT(_BITSET) / futex_wait on a word inside a traced shm mapping.
+        FutexWait = 6 => "futex_wait",
+        /// FUTEX_WAKE(_BITSET) / futex_wake on a word inside a traced shm mapping.
+        FutexWake = 7 => "futex_wake",
+        /// Page fault taken in user mode (`kind` = channel kind of the faulting address).
+        FaultUser = 8 => "fault_user",
+        /// Page fault on a user address taken in kernel mode (e.g. during copy_from_user).
+        FaultKernel = 9 => "fault_kernel",
+        /// Pages allocated (bytes = 4096 << order).
+        PageAlloc = 10 => "page_alloc",
+        /// The task left the CPU (`kind`: `sched::VOLUNTARY` = blocked, `sched::INVOLUNTARY`).
+        SchedOut = 11 => "sched_out",
+        /// The task was woken (`ino` = the waker's tgid).
+        Wakeup = 12 => "wakeup",
+        /// openat(2) of a /dev/shm path (shm_open).
+        ShmOpen = 13 => "shm_open",
+        /// ftruncate(2) of a shmem fd.
+        ShmFtruncate = 14 => "shm_ftruncate",
+        /// mmap(2) of a shmem fd (`bytes` = length mapped).
+        ShmMmap = 15 => "shm_mmap",
+        /// munmap(2) of a traced shm mapping.
+        ShmMunmap = 16 => "shm_munmap",
+        /// unlink(2) of a /dev/shm path (shm_unlink).
+        ShmUnlink = 17 => "shm_unlink",
+        /// cpu-clock sample (stack counts only).
+        Sample = 18 => "sample",
+        /// Time off the CPU after a voluntary switch (stack counts only).
+        OffCpu = 19 => "offcpu",
+        /// Function tier: handle_mm_fault on a shm mapping (`time_ns` = fault latency).
+        MmFault = 20 => "mm_fault",
+        /// A voluntary switch and its time off the CPU, by the call in flight
+        /// (`kind` = `blocked_kind(probe, channel kind)`, `ino` = the channel).
+        Blocked = 21 => "blocked",
+    }
+}
+
+ids! {
+    /// What an fd (or an address range) is, decided positively by the programs: anything not
+    /// recognised is `Other` and is never counted as any channel.
+    ChannelKind {
+        /// Not a channel ipctrace recognises.
+        Other = 0 => "other",
+        /// Anonymous pipe (S_IFIFO inode on pipefs).
+        AnonPipe = 1 => "anon_pipe",
+        /// Named pipe (S_IFIFO with a pipe, on a real filesystem).
+        Fifo = 2 => "fifo",
+        /// Shared memory: a regular shmem file (POSIX shm in /dev/shm, memfd, SysV by range).
+        Shm = 3 => "shm",
+        /// AF_UNIX SOCK_STREAM socket.
+        UnixStream = 4 => "unix_stream",
+        /// AF_UNIX SOCK_DGRAM socket.
+        UnixDgram = 5 => "unix_dgram",
+        /// AF_UNIX SOCK_SEQPACKET socket.
+        UnixSeqpacket = 6 => "unix_seqpacket",
+        /// POSIX message queue (mqueue filesystem).
+        MsgQueue = 7 => "mqueue",
+        /// eventfd (anon inode with eventfd's file operations).
+        EventFd = 8 => "eventfd",
+        /// signalfd (anon inode with signalfd's file operations).
+        SignalFd = 9 => "signalfd",
+    }
+}
+
+/// `SchedOut` sub-keys (`AggKey.kind`).
+pub mod sched {
     pub const VOLUNTARY: u16 = 1;
     pub const INVOLUNTARY: u16 = 2;
 }
+
+/// Filesystem magics (`include/uapi/linux/magic.h`) and socket constants the classification uses.
+pub const MQUEUE_MAGIC: u64 = 0x1980_0202;
+/// `S_IFSOCK`, `S_IFREG` from `include/uapi/linux/stat.h`.
+pub const S_IFSOCK: u16 = 0o140000;
+pub const S_IFREG: u16 = 0o100000;
+/// `AF_UNIX` and the socket types that matter here.
+pub const AF_UNIX: u16 = 1;
+pub const SOCK_STREAM: u16 = 1;
+pub const SOCK_DGRAM: u16 = 2;
+pub const SOCK_SEQPACKET: u16 = 5;
 
 /// `PIPEFS_MAGIC` and `TMPFS_MAGIC` from `include/uapi/linux/magic.h`.
 pub const PIPEFS_MAGIC: u64 = 0x5049_5045;
@@ -326,6 +412,7 @@ mod pod {
     use super::*;
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for TpOffsets {}
+    unsafe impl aya::Pod for FileOps {}
     unsafe impl aya::Pod for AggKey {}
     unsafe impl aya::Pod for AggVal {}
     unsafe impl aya::Pod for StackKey {}
@@ -349,6 +436,20 @@ mod tests {
         assert_eq!(log2_bucket(1023), 9);
         assert_eq!(log2_bucket(1024), 10);
         assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn ids_decode_in_one_place() {
+        for p in ProbeId::ALL {
+            assert_eq!(ProbeId::from_u16(*p as u16), Some(*p));
+        }
+        for k in ChannelKind::ALL {
+            assert_eq!(ChannelKind::from_u16(*k as u16), Some(*k));
+            assert!((*k as u16) < 16, "blocked_kind packs the kind in 4 bits");
+        }
+        assert_eq!(ProbeId::from_u16(0), None);
+        assert_eq!(ProbeId::from_u16(999), None);
+        assert_eq!(ProbeId::name_of(1), Some("pipe_write"));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! ipctrace's kernel-side programs. Every program first drops processes not in `TARGETS`,
-//! then classifies what it sees (pipe, FIFO, shm object) and aggregates into per-CPU maps;
-//! stacks go to `STACKS` and are counted in `STACK_COUNTS`. Every dropped event is counted
-//! in `LOSS`. Modules hold the programs by subject; this file holds maps and helpers.
+//! then classifies what it sees (`classify`: an fd's kind, positively) and aggregates into
+//! per-CPU maps; stacks go to `STACKS` and are counted in `STACK_COUNTS`. Every dropped event
+//! is counted in `LOSS`. One module per transport (`pipe`, `shm`, `futex`: all tiers of its
+//! probes) plus the shared subjects (`sched`, `sample`); this file holds maps and helpers.
 #![no_std]
 #![no_main]
 
-mod function;
+mod classify;
 mod futex;
+mod pages;
 mod pipe;
 mod sample;
 mod sched;
@@ -14,14 +16,14 @@ mod shm;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::map,
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use ipctrace_common::{
-    AggKey, AggVal, Event, HIST_BUCKETS, OffCpu, Offsets, PIPEFS_MAGIC, Pending, Ranges, S_IFIFO, S_IFMT, StackKey,
-    StackVal, TMPFS_MAGIC, TpOffsets, kind, log2_bucket, loss,
+    AggKey, AggVal, Event, FileOps, HIST_BUCKETS, OffCpu, Offsets, Pending, Ranges, StackKey, StackVal, TpOffsets,
+    log2_bucket, loss,
 };
 
 /// Filled by the loader from BTF before loading (global data).
@@ -31,6 +33,10 @@ static OFFSETS: Offsets = Offsets::UNKNOWN;
 /// Filled by the loader from tracefs format files.
 #[unsafe(no_mangle)]
 static TP_OFFSETS: TpOffsets = TpOffsets::UNKNOWN;
+
+/// Filled by the loader from /proc/kallsyms (eventfd and signalfd file operations).
+#[unsafe(no_mangle)]
+static FILE_OPS: FileOps = FileOps { eventfd: 0, signalfd: 0 };
 
 /// Target processes (tgid -> 1); filled before the workload's start gate opens, extended on fork.
 #[map]
@@ -112,6 +118,11 @@ fn tp_offsets() -> TpOffsets {
 }
 
 #[inline(always)]
+fn file_ops() -> FileOps {
+    unsafe { core::ptr::read_volatile(&FILE_OPS) }
+}
+
+#[inline(always)]
 unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, i32> {
     if off == u32::MAX || base.is_null() {
         return Err(-1);
@@ -123,66 +134,6 @@ unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, i32> {
 #[inline(always)]
 unsafe fn tp_field<T, C: EbpfContext>(ctx: &C, off: u32) -> Result<T, i32> {
     unsafe { read_at(ctx.as_ptr() as *const u8, off) }
-}
-
-/// The current task's `struct file *` for `fd` (null if none).
-#[inline(always)]
-unsafe fn file_of_fd(fd: u64) -> Result<*const u8, i32> {
-    let o = offsets();
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    unsafe {
-        let files: *const u8 = read_at(task, o.task_files)?;
-        if files.is_null() {
-            return Ok(core::ptr::null());
-        }
-        let fdt: *const u8 = read_at(files, o.files_fdt)?;
-        let max_fds: u32 = read_at(fdt, o.fdt_max_fds)?;
-        if fd >= max_fds as u64 {
-            return Ok(core::ptr::null());
-        }
-        let fd_array: *const u8 = read_at(fdt, o.fdt_fd)?;
-        bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8)
-    }
-}
-
-/// A file -> (inode number, channel kind) if it is a pipe, a FIFO or a shmem object.
-#[inline(always)]
-unsafe fn classify_file(file: *const u8) -> Result<Option<(u64, u16)>, i32> {
-    if file.is_null() {
-        return Ok(None);
-    }
-    let o = offsets();
-    unsafe {
-        let inode: *const u8 = read_at(file, o.file_inode)?;
-        let mode: u16 = read_at(inode, o.inode_mode)?;
-        let sb: *const u8 = read_at(inode, o.inode_sb)?;
-        let magic: u64 = read_at(sb, o.sb_magic)?;
-        let ino: u64 = read_at(inode, o.inode_ino)?;
-        if mode & S_IFMT == S_IFIFO {
-            let pipe: u64 = read_at(inode, o.inode_pipe)?;
-            if pipe == 0 {
-                return Ok(None);
-            }
-            let k = if magic == PIPEFS_MAGIC { kind::ANON_PIPE } else { kind::FIFO };
-            return Ok(Some((ino, k)));
-        }
-        if magic == TMPFS_MAGIC {
-            return Ok(Some((ino, kind::SHM)));
-        }
-        Ok(None)
-    }
-}
-
-/// fd of the current task -> (ino, kind), counting failed reads as loss.
-#[inline(always)]
-fn classify_fd(fd: u64) -> Option<(u64, u16)> {
-    match unsafe { file_of_fd(fd).and_then(|f| classify_file(f)) } {
-        Ok(c) => c,
-        Err(_) => {
-            count_loss(loss::READ_FAILED);
-            None
-        }
-    }
 }
 
 /// The traced shm mapping of `tgid` that holds `addr`, as its object's inode.

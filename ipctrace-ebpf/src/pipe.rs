@@ -1,10 +1,19 @@
-//! Syscall tier of the pipe data path: write/writev/read/readv, splice and vmsplice on fds
-//! whose inode is a pipe or FIFO. Bytes are the return values (a derived figure).
+//! The pipe transport, every tier. Syscall tier: write/writev/read/readv, splice and vmsplice
+//! on fds classified as a pipe or FIFO (bytes = return values, a derived figure). Function
+//! tier: fentry/fexit, then kprobe/kretprobe, on the pipe write/read functions (exact; the
+//! names differ across kernels and are chosen at load time from the probe table).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use ipctrace_common::{Pending, probe};
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use ipctrace_common::{Pending, ProbeId, loss};
 
-use crate::{agg_add, agg_call, classify_fd, current, is_target, now, pending_start, pending_take};
+use crate::{
+    agg_add, agg_call,
+    classify::{classify_fd, classify_file, is_pipe},
+    count_loss, current, is_target, now, offsets, pending_start, pending_take, read_at,
+};
 
 /// Argument i of a `syscalls:sys_enter_*` record, and `ret` of a `sys_exit_*` record.
 #[inline(always)]
@@ -18,12 +27,28 @@ pub(crate) fn ret(ctx: &TracePointContext) -> i64 {
 }
 
 #[inline(always)]
-fn enter_fd(ctx: &TracePointContext, probe: u16) -> u32 {
+fn start(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
+    pending_start(Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 });
+}
+
+#[inline(always)]
+fn enter_fd(ctx: &TracePointContext, probe: ProbeId) -> u32 {
     if !is_target(current().0) {
         return 0;
     }
-    if let Some((ino, k)) = classify_fd(arg(ctx, 0)).filter(|(_, k)| *k != ipctrace_common::kind::SHM) {
-        pending_start(Pending { ino, start_ns: now(), len: 0, probe, kind: k, _pad: 0 });
+    if let Some((ino, k)) = classify_fd(arg(ctx, 0)).filter(|(_, k)| is_pipe(*k)) {
+        start(ino, probe, k);
+    }
+    0
+}
+
+/// Ends the current thread's call with its return value: counts it, and the pipe buffer
+/// pages it allocated.
+#[inline(always)]
+pub(crate) fn call_exit(ret: i64) -> u32 {
+    if let Some((tgid, p)) = pending_take() {
+        agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
+        flush_pages(tgid, &p);
     }
     0
 }
@@ -31,25 +56,27 @@ fn enter_fd(ctx: &TracePointContext, probe: u16) -> u32 {
 /// Shared by every syscall exit: completes whatever the thread's entry started.
 #[inline(always)]
 pub(crate) fn exit_call(ctx: &TracePointContext) -> u32 {
-    if let Some((tgid, p)) = pending_take() {
-        agg_call(tgid, &p, ret(ctx), now().saturating_sub(p.start_ns));
-        flush_pages(tgid, &p);
-    }
-    0
+    call_exit(ret(ctx))
+}
+
+/// Does a page allocated during this call belong to the pipe (a write into it)?
+#[inline(always)]
+pub(crate) fn fills_pipe(probe: u16) -> bool {
+    probe == ProbeId::PipeWrite as u16 || probe == ProbeId::SpliceIn as u16 || probe == ProbeId::Vmsplice as u16
 }
 
 /// Pipe buffer pages allocated during a write (added up by `mm_page_alloc` in the pending
 /// call's `_pad` and `len`): one aggregate update per call instead of one per page.
 #[inline(always)]
-pub(crate) fn flush_pages(tgid: u32, p: &Pending) {
-    if p._pad > 0 && matches!(p.probe, probe::PIPE_WRITE | probe::SPLICE_IN | probe::VMSPLICE) {
-        agg_add(tgid, probe::PAGE_ALLOC, p.kind, p.ino, p._pad as u64, p.len);
+fn flush_pages(tgid: u32, p: &Pending) {
+    if p._pad > 0 && fills_pipe(p.probe) {
+        agg_add(tgid, ProbeId::PageAlloc as u16, p.kind, p.ino, p._pad as u64, p.len);
     }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_write")]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    enter_fd(&ctx, probe::PIPE_WRITE)
+    enter_fd(&ctx, ProbeId::PipeWrite)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_write")]
@@ -59,7 +86,7 @@ pub fn sys_exit_write(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_writev")]
 pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    enter_fd(&ctx, probe::PIPE_WRITE)
+    enter_fd(&ctx, ProbeId::PipeWrite)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_writev")]
@@ -69,7 +96,7 @@ pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_read")]
 pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    enter_fd(&ctx, probe::PIPE_READ)
+    enter_fd(&ctx, ProbeId::PipeRead)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_read")]
@@ -79,7 +106,7 @@ pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_readv")]
 pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
-    enter_fd(&ctx, probe::PIPE_READ)
+    enter_fd(&ctx, ProbeId::PipeRead)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_readv")]
@@ -93,13 +120,13 @@ pub fn sys_enter_splice(ctx: TracePointContext) -> u32 {
     if !is_target(current().0) {
         return 0;
     }
-    let pipe = |fd| classify_fd(fd).filter(|(_, k)| *k != ipctrace_common::kind::SHM);
+    let pipe = |fd| classify_fd(fd).filter(|(_, k)| is_pipe(*k));
     let (p, c) = match (pipe(arg(&ctx, 0)), pipe(arg(&ctx, 2))) {
-        (Some(c), _) => (probe::SPLICE_OUT, c),
-        (None, Some(c)) => (probe::SPLICE_IN, c),
+        (Some(c), _) => (ProbeId::SpliceOut, c),
+        (None, Some(c)) => (ProbeId::SpliceIn, c),
         _ => return 0,
     };
-    pending_start(Pending { ino: c.0, start_ns: now(), len: 0, probe: p, kind: c.1, _pad: 0 });
+    start(c.0, p, c.1);
     0
 }
 
@@ -110,10 +137,72 @@ pub fn sys_exit_splice(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_vmsplice")]
 pub fn sys_enter_vmsplice(ctx: TracePointContext) -> u32 {
-    enter_fd(&ctx, probe::VMSPLICE)
+    enter_fd(&ctx, ProbeId::Vmsplice)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_vmsplice")]
 pub fn sys_exit_vmsplice(ctx: TracePointContext) -> u32 {
     exit_call(&ctx)
+}
+
+/// Function tier: entry of pipe_write/pipe_read(struct kiocb *iocb, struct iov_iter *); the
+/// file is iocb->ki_filp.
+#[inline(always)]
+fn pipe_entry(iocb: *const u8, probe: ProbeId) -> u32 {
+    if !is_target(current().0) {
+        return 0;
+    }
+    let file: *const u8 = match unsafe { read_at(iocb, offsets().kiocb_filp) } {
+        Ok(f) => f,
+        Err(_) => {
+            count_loss(loss::READ_FAILED);
+            return 0;
+        }
+    };
+    if let Ok(Some((ino, k))) = unsafe { classify_file(file) }
+        && is_pipe(k)
+    {
+        start(ino, probe, k);
+    }
+    0
+}
+
+#[fentry(function = "anon_pipe_write")]
+pub fn fentry_pipe_write(ctx: FEntryContext) -> u32 {
+    pipe_entry(ctx.arg(0), ProbeId::PipeWrite)
+}
+
+#[fexit(function = "anon_pipe_write")]
+pub fn fexit_pipe_write(ctx: FExitContext) -> u32 {
+    call_exit(ctx.arg::<i64>(2))
+}
+
+#[fentry(function = "anon_pipe_read")]
+pub fn fentry_pipe_read(ctx: FEntryContext) -> u32 {
+    pipe_entry(ctx.arg(0), ProbeId::PipeRead)
+}
+
+#[fexit(function = "anon_pipe_read")]
+pub fn fexit_pipe_read(ctx: FExitContext) -> u32 {
+    call_exit(ctx.arg::<i64>(2))
+}
+
+#[kprobe]
+pub fn kprobe_pipe_write(ctx: ProbeContext) -> u32 {
+    pipe_entry(ctx.arg(0).unwrap_or(core::ptr::null()), ProbeId::PipeWrite)
+}
+
+#[kprobe]
+pub fn kprobe_pipe_read(ctx: ProbeContext) -> u32 {
+    pipe_entry(ctx.arg(0).unwrap_or(core::ptr::null()), ProbeId::PipeRead)
+}
+
+#[kretprobe]
+pub fn kretprobe_pipe_write(ctx: RetProbeContext) -> u32 {
+    call_exit(ctx.ret::<i64>())
+}
+
+#[kretprobe]
+pub fn kretprobe_pipe_read(ctx: RetProbeContext) -> u32 {
+    call_exit(ctx.ret::<i64>())
 }

@@ -2,7 +2,7 @@
 //! user stacks (a sampled figure: where the CPU time went, statistically).
 
 use aya_ebpf::{bindings::BPF_F_USER_STACK, macros::perf_event, programs::PerfEventContext};
-use ipctrace_common::{StackKey, probe};
+use ipctrace_common::{ProbeId, StackKey};
 
 use crate::{current, is_target, stack_add, stack_id};
 
@@ -14,6 +14,6 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     }
     let kstack = stack_id(&ctx, 0);
     let ustack = stack_id(&ctx, BPF_F_USER_STACK as u64);
-    stack_add(&StackKey { tgid, probe: probe::SAMPLE, kind: 0, kstack, ustack }, 0);
+    stack_add(&StackKey { tgid, probe: ProbeId::Sample as u16, kind: 0, kstack, ustack }, 0);
     0
 }

@@ -2,7 +2,7 @@
 //! blocked, and for how long), who woke whom, and fork-following of the target set.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
-use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, StackKey, blocked_kind, kind, loss, probe};
+use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched};
 
 use crate::{
     BLOCK_TICK, COMMS, OFFCPU, PENDING, TARGETS, agg_call, agg_event, count_loss, current, is_target, now, stack_add,
@@ -36,7 +36,8 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     if tid != 0 && is_target(tgid) {
         let state: i64 = unsafe { tp_field(&ctx, t.switch_prev_state) }.unwrap_or(0);
         let voluntary = state != 0 && state & TASK_REPORT_MAX == 0;
-        agg_event(tgid, probe::SCHED_OUT, if voluntary { kind::VOLUNTARY } else { kind::INVOLUNTARY }, 0, 0);
+        let sub = if voluntary { sched::VOLUNTARY } else { sched::INVOLUNTARY };
+        agg_event(tgid, ProbeId::SchedOut as u16, sub, 0, 0);
         if voluntary {
             // Where it blocked: the call in flight (pipe write, futex wait, ...) says it exactly.
             let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
@@ -62,13 +63,13 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
             ino: o.ino,
             start_ns: 0,
             len: 0,
-            probe: probe::BLOCKED,
+            probe: ProbeId::Blocked as u16,
             kind: blocked_kind(o.probe, o.kind),
             _pad: 0,
         };
         agg_call(o.tgid, &p, 0, dt);
         if o.kstack >= 0 {
-            let key = StackKey { tgid: o.tgid, probe: probe::OFFCPU, kind: 0, kstack: o.kstack, ustack: -1 };
+            let key = StackKey { tgid: o.tgid, probe: ProbeId::OffCpu as u16, kind: 0, kstack: o.kstack, ustack: -1 };
             stack_add(&key, dt);
         }
     }
@@ -87,7 +88,7 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     let (waker, _) = current();
     // Counted by waker, without a stack walk: the blocked side's stack (OFFCPU) already says
     // where the wait was, and a walk per wake-up would double the cost of tracing a pipe.
-    agg_event(o.tgid, probe::WAKEUP, 0, waker as u64, 0);
+    agg_event(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 0);
     0
 }
 

@@ -1,16 +1,26 @@
-//! The shared-memory side: set-up and teardown syscalls on /dev/shm objects (openat, ftruncate,
-//! mmap, munmap, unlink), the mappings they create (kept in `SHM_RANGES`), page faults in
-//! those mappings, and page allocations with their kernel stacks.
+//! The shared-memory transport: set-up and teardown syscalls on shmem objects (openat and
+//! unlink of /dev/shm paths, ftruncate, mmap, munmap), the mappings they create (kept in
+//! `SHM_RANGES`), and page faults in those mappings — as tracepoints, and on the function tier
+//! as fentry/fexit, then kprobes, on handle_mm_fault (exact, with fault latency). The futex
+//! sync stage is in `futex`.
 
-use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext};
-use ipctrace_common::{Pending, Range, Ranges, StackKey, kind, loss, probe};
+use aya_ebpf::{
+    helpers::bpf_probe_read_user_str_bytes,
+    macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    maps::HashMap,
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use ipctrace_common::{ChannelKind, Pending, ProbeId, Range, Ranges, loss};
 
 use crate::{
-    PENDING, SHM_RANGES, agg_event, classify_fd, count_loss, current, emit, is_target, now, pending_start,
-    pending_take,
+    SHM_RANGES, agg_call, agg_event,
+    classify::{classify_fd, classify_file},
+    count_loss, current, is_target, now, offsets, pending_start, pending_take,
     pipe::{arg, ret},
-    shm_ino_of, stack_add, stack_id, tp_field, tp_offsets,
+    read_at, shm_ino_of, tp_field, tp_offsets,
 };
+
+const SHM: u16 = ChannelKind::Shm as u16;
 
 const DEV_SHM: &[u8; 9] = b"/dev/shm/";
 
@@ -29,7 +39,7 @@ fn is_dev_shm(ptr: u64) -> bool {
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current();
     if is_target(tgid) && is_dev_shm(arg(&ctx, 1)) {
-        agg_event(tgid, probe::SHM_OPEN, kind::SHM, 0, 0);
+        agg_event(tgid, ProbeId::ShmOpen as u16, SHM, 0, 0);
     }
     0
 }
@@ -39,7 +49,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current();
     if is_target(tgid) && is_dev_shm(arg(&ctx, 0)) {
-        agg_event(tgid, probe::SHM_UNLINK, kind::SHM, 0, 0);
+        agg_event(tgid, ProbeId::ShmUnlink as u16, SHM, 0, 0);
     }
     0
 }
@@ -50,8 +60,8 @@ pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    if let Some((ino, kind::SHM)) = classify_fd(arg(&ctx, 0)) {
-        agg_event(tgid, probe::SHM_FTRUNCATE, kind::SHM, ino, arg(&ctx, 1));
+    if let Some((ino, ChannelKind::Shm)) = classify_fd(arg(&ctx, 0)) {
+        agg_event(tgid, ProbeId::ShmFtruncate as u16, SHM, ino, arg(&ctx, 1));
     }
     0
 }
@@ -66,13 +76,13 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     if fd as i64 == -1 || fd == u32::MAX as u64 {
         return 0;
     }
-    if let Some((ino, kind::SHM)) = classify_fd(fd) {
+    if let Some((ino, ChannelKind::Shm)) = classify_fd(fd) {
         pending_start(Pending {
             ino,
             start_ns: now(),
             len: arg(&ctx, 1),
-            probe: probe::SHM_MMAP,
-            kind: kind::SHM,
+            probe: ProbeId::ShmMmap as u16,
+            kind: SHM,
             _pad: 0,
         });
     }
@@ -87,7 +97,7 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     if addr < 0 && addr > -4096 {
         return 0;
     }
-    agg_event(tgid, probe::SHM_MMAP, kind::SHM, p.ino, p.len);
+    agg_event(tgid, ProbeId::ShmMmap as u16, SHM, p.ino, p.len);
     let mut rs = unsafe { SHM_RANGES.get(&tgid) }.copied().unwrap_or(Ranges::default());
     let new = Range { start: addr as u64, end: addr as u64 + p.len, ino: p.ino };
     let mut placed = false;
@@ -113,7 +123,7 @@ pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
     }
     let addr = arg(&ctx, 0);
     if let Some(ino) = shm_ino_of(tgid, addr) {
-        agg_event(tgid, probe::SHM_MUNMAP, kind::SHM, ino, arg(&ctx, 1));
+        agg_event(tgid, ProbeId::ShmMunmap as u16, SHM, ino, arg(&ctx, 1));
         // The range stays: the report keys faults by the object, and a reused address
         // would need a fresh mmap (which gets its own slot).
     }
@@ -121,7 +131,7 @@ pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn on_fault(ctx: &TracePointContext, probe: u16) -> u32 {
+fn on_fault(ctx: &TracePointContext, probe: ProbeId) -> u32 {
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
@@ -135,48 +145,74 @@ fn on_fault(ctx: &TracePointContext, probe: u16) -> u32 {
         return 0;
     }
     match shm_ino_of(tgid, addr) {
-        Some(ino) => agg_event(tgid, probe, kind::SHM, ino, 0),
-        None => agg_event(tgid, probe, kind::OTHER, 0, 0),
+        Some(ino) => agg_event(tgid, probe as u16, SHM, ino, 0),
+        None => agg_event(tgid, probe as u16, ChannelKind::Other as u16, 0, 0),
     }
     0
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_user")]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
-    on_fault(&ctx, probe::FAULT_USER)
+    on_fault(&ctx, ProbeId::FaultUser)
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
-    on_fault(&ctx, probe::FAULT_KERNEL)
+    on_fault(&ctx, ProbeId::FaultKernel)
 }
 
-/// Page allocations in the context of a target. An allocation during a pipe write in flight
-/// (the thread's pending call) is a pipe buffer page: counted against that channel, no stack
-/// walk (a 1 GiB pipe run allocates 262,144 of them). Any other allocation keeps its kernel
-/// stack, which tells a shmem page from the rest.
-#[tracepoint(category = "kmem", name = "mm_page_alloc")]
-pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+/// Faults in flight, by thread: separate from `PENDING` because a fault nests inside a
+/// pipe write or read (copy_from_user/copy_to_user on a page not yet mapped).
+#[map]
+static PENDING_FAULT: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// Function tier: handle_mm_fault(struct vm_area_struct *vma, ...): is vma->vm_file shmem?
+#[inline(always)]
+fn fault_entry(vma: *const u8) -> u32 {
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
     }
-    let order: u32 = unsafe { tp_field(&ctx, tp_offsets().alloc_order) }.unwrap_or(0);
-    let bytes = 4096u64 << (order & 15);
+    let file: *const u8 = unsafe { read_at(vma, offsets().vma_file) }.unwrap_or(core::ptr::null());
+    let (ino, k) = match unsafe { classify_file(file) } {
+        Ok(Some((ino, ChannelKind::Shm))) => (ino, SHM),
+        _ => (0, ChannelKind::Other as u16),
+    };
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    if let Some(p) = PENDING.get_ptr_mut(&id)
-        && matches!(unsafe { (*p).probe }, probe::PIPE_WRITE | probe::SPLICE_IN | probe::VMSPLICE)
-    {
-        // Added up in the call in flight; counted once at its exit (`pipe::flush_pages`).
-        emit(tgid, probe::PAGE_ALLOC, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0);
-        unsafe {
-            (*p)._pad += 1;
-            (*p).len += bytes;
-        }
-        return 0;
+    let p = Pending { ino, start_ns: now(), len: 0, probe: ProbeId::MmFault as u16, kind: k, _pad: 0 };
+    if PENDING_FAULT.insert(&id, &p, 0).is_err() {
+        count_loss(loss::PENDING_FULL);
     }
-    agg_event(tgid, probe::PAGE_ALLOC, kind::OTHER, 0, bytes);
-    let kstack = stack_id(&ctx, 0);
-    stack_add(&StackKey { tgid, probe: probe::PAGE_ALLOC, kind: kind::OTHER, kstack, ustack: -1 }, 0);
     0
+}
+
+#[inline(always)]
+fn fault_exit() -> u32 {
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    if let Some(p) = unsafe { PENDING_FAULT.get(&id) }.copied() {
+        let _ = PENDING_FAULT.remove(&id);
+        // vm_fault_t is a bit mask, not a length: count the fault as completed (zero).
+        agg_call((id >> 32) as u32, &p, 0, now().saturating_sub(p.start_ns));
+    }
+    0
+}
+
+#[fentry(function = "handle_mm_fault")]
+pub fn fentry_mm_fault(ctx: FEntryContext) -> u32 {
+    fault_entry(ctx.arg(0))
+}
+
+#[fexit(function = "handle_mm_fault")]
+pub fn fexit_mm_fault(_ctx: FExitContext) -> u32 {
+    fault_exit()
+}
+
+#[kprobe]
+pub fn kprobe_mm_fault(ctx: ProbeContext) -> u32 {
+    fault_entry(ctx.arg(0).unwrap_or(core::ptr::null()))
+}
+
+#[kretprobe]
+pub fn kretprobe_mm_fault(_ctx: RetProbeContext) -> u32 {
+    fault_exit()
 }

@@ -1,0 +1,118 @@
+//! What an fd is, decided positively: an anonymous pipe, a FIFO, a shmem file, an AF_UNIX
+//! stream/datagram/seqpacket socket, a POSIX message queue, an eventfd or a signalfd. Anything
+//! else is `ChannelKind::Other` and no program counts it as a channel.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use ipctrace_common::{
+    AF_UNIX, ChannelKind, MQUEUE_MAGIC, PIPEFS_MAGIC, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK, SOCK_DGRAM, SOCK_SEQPACKET,
+    SOCK_STREAM, TMPFS_MAGIC, loss,
+};
+
+use crate::{count_loss, file_ops, offsets, read_at};
+
+/// The current task's `struct file *` for `fd` (null if none).
+#[inline(always)]
+unsafe fn file_of_fd(fd: u64) -> Result<*const u8, i32> {
+    let o = offsets();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    unsafe {
+        let files: *const u8 = read_at(task, o.task_files)?;
+        if files.is_null() {
+            return Ok(core::ptr::null());
+        }
+        let fdt: *const u8 = read_at(files, o.files_fdt)?;
+        let max_fds: u32 = read_at(fdt, o.fdt_max_fds)?;
+        if fd >= max_fds as u64 {
+            return Ok(core::ptr::null());
+        }
+        let fd_array: *const u8 = read_at(fdt, o.fdt_fd)?;
+        bpf_probe_read_kernel(fd_array.add(fd as usize * 8) as *const *const u8)
+    }
+}
+
+/// An AF_UNIX socket's kind by its type; any other family is `Other`.
+#[inline(always)]
+unsafe fn socket_kind(file: *const u8) -> Result<ChannelKind, i32> {
+    let o = offsets();
+    unsafe {
+        let sock: *const u8 = read_at(file, o.file_private_data)?;
+        let ty: u16 = read_at(sock, o.socket_type)?;
+        let sk: *const u8 = read_at(sock, o.socket_sk)?;
+        let family: u16 = read_at(sk, o.sock_family)?;
+        if family != AF_UNIX {
+            return Ok(ChannelKind::Other);
+        }
+        Ok(match ty {
+            SOCK_STREAM => ChannelKind::UnixStream,
+            SOCK_DGRAM => ChannelKind::UnixDgram,
+            SOCK_SEQPACKET => ChannelKind::UnixSeqpacket,
+            _ => ChannelKind::Other,
+        })
+    }
+}
+
+/// A file -> (inode number, kind), or None for a null file or a kind ipctrace does not trace.
+#[inline(always)]
+pub(crate) unsafe fn classify_file(file: *const u8) -> Result<Option<(u64, ChannelKind)>, i32> {
+    if file.is_null() {
+        return Ok(None);
+    }
+    let o = offsets();
+    unsafe {
+        let inode: *const u8 = read_at(file, o.file_inode)?;
+        let mode: u16 = read_at(inode, o.inode_mode)?;
+        let ino: u64 = read_at(inode, o.inode_ino)?;
+        let kind = match mode & S_IFMT {
+            S_IFIFO => {
+                let pipe: u64 = read_at(inode, o.inode_pipe)?;
+                let sb: *const u8 = read_at(inode, o.inode_sb)?;
+                let magic: u64 = read_at(sb, o.sb_magic)?;
+                match (pipe, magic) {
+                    (0, _) => ChannelKind::Other,
+                    (_, PIPEFS_MAGIC) => ChannelKind::AnonPipe,
+                    _ => ChannelKind::Fifo,
+                }
+            }
+            S_IFSOCK => socket_kind(file)?,
+            _ => {
+                let sb: *const u8 = read_at(inode, o.inode_sb)?;
+                let magic: u64 = read_at(sb, o.sb_magic)?;
+                let fops = file_ops();
+                let f_op: u64 = read_at(file, o.file_f_op)?;
+                if magic == MQUEUE_MAGIC {
+                    ChannelKind::MsgQueue
+                } else if magic == TMPFS_MAGIC && mode & S_IFMT == S_IFREG {
+                    ChannelKind::Shm
+                } else if fops.eventfd != 0 && f_op == fops.eventfd {
+                    ChannelKind::EventFd
+                } else if fops.signalfd != 0 && f_op == fops.signalfd {
+                    ChannelKind::SignalFd
+                } else {
+                    ChannelKind::Other
+                }
+            }
+        };
+        Ok(match kind {
+            ChannelKind::Other => None,
+            k => Some((ino, k)),
+        })
+    }
+}
+
+/// fd of the current task -> (ino, kind), counting failed reads as loss.
+#[inline(always)]
+pub(crate) fn classify_fd(fd: u64) -> Option<(u64, ChannelKind)> {
+    match unsafe { file_of_fd(fd).and_then(|f| classify_file(f)) } {
+        Ok(c) => c,
+        Err(_) => {
+            count_loss(loss::READ_FAILED);
+            None
+        }
+    }
+}
+
+/// A pipe or a FIFO: the kinds the pipe programs count.
+#[inline(always)]
+pub(crate) fn is_pipe(k: ChannelKind) -> bool {
+    matches!(k, ChannelKind::AnonPipe | ChannelKind::Fifo)
+}
