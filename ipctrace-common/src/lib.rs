@@ -22,8 +22,10 @@ pub struct Offsets {
     pub kiocb_filp: u32,
     /// `struct vm_area_struct.vm_file` (function tier: handle_mm_fault's first argument).
     pub vma_file: u32,
-    /// `struct file.f_op` and `.private_data` (sockets: the `struct socket *`).
+    /// `struct file.f_op` and `.private_data` (sockets: the `struct socket *`);
+    /// `struct file_operations.read_iter`.
     pub file_f_op: u32,
+    pub fops_read_iter: u32,
     pub file_private_data: u32,
     /// `struct socket.type` and `.sk`; `struct sock.__sk_common.skc_family`.
     pub socket_type: u32,
@@ -31,8 +33,9 @@ pub struct Offsets {
     pub sock_family: u32,
 }
 
-/// Kernel addresses the classification compares `file->f_op` with (from /proc/kallsyms;
-/// 0 = unknown, and the kind is then never reported).
+/// Kernel addresses the classification compares `file->f_op->read_iter` with (from
+/// /proc/kallsyms: `eventfd_read`, `signalfd_read_iter`; 0 = unknown, and the kind is then
+/// never reported).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileOps {
@@ -55,6 +58,7 @@ impl Offsets {
         kiocb_filp: u32::MAX,
         vma_file: u32::MAX,
         file_f_op: u32::MAX,
+        fops_read_iter: u32::MAX,
         file_private_data: u32::MAX,
         socket_type: u32::MAX,
         socket_sk: u32::MAX,
@@ -222,6 +226,18 @@ pub const TMPFS_MAGIC: u64 = 0x0102_1994;
 /// `S_IFMT` and `S_IFIFO` from `include/uapi/linux/stat.h`.
 pub const S_IFMT: u16 = 0o170000;
 pub const S_IFIFO: u16 = 0o010000;
+
+/// Substrings of the kernel frames that copy between user memory and the kernel (names differ
+/// by CPU and kernel): the one list the report and the tests use.
+pub const COPY_FRAME_PATTERNS: &[&str] = &[
+    "copy_page_from_iter",
+    "copy_page_to_iter",
+    "_copy_from_iter",
+    "_copy_to_iter",
+    "copy_user",
+    "rep_movs",
+    "memcpy",
+];
 
 /// Number of log2 latency buckets (bucket i holds durations in [2^i, 2^(i+1)) ns).
 pub const HIST_BUCKETS: usize = 32;

@@ -77,18 +77,22 @@ pub(crate) unsafe fn classify_file(file: *const u8) -> Result<Option<(u64, Chann
             _ => {
                 let sb: *const u8 = read_at(inode, o.inode_sb)?;
                 let magic: u64 = read_at(sb, o.sb_magic)?;
-                let fops = file_ops();
-                let f_op: u64 = read_at(file, o.file_f_op)?;
                 if magic == MQUEUE_MAGIC {
                     ChannelKind::MsgQueue
                 } else if magic == TMPFS_MAGIC && mode & S_IFMT == S_IFREG {
                     ChannelKind::Shm
-                } else if fops.eventfd != 0 && f_op == fops.eventfd {
-                    ChannelKind::EventFd
-                } else if fops.signalfd != 0 && f_op == fops.signalfd {
-                    ChannelKind::SignalFd
                 } else {
-                    ChannelKind::Other
+                    // eventfd and signalfd share the anon inode: their read function tells them apart.
+                    let fops = file_ops();
+                    let f_op: *const u8 = read_at(file, o.file_f_op)?;
+                    let read_iter: u64 = read_at(f_op, o.fops_read_iter)?;
+                    if fops.eventfd != 0 && read_iter == fops.eventfd {
+                        ChannelKind::EventFd
+                    } else if fops.signalfd != 0 && read_iter == fops.signalfd {
+                        ChannelKind::SignalFd
+                    } else {
+                        ChannelKind::Other
+                    }
                 }
             }
         };

@@ -6,7 +6,9 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use ipctrace_common::{ChannelKind, ProbeId, StackKey};
 
-use crate::{PENDING, agg_event, current, emit, is_target, pipe::fills_pipe, stack_add, stack_id, tp_field, tp_offsets};
+use crate::{
+    PENDING, agg_event, current, emit, is_target, pipe::fills_pipe, stack_add, stack_id, tp_field, tp_offsets,
+};
 
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {

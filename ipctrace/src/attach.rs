@@ -1,7 +1,7 @@
 //! `ipctrace attach --pid ...` and `ipctrace trace -- CMD`: trace processes ipctrace did not
 //! build, report every channel between them in the same path model as `run`. Channels are
-//! paired by identity (inode): the writer is the producer, the reader the consumer; a side
-//! outside the targets is an "external peer".
+//! found and paired by their transport family (`Family::pair`: for a pipe the writer is the
+//! producer, the reader the consumer); a side outside the targets is an "external peer".
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,14 +16,15 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{AttachArgs, TraceArgs},
-    discover,
+    conclude, discover,
     exit::{Code, fail},
     kernel::{self, symbols::KernelSymbols},
     model::{self, ChannelId, EndedBy, Observed, Process, Report},
+    observe,
     outputs::OutFile,
-    path,
     run::{open_session, tier_summary},
     session::Session,
+    transport,
 };
 
 /// Why tracing should stop now, if it should.
@@ -63,20 +64,13 @@ fn for_channel(o: &Observed, ino: u64) -> Observed {
     }
 }
 
-fn bytes_on(o: &Observed, ino: u64, probes: &[&str]) -> u64 {
-    o.events
-        .iter()
-        .filter(|e| probes.contains(&e.probe.as_str()) && e.channel.as_ref().is_some_and(|c| c.ino == ino))
-        .map(|e| e.bytes + e.calls)
-        .sum()
-}
-
-/// Builds one report section per channel seen (or found in /proc) among `tgids`.
+/// Builds one report section per channel seen (or found in /proc) among the targets.
 fn channel_runs(
     session: &Session,
     initial: &[(u32, String)],
     found: &[(u32, Vec<discover::Found>)],
     elapsed_ns: u64,
+    unknown: &mut u64,
 ) -> Result<Vec<model::TransportRun>> {
     let snap = session.snapshot()?;
     // Names: recorded in the kernel at fork/exec, else read at attach time.
@@ -84,8 +78,7 @@ fn channel_runs(
     for (pid, n) in initial {
         comms.entry(*pid).or_insert_with(|| n.clone());
     }
-    let initial: Vec<u32> = initial.iter().map(|(p, _)| *p).collect();
-    let mut tgids: BTreeSet<u32> = initial.iter().copied().collect();
+    let mut tgids: BTreeSet<u32> = initial.iter().map(|(p, _)| *p).collect();
     tgids.extend(snap.aggs.keys().map(|k| k.tgid));
     let mut syms = KernelSymbols::default();
     let mut stack = |id: i32| -> Vec<String> {
@@ -93,8 +86,10 @@ fn channel_runs(
         f.reverse();
         f
     };
-    let observed: BTreeMap<u32, Observed> =
-        tgids.iter().map(|&t| (t, model::observe(t, &snap.aggs, &snap.stacks, &session.choices, &mut stack))).collect();
+    let observed: BTreeMap<u32, Observed> = tgids
+        .iter()
+        .map(|&t| (t, observe::observe(t, &snap.aggs, &snap.stacks, &session.choices, &mut stack, unknown)))
+        .collect();
     let name = |pid: u32| {
         comms
             .get(&pid)
@@ -118,33 +113,11 @@ fn channel_runs(
         }
     }
     let mut runs = Vec::new();
-    for (ino, (kind, chan_path)) in chans {
-        let pick = |probes: &[&str]| {
-            observed.iter().map(|(p, o)| (bytes_on(o, ino, probes), *p)).filter(|(b, _)| *b > 0).max()
-        };
-        let (producer, consumer) = if kind == "shm" {
-            let users: Vec<u32> = observed
-                .iter()
-                .filter(|(_, o)| o.events.iter().any(|e| e.channel.as_ref().is_some_and(|c| c.ino == ino)))
-                .map(|(p, _)| *p)
-                .collect();
-            let holders: Vec<u32> =
-                found.iter().filter(|(_, fs)| fs.iter().any(|f| f.ino == ino)).map(|(p, _)| *p).collect();
-            let mut all: Vec<u32> = users.into_iter().chain(holders).collect();
-            all.sort();
-            all.dedup();
-            // The producer sizes the object (ftruncate); otherwise the lower pid.
-            let sizer =
-                all.iter().copied().find(|p| observed.get(p).is_some_and(|o| o.sum("shm_ftruncate", None).calls > 0));
-            let prod = sizer.or(all.first().copied());
-            let cons = all.iter().copied().find(|p| Some(*p) != prod);
-            (prod, cons)
-        } else {
-            (
-                pick(&["pipe_write", "splice_in", "vmsplice"]).map(|x| x.1),
-                pick(&["pipe_read", "splice_out"]).map(|x| x.1),
-            )
-        };
+    for (ino, (kind_name, chan_path)) in chans {
+        let Some((kind, family)) = transport::family_named(&kind_name) else { continue };
+        let holders: Vec<u32> =
+            found.iter().filter(|(_, fs)| fs.iter().any(|f| f.ino == ino)).map(|(p, _)| *p).collect();
+        let (producer, consumer) = family.pair(ino, &observed, &holders);
         let mut processes = Vec::new();
         for (pid, role) in [(producer, "producer"), (consumer, "consumer")] {
             if let Some(pid) = pid {
@@ -158,34 +131,28 @@ fn channel_runs(
             }
         }
         let side = |p: Option<u32>| p.map_or("external peer".to_string(), |p| format!("{} {p}", name(p)));
-        let holders: Vec<String> = found
-            .iter()
-            .filter(|(_, fs)| fs.iter().any(|f| f.ino == ino))
-            .map(|(p, _)| format!("{} {p}", name(*p)))
-            .collect();
+        let what = family.describe(kind, ino, chan_path.as_deref());
         let description = if producer.is_none() && consumer.is_none() {
-            format!("{} ino {ino} · held by {} · no traffic observed", kind.replace('_', " "), holders.join(", "))
+            let held: Vec<String> = holders.iter().map(|p| format!("{} {p}", name(*p))).collect();
+            format!("{what} · held by {} · no traffic observed", held.join(", "))
         } else {
-            format!("{} ino {ino} · {} -> {}", kind.replace('_', " "), side(producer), side(consumer))
+            format!("{what} · {} -> {}", side(producer), side(consumer))
         };
-        let transport = match kind.as_str() {
-            "anon_pipe" => "pipe",
-            k => k,
-        };
-        runs.push(model::TransportRun {
-            transport: transport.into(),
-            total: 0,
-            msg_size: 0,
-            data_channel_ino: Some(ino),
-            channel_path: chan_path,
-            elapsed_ns,
-            channels: vec![ChannelId { kind: kind.clone(), ino }],
-            description: Some(description),
-            path: path::build(transport, &processes, elapsed_ns),
-            agreement: Vec::new(),
-            call_trees: crate::calltree::build(&processes),
-            processes,
-        });
+        let transport = family.section_name(kind).to_string();
+        runs.push(conclude::section(
+            family,
+            conclude::Section {
+                transport,
+                description,
+                total: 0,
+                msg_size: 0,
+                data_channel_ino: Some(ino),
+                channel_path: chan_path,
+                elapsed_ns,
+                channels: vec![ChannelId { kind: kind_name, ino }],
+                processes,
+            },
+        ));
     }
     Ok(runs)
 }
@@ -196,13 +163,16 @@ fn report(
     stop: &Stop,
     runs: Vec<model::TransportRun>,
     command_exit: Option<model::CommandExit>,
+    unknown: u64,
 ) -> Result<Report> {
     let ended_by = match stop {
         Stop::Signal => EndedBy::Interrupted,
         Stop::Deadline => EndedBy::Duration,
         Stop::Exited => EndedBy::Completed,
     };
-    Ok(Report {
+    let stream = session.finish_stream()?;
+    let unknown = unknown + session.unknown_stream_ids();
+    let mut r = Report {
         schema_version: model::SCHEMA_VERSION,
         ipctrace_version: env!("CARGO_PKG_VERSION").into(),
         kernel: kernel::release(),
@@ -213,11 +183,16 @@ fn report(
         tier: tier_summary(&session.choices),
         probes: session.choices.clone(),
         runs,
-        event_stream: session.finish_stream()?,
+        comparison: None,
+        verdict: None,
+        event_stream: stream,
         sweep: None,
+        crossovers: Vec::new(),
         command_exit,
-        loss: model::loss_from(&session.losses()?),
-    })
+        loss: observe::loss_from(&session.losses()?, unknown),
+    };
+    conclude::finish(&mut r);
+    Ok(r)
 }
 
 /// What a report without any channel says, for exit code 3.
@@ -226,9 +201,11 @@ fn nothing_observed(r: &Report, pids: &[u32]) -> Option<String> {
         return None;
     }
     let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    let families: Vec<&str> = transport::FAMILIES.iter().map(|f| f.name()).collect();
     Some(format!(
-        "no IPC observed for PID {} (no pipe, FIFO or shared-memory traffic while tracing; tiers: {})",
+        "no IPC observed for PID {} (no traffic on any channel ipctrace analyses ({}) while tracing; tiers: {})",
         list.join(", "),
+        families.join(", "),
         r.tier
     ))
 }
@@ -288,8 +265,9 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
             }
         }
     }
-    let runs = channel_runs(&session, &names, &found, t0.elapsed().as_nanos() as u64)?;
-    let r = report(&mut session, "attach", &stop, runs, None)?;
+    let mut unknown = 0;
+    let runs = channel_runs(&session, &names, &found, t0.elapsed().as_nanos() as u64, &mut unknown)?;
+    let r = report(&mut session, "attach", &stop, runs, None, unknown)?;
     let why = nothing_observed(&r, &pids);
     Ok((r, why))
 }
@@ -425,8 +403,9 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
         end_tree(&session, &mut root);
     }
     let name = args.cmd[0].to_string_lossy().rsplit('/').next().unwrap_or("?").to_string();
-    let runs = channel_runs(&session, &[(root.pid, name)], &[], t0.elapsed().as_nanos() as u64)?;
-    let r = report(&mut session, "trace", &stop, runs, root.exit(stopped))?;
+    let mut unknown = 0;
+    let runs = channel_runs(&session, &[(root.pid, name)], &[], t0.elapsed().as_nanos() as u64, &mut unknown)?;
+    let r = report(&mut session, "trace", &stop, runs, root.exit(stopped), unknown)?;
     let why = nothing_observed(&r, &[root.pid]);
     Ok((r, why))
 }

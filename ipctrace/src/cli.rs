@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use workloads::{
-    role::{RingArgs, RoleArgs, RoleTransport},
+    role::{RingArgs, RoleArgs},
     size::parse_size,
+    transport::Transport,
 };
 
 use crate::{probes::Tier, render::Format};
@@ -152,7 +153,7 @@ pub struct ProbesArgs {
 pub struct RunArgs {
     /// Transports to run, comma-separated, one after the other [default: pipe,shm-futex].
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub transport: Vec<RoleTransport>,
+    pub transport: Vec<Transport>,
     /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
     /// decimal units (KB, MB) are refused.
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]
@@ -191,12 +192,8 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The transports to run (see --transport for the defaults).
-    pub fn transports(&self) -> Vec<RoleTransport> {
-        if self.transport.is_empty() {
-            vec![RoleTransport::Pipe, RoleTransport::ShmFutex]
-        } else {
-            self.transport.clone()
-        }
+    pub fn transports(&self) -> Vec<Transport> {
+        if self.transport.is_empty() { Transport::DEFAULT.to_vec() } else { self.transport.clone() }
     }
 
     /// `--cpus` as a (producer, consumer) pair (checked by `check`).
@@ -251,7 +248,7 @@ mod tests {
     fn transports_accept_a_list() {
         let c = Cli::try_parse_from(["ipctrace", "run", "--transport", "pipe,pipe", "--total", "1MiB"]).unwrap();
         let Command::Run(r) = c.command else { panic!() };
-        assert_eq!(r.transport, vec![RoleTransport::Pipe, RoleTransport::Pipe]);
+        assert_eq!(r.transport, vec![Transport::Pipe, Transport::Pipe]);
         assert_eq!(r.total, 1 << 20);
         assert!(Cli::try_parse_from(["ipctrace", "run", "--total", "1MB"]).is_err());
     }

@@ -1,18 +1,21 @@
 //! Finding out about processes ipctrace did not start: whether a PID exists and is a user
-//! process, its name, and its IPC channels from /proc (pipes and FIFOs from fd/, POSIX shm,
-//! memfd and SysV shm mappings from maps). Reads only.
+//! process, its name, and its IPC channels from /proc — every fd and every shared mapping is
+//! offered to each transport family (`Family::find_in_fd`, `Family::find_in_maps`). Reads only.
 
-use std::{os::unix::fs::FileTypeExt, path::Path};
+use std::path::Path;
 
 use ipctrace_common::{RANGES_PER_PROCESS, Range, Ranges};
 use serde::{Deserialize, Serialize};
 
-use crate::exit::{Code, fail};
+use crate::{
+    exit::{Code, fail},
+    transport::FAMILIES,
+};
 
 /// A channel found in /proc.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Found {
-    /// `anon_pipe`, `fifo` or `shm`.
+    /// A `ChannelKind` name.
     pub kind: String,
     pub ino: u64,
     /// FIFO path, shm object path (`/dev/shm/NAME`, `/memfd:NAME`, `/SYSV...`).
@@ -55,58 +58,31 @@ pub fn exited(pid: u32) -> bool {
     }
 }
 
-/// Pipes and FIFOs among the process's open files.
+/// The channels among the process's open files.
 fn fd_channels(pid: u32) -> Vec<Found> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
         let Ok(target) = std::fs::read_link(e.path()) else { continue };
-        let t = target.to_string_lossy();
-        if let Some(ino) = t.strip_prefix("pipe:[").and_then(|r| r.strip_suffix(']')).and_then(|i| i.parse().ok()) {
-            out.push(Found { kind: "anon_pipe".into(), ino, path: None });
-        } else if t.starts_with('/')
-            && let Ok(md) = std::fs::metadata(e.path())
-            && md.file_type().is_fifo()
-        {
-            out.push(Found {
-                kind: "fifo".into(),
-                ino: std::os::unix::fs::MetadataExt::ino(&md),
-                path: Some(t.into_owned()),
-            });
+        let link = target.to_string_lossy();
+        if let Some(f) = FAMILIES.iter().find_map(|f| f.find_in_fd(&link, &e.path())) {
+            out.push(f);
         }
     }
     out
 }
 
-/// Shared mappings of shm objects: (channel, address range).
+/// Shared mappings that are channels: (channel, address range).
 fn map_channels(pid: u32) -> Vec<(Found, u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let mut out = Vec::new();
-    for l in maps.lines() {
-        // start-end perms offset dev inode path
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 6 || !f[1].contains('s') {
-            continue;
-        }
-        let path = f[5..].join(" ");
-        if !(path.starts_with("/dev/shm/") || path.starts_with("/memfd:") || path.starts_with("/SYSV")) {
-            continue;
-        }
-        let Some((a, b)) = f[0].split_once('-') else { continue };
-        let (Ok(start), Ok(end), Ok(ino)) =
-            (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16), f[4].parse::<u64>())
-        else {
-            continue;
-        };
-        out.push((
-            Found { kind: "shm".into(), ino, path: Some(path.trim_end_matches(" (deleted)").to_string()) },
-            start,
-            end,
-        ));
-    }
-    out
+    maps.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            FAMILIES.iter().find_map(|fam| fam.find_in_maps(&f))
+        })
+        .collect()
 }
 
-/// Everything a process has open now; its shm mappings also as the programs' range table.
+/// Everything a process has open now; its shared mappings also as the programs' range table.
 pub fn channels(pid: u32) -> (Vec<Found>, Ranges) {
     let mut found = fd_channels(pid);
     let mut ranges = Ranges::default();

@@ -6,10 +6,12 @@ mod agree;
 mod attach;
 mod calltree;
 mod cli;
+mod conclude;
 mod discover;
 mod exit;
 mod kernel;
 mod model;
+mod observe;
 mod outputs;
 mod path;
 mod privileges;
@@ -17,7 +19,11 @@ mod probes;
 mod render;
 mod run;
 mod session;
+mod transport;
 mod usage;
+
+#[cfg(test)]
+mod layout_tests;
 
 use std::process::ExitCode;
 
@@ -136,7 +142,7 @@ fn probes_command(args: &cli::ProbesArgs) -> anyhow::Result<Code> {
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
     let session = run::open_session(&args.probes, None)?;
     let tier = run::tier_summary(&session.choices);
-    render::print_stdout(&render::probes(&session.choices, &tier, args.format))
+    render::print_stdout(&render::probes(&session.choices, &kernel::release(), &tier, args.format))
 }
 
 fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Code> {

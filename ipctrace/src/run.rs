@@ -11,25 +11,34 @@ use std::{
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use ipctrace_common::{AggKey, probe};
+use ipctrace_common::{AggKey, ProbeId};
 use tokio::signal::unix::{SignalKind, signal};
 use workloads::{
     spawn::{Launch, Pair, spawn_pair},
     sweep,
+    transport::Transport,
 };
 
 use crate::{
     cli::RunArgs,
+    conclude,
     exit::{Code, fail},
     kernel,
     kernel::symbols::KernelSymbols,
-    model::{self, ChannelId, EndedBy, Process, Report, SweepPoint, TransportRun},
+    model::{self, ChannelId, EndedBy, Process, Report, SweepPoint, probe::Choice},
+    observe,
     outputs::OutFile,
     path,
-    probes::{Choice, Mechanism},
+    probes::Mechanism,
     render::Format,
     session::{ProbeOptions, Session},
+    transport::{Family, family_of},
 };
+
+/// The family that reconstructs a built-in transport's path (every built-in transport has one).
+fn family(t: Transport) -> &'static dyn Family {
+    family_of(t.kind()).unwrap_or_else(|| panic!("no path family for the built-in transport {t}"))
+}
 
 /// The outcome of `run`: the report, and an error to report after it (exit code 3) if a
 /// workload failed.
@@ -38,19 +47,24 @@ pub struct Outcome {
     pub target_failure: Option<String>,
 }
 
-fn progress(show: bool, total: u64, transport: &str) -> Option<ProgressBar> {
+/// The progress bar of one transport: the consumer's observed bytes where the kernel sees
+/// them, else a spinner with the elapsed time (shared memory moves no byte through the kernel).
+fn progress(show: bool, total: u64, t: Transport) -> Option<ProgressBar> {
     if !show {
         return None;
     }
-    let pb = ProgressBar::new(total);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} (observed read bytes)",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
-    pb.set_prefix(transport.to_string());
+    let (pb, template) = match family(t).progress() {
+        Some(_) => (
+            ProgressBar::new(total),
+            "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} (observed bytes out of the channel)",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{prefix:>10} {spinner} {elapsed} (the payload never crosses the kernel: nothing to count)",
+        ),
+    };
+    pb.set_style(ProgressStyle::with_template(template).ok()?.progress_chars("=> "));
+    pb.set_prefix(t.name().to_string());
     Some(pb)
 }
 
@@ -59,7 +73,7 @@ async fn wait(
     pair: &mut Pair,
     session: &mut Session,
     deadline: Option<Instant>,
-    pb: Option<&ProgressBar>,
+    pb: Option<(&ProgressBar, Option<ProbeId>)>,
 ) -> Result<EndedBy> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -73,21 +87,17 @@ async fn wait(
             return Ok(EndedBy::Duration);
         }
         session.drain()?;
-        if let (Some(pb), Some(c)) = (pb, consumer)
-            && let Ok(aggs) = session.aggregates()
-        {
-            let read: u64 = aggs
-                .range(
-                    AggKey { tgid: c, probe: probe::PIPE_READ, kind: 0, ino: 0 }..=AggKey {
-                        tgid: c,
-                        probe: probe::PIPE_READ,
-                        kind: u16::MAX,
-                        ino: u64::MAX,
-                    },
-                )
-                .map(|(_, v)| v.bytes)
-                .sum();
-            pb.set_position(read);
+        match (pb, consumer) {
+            (Some((pb, Some(probe))), Some(c)) => {
+                if let Ok(aggs) = session.aggregates() {
+                    let p = probe as u16;
+                    let lo = AggKey { tgid: c, probe: p, kind: 0, ino: 0 };
+                    let hi = AggKey { tgid: c, probe: p, kind: u16::MAX, ino: u64::MAX };
+                    pb.set_position(aggs.range(lo..=hi).map(|(_, v)| v.bytes).sum());
+                }
+            }
+            (Some((pb, None)), _) => pb.tick(),
+            _ => {}
         }
         tokio::select! {
             _ = sigint.recv() => return Ok(EndedBy::Interrupted),
@@ -104,7 +114,8 @@ fn base_launch(args: &RunArgs) -> Launch {
         exe: PathBuf::from("/proc/self/exe"),
         arg0: OsString::from("ipctrace"),
         lead: vec![OsString::from("__workload")],
-        transport: workloads::role::RoleTransport::Pipe,
+        // Set per run; any transport will do here.
+        transport: Transport::ALL[0],
         total: args.total,
         msg_size: args.msg_size,
         corrupt_at: args.corrupt_at,
@@ -115,8 +126,9 @@ fn base_launch(args: &RunArgs) -> Launch {
     }
 }
 
-/// BPF's view of each process of a finished pair, and the channels they used.
-fn collect(session: &Session, pair: &Pair) -> Result<(Vec<Process>, Vec<ChannelId>)> {
+/// BPF's view of each process of a finished pair, and the channels they used; aggregates
+/// with ids this ipctrace does not know are added to `unknown`.
+fn collect(session: &Session, pair: &Pair, unknown: &mut u64) -> Result<(Vec<Process>, Vec<ChannelId>)> {
     let snap = session.snapshot()?;
     let mut syms = KernelSymbols::default();
     let mut stack = |id: i32| -> Vec<String> {
@@ -129,7 +141,7 @@ fn collect(session: &Session, pair: &Pair) -> Result<(Vec<Process>, Vec<ChannelI
         .workers
         .iter()
         .map(|w| {
-            let observed = model::observe(w.pid, &snap.aggs, &snap.stacks, &session.choices, &mut stack);
+            let observed = observe::observe(w.pid, &snap.aggs, &snap.stacks, &session.choices, &mut stack, unknown);
             for c in observed.events.iter().filter_map(|o| o.channel.as_ref()) {
                 if !channels.contains(c) {
                     channels.push(c.clone());
@@ -156,6 +168,7 @@ async fn run_sweep(
     args: &RunArgs,
     session: &mut Session,
     deadline: Option<Instant>,
+    unknown: &mut u64,
 ) -> Result<(Vec<SweepPoint>, EndedBy)> {
     let base = base_launch(args);
     let pts = sweep::points(&args.transports());
@@ -190,8 +203,8 @@ async fn run_sweep(
         }
         let m = sweep::measure(&pair, *p, t0.elapsed());
         session.drain()?;
-        let (processes, _) = collect(session, &pair)?;
-        let metrics = path::build(p.transport.name(), &processes, m.elapsed_ns).metrics;
+        let (processes, _) = collect(session, &pair, unknown)?;
+        let metrics = path::build(family(p.transport), &processes, m.elapsed_ns).metrics;
         out.push(SweepPoint { transport: p.transport.name().into(), msg_size: p.msg_size, ok: m.ok, metrics });
     }
     if tty {
@@ -203,7 +216,7 @@ async fn run_sweep(
 /// A shm workload whose ring does not fit in /dev/shm would die of SIGBUS at first touch:
 /// say so before starting it (exit code 3).
 fn check_dev_shm(l: &Launch) -> Result<()> {
-    let g = workloads::shm::Geometry::new(
+    let g = workloads::transport::shm::Geometry::new(
         l.msg_size as usize,
         l.ring.slot_size.map(|s| s as usize),
         l.ring.slots.map(|s| s as usize),
@@ -228,7 +241,7 @@ fn check_dev_shm(l: &Launch) -> Result<()> {
 
 /// Why a run's workloads failed, cause first: a process killed by a signal before one that
 /// exited because its peer went away. None when both succeeded.
-pub fn failure_message(transport: &str, processes: &[Process]) -> Option<String> {
+pub fn failure_message(transport: Transport, processes: &[Process]) -> Option<String> {
     let mut failed: Vec<&Process> =
         processes.iter().filter(|p| !p.exit.as_ref().is_some_and(|e| e.success())).collect();
     if failed.is_empty() {
@@ -254,7 +267,7 @@ pub fn failure_message(transport: &str, processes: &[Process]) -> Option<String>
         })
         .collect();
     let mut msg = parts.join("; then ");
-    if sigbus && transport.starts_with("shm") {
+    if sigbus && transport.is_shm() {
         msg.push_str(" (SIGBUS in a shared-memory workload: is /dev/shm full?)");
     } else if failed.iter().any(|p| p.exit.as_ref().is_some_and(|e| e.exit_code.is_some())) {
         msg.push_str("; see the workload's message above");
@@ -317,25 +330,27 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
     let mut ended_by = EndedBy::Completed;
     let mut target_failure = None;
     let mut sweep = None;
+    let mut unknown = 0;
     if args.sweep {
-        let (points, why) = run_sweep(args, &mut session, deadline).await?;
+        let (points, why) = run_sweep(args, &mut session, deadline, &mut unknown).await?;
         sweep = Some(points);
         ended_by = why;
     }
-    for t in args.transports().iter().filter(|_| !args.sweep) {
-        let (name, rt) = (t.name(), *t);
-        let launch = Launch { transport: rt, ..base_launch(args) };
-        if rt.is_shm() {
+    for &t in args.transports().iter().filter(|_| !args.sweep) {
+        let name = t.name();
+        let launch = Launch { transport: t, ..base_launch(args) };
+        if t.is_shm() {
             check_dev_shm(&launch)?;
         }
         let mut pair = spawn_pair(&launch)?;
         for pid in pair.pids() {
             session.add_target(pid)?;
         }
-        let pb = progress(show_progress, args.total, name);
+        let f = family(t);
+        let pb = progress(show_progress, args.total, t);
         let t0 = Instant::now();
         pair.open_gates()?;
-        let why = wait(&mut pair, &mut session, deadline, pb.as_ref()).await?;
+        let why = wait(&mut pair, &mut session, deadline, pb.as_ref().map(|pb| (pb, f.progress()))).await?;
         let elapsed_ns = t0.elapsed().as_nanos() as u64;
         if let Some(pb) = pb {
             pb.finish_and_clear();
@@ -344,29 +359,34 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
             pair.kill_and_reap();
             ended_by = why;
         }
-        let (processes, channels) = collect(&session, &pair)?;
+        let (processes, channels) = collect(&session, &pair, &mut unknown)?;
         if why == EndedBy::Completed && target_failure.is_none() {
-            target_failure = failure_message(name, &processes);
+            target_failure = failure_message(t, &processes);
         }
-        runs.push(TransportRun {
-            transport: name.into(),
-            total: args.total,
-            msg_size: args.msg_size,
-            data_channel_ino: pair.channel_ino,
-            channel_path: pair.channel_path.clone(),
-            elapsed_ns,
-            channels,
-            description: None,
-            path: path::build(name, &processes, elapsed_ns),
-            agreement: processes.iter().flat_map(|p| crate::agree::compare(name, p)).collect(),
-            call_trees: crate::calltree::build(&processes),
-            processes,
-        });
+        let pid = |role: &str| processes.iter().find(|p| p.role == role).map_or(0, |p| p.pid);
+        let what = f.describe(t.kind(), pair.channel_ino.unwrap_or(0), pair.channel_path.as_deref());
+        let description = format!("{what} · producer {} -> consumer {}", pid("producer"), pid("consumer"));
+        runs.push(conclude::section(
+            f,
+            conclude::Section {
+                transport: name.into(),
+                description,
+                total: args.total,
+                msg_size: args.msg_size,
+                data_channel_ino: pair.channel_ino,
+                channel_path: pair.channel_path.clone(),
+                elapsed_ns,
+                channels,
+                processes,
+            },
+        ));
         if why != EndedBy::Completed {
             break;
         }
     }
-    let report = Report {
+    let stream = session.finish_stream()?;
+    unknown += session.unknown_stream_ids();
+    let mut report = Report {
         schema_version: model::SCHEMA_VERSION,
         ipctrace_version: env!("CARGO_PKG_VERSION").into(),
         kernel: kernel::release(),
@@ -376,11 +396,15 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
         tier: tier_summary(&session.choices),
         probes: session.choices.clone(),
         runs,
-        event_stream: session.finish_stream()?,
+        comparison: None,
+        verdict: None,
+        event_stream: stream,
         sweep,
+        crossovers: Vec::new(),
         command_exit: None,
-        loss: model::loss_from(&session.losses()?),
+        loss: observe::loss_from(&session.losses()?, unknown),
     };
+    conclude::finish(&mut report);
     Ok(Outcome { report, target_failure })
 }
 
@@ -398,16 +422,16 @@ mod tests {
     #[test]
     fn failures_name_the_cause_first() {
         let ok = [proc(1, "producer", Some(0), None), proc(2, "consumer", Some(0), None)];
-        assert_eq!(failure_message("pipe", &ok), None);
+        assert_eq!(failure_message(Transport::Pipe, &ok), None);
         let killed = [proc(1, "producer", Some(1), None), proc(2, "consumer", None, Some(libc::SIGKILL))];
         assert_eq!(
-            failure_message("pipe", &killed).unwrap(),
+            failure_message(Transport::Pipe, &killed).unwrap(),
             "the pipe consumer (pid 2) was killed by SIGKILL; then the pipe producer (pid 1) exited with code 1; \
              see the workload's message above"
         );
         let bus = [proc(1, "producer", None, Some(libc::SIGBUS)), proc(2, "consumer", Some(1), None)];
         assert!(
-            failure_message("shm-futex", &bus)
+            failure_message(Transport::ShmFutex, &bus)
                 .unwrap()
                 .ends_with("(SIGBUS in a shared-memory workload: is /dev/shm full?)")
         );

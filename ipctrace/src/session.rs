@@ -17,15 +17,21 @@ use aya::{
 use std::io::Write;
 
 use aya::maps::{MapData, RingBuf};
-use ipctrace_common::{AggKey, AggVal, Event, Offsets, Ranges, StackKey, StackVal, TpOffsets, loss};
+use ipctrace_common::{
+    AggKey, AggVal, ChannelKind, Event, Offsets, ProbeId, Ranges, StackKey, StackVal, TpOffsets, loss,
+};
 
 use crate::{
     exit::{Code, fail},
     kernel::{symbols::KernelFunctions, tracefs},
-    probes::{Attach, Choice, Chosen, Impl, Skipped, TABLE, Tier, allowed},
+    model::{
+        StreamSummary,
+        probe::{Choice, Chosen, Skipped},
+    },
+    probes::{Attach, Impl, Tier, allowed, table},
 };
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipctrace-ebpf.o"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipctrace-ebpf.o"));
 
 /// Options that decide which implementations are tried.
 #[derive(Clone, Copy, Debug)]
@@ -49,16 +55,8 @@ struct Stream {
     path: std::path::PathBuf,
     buffer_bytes: u32,
     written: u64,
-}
-
-/// What the event stream delivered.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct StreamSummary {
-    pub file: String,
-    pub buffer_bytes: u32,
-    pub written: u64,
-    /// Events the ring buffer had no room for (they are still in the aggregates).
-    pub lost: u64,
+    /// Events with a probe id this ipctrace does not know (not written under any name).
+    unknown: u64,
 }
 
 /// Sums of everything the programs aggregated, keyed like the maps.
@@ -132,7 +130,11 @@ impl Session {
     ) -> Result<Self> {
         bump_memlock();
         let mut loader = EbpfLoader::new();
-        loader.override_global("OFFSETS", offsets, true).override_global("TP_OFFSETS", tp_offsets, true);
+        let fops = crate::kernel::symbols::file_ops();
+        loader
+            .override_global("OFFSETS", offsets, true)
+            .override_global("TP_OFFSETS", tp_offsets, true)
+            .override_global("FILE_OPS", &fops, true);
         // A ring buffer is a power-of-two number of pages.
         let buffer_bytes = events.as_ref().map(|(_, b)| b.max(&4096).next_power_of_two() as u32);
         if let Some(b) = buffer_bytes {
@@ -150,6 +152,7 @@ impl Session {
                     path: file.path.clone(),
                     buffer_bytes,
                     written: 0,
+                    unknown: 0,
                 })
             }
             _ => None,
@@ -166,12 +169,21 @@ impl Session {
             }
             // SAFETY: the programs submit whole `Event`s; read unaligned from the ring.
             let e: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            let Some(probe) = ProbeId::from_u16(e.probe) else {
+                s.unknown += 1;
+                continue;
+            };
+            // SchedOut and Wakeup carry sub-keys, not channel kinds, in `kind`.
+            let kind = match probe {
+                ProbeId::SchedOut | ProbeId::Wakeup | ProbeId::Blocked => serde_json::json!(e.kind),
+                _ => serde_json::json!(ChannelKind::name_of(e.kind).unwrap_or("unknown")),
+            };
             let line = serde_json::json!({
                 "ts_ns": e.ts_ns,
                 "pid": e.tgid,
                 "tid": e.tid,
-                "probe": crate::model::probe_name(e.probe),
-                "kind": e.kind,
+                "probe": probe.name(),
+                "kind": kind,
                 "ino": e.ino,
                 "value": e.value,
                 "dur_ns": e.dur_ns,
@@ -180,6 +192,11 @@ impl Session {
             s.written += 1;
         }
         Ok(())
+    }
+
+    /// Events of the stream whose probe id was unknown.
+    pub fn unknown_stream_ids(&self) -> u64 {
+        self.stream.as_ref().map_or(0, |s| s.unknown)
     }
 
     /// Flushes the stream and says what it delivered.
@@ -328,7 +345,7 @@ impl Session {
         let cpus =
             aya::util::online_cpus().map_err(|(_, e)| fail(Code::Runtime, format!("reading online CPUs: {e}")))?;
         let k = Kernel { funcs: KernelFunctions::load(), btf, btf_err, cpus };
-        for p in TABLE {
+        for p in table() {
             let mut choice = Choice { probe: p.name.into(), what: p.what.into(), chosen: None, skipped: Vec::new() };
             for i in p.impls {
                 if choice.chosen.is_some() {

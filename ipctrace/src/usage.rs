@@ -2,7 +2,7 @@
 //! machine (online CPUs, the perf sampling ceiling). They run before the privilege check and
 //! before any tracing, so every user gets the same exit code 2 and one line saying what to fix.
 
-use workloads::{shm::Geometry, size::format_size};
+use workloads::{size::format_size, transport::shm::Geometry};
 
 use crate::cli::{Command, OutputArgs, ProbeArgs, RunArgs};
 

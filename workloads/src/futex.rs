@@ -16,8 +16,11 @@ pub struct FutexWitness {
     pub wait_eagain: u64,
     /// ... that timed out (ipctrace's workloads wait with a timeout to notice a dead peer).
     pub wait_timedout: u64,
-    /// ... interrupted by a signal.
+    /// ... interrupted by a signal (EINTR).
     pub wait_eintr: u64,
+    /// ... that failed otherwise (any other errno: a bug, counted rather than filed as EINTR).
+    #[serde(default)]
+    pub wait_other: u64,
     /// FUTEX_WAKE system calls.
     pub wake_calls: u64,
     /// Waiters those calls woke (sum of return values).
@@ -31,6 +34,7 @@ pub enum Waited {
     Again,
     TimedOut,
     Interrupted,
+    Failed,
 }
 
 impl FutexWitness {
@@ -66,9 +70,13 @@ impl FutexWitness {
                 self.wait_timedout += 1;
                 Waited::TimedOut
             }
-            _ => {
+            Some(libc::EINTR) => {
                 self.wait_eintr += 1;
                 Waited::Interrupted
+            }
+            _ => {
+                self.wait_other += 1;
+                Waited::Failed
             }
         }
     }

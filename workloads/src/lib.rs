@@ -6,13 +6,12 @@ pub mod control;
 pub mod futex;
 pub mod pattern;
 pub mod peer;
-pub mod pipe;
 pub mod role;
-pub mod shm;
 pub mod size;
 pub mod spawn;
 pub mod stream;
 pub mod sweep;
+pub mod transport;
 pub mod witness;
 
 /// The seed's C programs, built by `build.rs` (the foreign programs attach tests target).

@@ -1,10 +1,8 @@
 //! One side of a workload as its own process: parses the role arguments, waits at the start
-//! gate, runs the loop, reports the witness on the control socket and prints the summary line.
+//! gate, runs the transport's loop (`transport::Spec::run`), reports the witness on the
+//! control socket and prints the summary line.
 
-use std::{
-    os::fd::{FromRawFd, OwnedFd},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -13,10 +11,9 @@ use crate::{
     cleanup,
     control::Control,
     peer::Peer,
-    pipe,
-    shm::{self, Geometry, ShmArgs, SyncKind},
     size::parse_size,
     stream::{Rusage, StreamOpts},
+    transport::{RoleCtx, Transport},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -31,34 +28,6 @@ impl Role {
             Self::Producer => "producer",
             Self::Consumer => "consumer",
         }
-    }
-}
-
-/// Transports of the built-in workloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RoleTransport {
-    /// Anonymous pipe.
-    Pipe,
-    /// Named pipe in a private directory, opened by path by both sides.
-    Fifo,
-    /// POSIX shm ring synchronized with FUTEX_WAIT/FUTEX_WAKE.
-    ShmFutex,
-    /// POSIX shm ring synchronized with process-shared POSIX semaphores.
-    ShmSem,
-}
-
-impl RoleTransport {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pipe => "pipe",
-            Self::Fifo => "fifo",
-            Self::ShmFutex => "shm-futex",
-            Self::ShmSem => "shm-sem",
-        }
-    }
-
-    pub fn is_shm(self) -> bool {
-        matches!(self, Self::ShmFutex | Self::ShmSem)
     }
 }
 
@@ -100,7 +69,7 @@ pub struct ShapeArgs {
 #[derive(Args, Clone, Debug)]
 pub struct RoleArgs {
     #[arg(long, value_enum)]
-    pub transport: RoleTransport,
+    pub transport: Transport,
     #[arg(long, value_enum)]
     pub role: Role,
     #[arg(long, value_parser = parse_size)]
@@ -143,26 +112,6 @@ pub fn main(args: RoleArgs) -> i32 {
     }
 }
 
-fn remove_fifo_names(path: &str) {
-    // Both ends are open: the names (and their private directory) can go.
-    for p in [path.to_string(), format!("{path}.ack")] {
-        let _ = std::fs::remove_file(&p);
-        cleanup::unregister_path(&p);
-    }
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        let _ = std::fs::remove_dir(dir);
-        cleanup::unregister_path(&dir.to_string_lossy());
-    }
-}
-
-fn open_fifo(path: &str, role: Role) -> Result<OwnedFd> {
-    let flags = match role {
-        Role::Producer => nix::fcntl::OFlag::O_WRONLY,
-        Role::Consumer => nix::fcntl::OFlag::O_RDONLY,
-    } | nix::fcntl::OFlag::O_CLOEXEC;
-    nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).with_context(|| format!("opening the FIFO {path}"))
-}
-
 fn pin(cpu: usize) -> Result<()> {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu).context("CPU number out of range")?;
@@ -178,76 +127,19 @@ fn run(a: &RoleArgs) -> Result<()> {
     }
     // SAFETY: the launcher placed this fd here for us and nothing else owns it.
     let mut ctrl = unsafe { Control::from_fd(a.ctrl_fd) };
-    let path = || a.path.as_deref().context("--path is required for this transport");
-    if a.transport == RoleTransport::Fifo {
-        let p = path()?;
-        cleanup::register_path(p);
-        cleanup::register_path(&format!("{p}.ack"));
-        if let Some(dir) = std::path::Path::new(p).parent() {
-            cleanup::register_path(&dir.to_string_lossy());
-        }
-    }
+    let spec = a.transport.spec();
+    (spec.prepare)(a)?;
     let peer_pid = ctrl.wait_gate()?;
     let peer = Peer::new(peer_pid)?;
     let rusage0 = Rusage::now();
-    let name = a.transport.name();
-    let msg = a.msg_size as usize;
     let stream = StreamOpts {
         total: a.total,
-        msg_size: msg,
+        msg_size: a.msg_size as usize,
         deadline: a.shape.duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
         ping_pong: a.shape.ping_pong,
         corrupt_at: a.corrupt_at,
     };
-    let mut w = match a.transport {
-        RoleTransport::Pipe | RoleTransport::Fifo => {
-            let (data, ack) = if a.transport == RoleTransport::Pipe {
-                // SAFETY: the launcher placed the pipe ends here.
-                let data = unsafe { OwnedFd::from_raw_fd(a.data_fd) };
-                let ack = a.shape.ping_pong.then(|| unsafe { OwnedFd::from_raw_fd(a.ack_fd) });
-                (data, ack)
-            } else {
-                let p = path()?;
-                // The ack FIFO is opened in the opposite direction, after the data FIFO.
-                let data = open_fifo(p, a.role)?;
-                let ack = if a.shape.ping_pong {
-                    let other = if a.role == Role::Producer { Role::Consumer } else { Role::Producer };
-                    Some(open_fifo(&format!("{p}.ack"), other)?)
-                } else {
-                    None
-                };
-                if a.role == Role::Consumer {
-                    remove_fifo_names(p);
-                }
-                (data, ack)
-            };
-            match a.role {
-                Role::Producer => pipe::produce(data, ack, name, &stream)?,
-                Role::Consumer if a.shape.splice_consumer => pipe::consume_splice(data, name, &stream)?,
-                Role::Consumer => pipe::consume(data, ack, name, &stream)?,
-            }
-        }
-        RoleTransport::ShmFutex | RoleTransport::ShmSem => {
-            let sync = if a.transport == RoleTransport::ShmFutex {
-                SyncKind::Futex { spin: a.ring.spin }
-            } else {
-                SyncKind::Sem
-            };
-            let slots = if a.shape.ping_pong { Some(1) } else { a.ring.slots.map(|s| s as usize) };
-            let sa = ShmArgs {
-                name: path()?,
-                transport: name,
-                stream,
-                geometry: Geometry::new(msg, a.ring.slot_size.map(|s| s as usize), slots)?,
-                sync,
-                populate: a.ring.populate,
-            };
-            match a.role {
-                Role::Producer => shm::produce(&sa, &peer)?,
-                Role::Consumer => shm::consume(&sa, &peer)?,
-            }
-        }
-    };
+    let mut w = (spec.run)(&RoleCtx { args: a, peer: &peer, stream })?;
     w.rusage_run = Rusage::now().since(&rusage0);
     w.rusage_at_gate = rusage0;
     // Report first: even a failed check leaves the launcher a witness to show.

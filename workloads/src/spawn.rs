@@ -6,12 +6,11 @@ use std::{
     ffi::OsString,
     io::{Read, Write},
     os::{
-        fd::{AsRawFd, OwnedFd},
+        fd::AsRawFd,
         unix::{net::UnixStream, process::CommandExt},
     },
     path::PathBuf,
     process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
@@ -20,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     control::{READY, gate_message},
-    role::{RingArgs, Role, RoleTransport, ShapeArgs},
+    role::{RingArgs, Role, ShapeArgs},
     stream::Rusage,
+    transport::{Channel, Transport},
     witness::Witness,
 };
 
@@ -34,7 +34,7 @@ pub struct Launch {
     pub arg0: OsString,
     /// ... and the arguments that select its role mode (`__workload` or `role`).
     pub lead: Vec<OsString>,
-    pub transport: RoleTransport,
+    pub transport: Transport,
     pub total: u64,
     pub msg_size: u64,
     pub corrupt_at: Option<u64>,
@@ -80,11 +80,9 @@ pub struct Pair {
     pub channel_ino: Option<u64>,
     /// FIFO path or shm name.
     pub channel_path: Option<String>,
-    transport: RoleTransport,
-    fifo_dir: Option<PathBuf>,
+    /// Removes what the channel left (FIFO directory, shm name) when the pair is dropped.
+    channel: Channel,
 }
-
-static SHM_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// 64 random bits from the kernel (getrandom(2)).
 pub fn random_u64() -> u64 {
@@ -99,13 +97,9 @@ pub fn random_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
-fn spawn_one(
-    l: &Launch,
-    role: Role,
-    data: Option<&OwnedFd>,
-    ack: Option<&OwnedFd>,
-    path: Option<&str>,
-) -> Result<Worker> {
+fn spawn_one(l: &Launch, role: Role, ch: &Channel) -> Result<Worker> {
+    let fds = &ch.fds[if role == Role::Producer { 0 } else { 1 }];
+    let (data, ack, path) = (fds.data.as_ref(), fds.ack.as_ref(), ch.path.as_deref());
     let (ours, theirs) = UnixStream::pair().context("creating the control socket")?;
     let role_name = role.name();
     let mut cmd = Command::new(&l.exe);
@@ -182,48 +176,14 @@ fn spawn_one(
 
 /// Starts both sides of `l.transport`, held at their start gates.
 pub fn spawn_pair(l: &Launch) -> Result<Pair> {
-    let mut pair =
-        Pair { workers: Vec::new(), channel_ino: None, channel_path: None, transport: l.transport, fifo_dir: None };
-    let mode = nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR;
-    match l.transport {
-        RoleTransport::Pipe => {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the data pipe")?;
-            pair.channel_ino = Some(nix::sys::stat::fstat(&r).context("fstat of the data pipe")?.st_ino);
-            let ack = match l.shape.ping_pong {
-                true => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the ack pipe")?),
-                false => None,
-            };
-            // The producer reads acknowledgements, the consumer writes them.
-            let (ack_r, ack_w) = (ack.as_ref().map(|a| &a.0), ack.as_ref().map(|a| &a.1));
-            pair.workers.push(spawn_one(l, Role::Producer, Some(&w), ack_r, None)?);
-            pair.workers.push(spawn_one(l, Role::Consumer, Some(&r), ack_w, None)?);
-            // Our copies of the ends close here, so the consumer sees EOF when the producer ends.
-        }
-        RoleTransport::Fifo => {
-            let dir = nix::unistd::mkdtemp("/tmp/ipctrace-fifo-XXXXXX")
-                .context("creating a private directory for the FIFO")?;
-            pair.fifo_dir = Some(dir.clone());
-            let path = dir.join("fifo");
-            nix::unistd::mkfifo(&path, mode).context("mkfifo")?;
-            if l.shape.ping_pong {
-                nix::unistd::mkfifo(&dir.join("fifo.ack"), mode).context("mkfifo")?;
-            }
-            pair.channel_ino = Some(nix::sys::stat::stat(&path)?.st_ino);
-            let p = path.to_string_lossy().into_owned();
-            pair.workers.push(spawn_one(l, Role::Producer, None, None, Some(&p))?);
-            pair.workers.push(spawn_one(l, Role::Consumer, None, None, Some(&p))?);
-            pair.channel_path = Some(p);
-        }
-        RoleTransport::ShmFutex | RoleTransport::ShmSem => {
-            // A random part: another user cannot guess the name and plant an object under it
-            // (the producer creates it with O_EXCL and mode 0600; the consumer checks it).
-            let n = SHM_SEQ.fetch_add(1, Ordering::SeqCst);
-            let name = format!("/{}-{}-{n}-{:016x}", l.shm_prefix, std::process::id(), random_u64());
-            pair.workers.push(spawn_one(l, Role::Producer, None, None, Some(&name))?);
-            pair.workers.push(spawn_one(l, Role::Consumer, None, None, Some(&name))?);
-            pair.channel_path = Some(name);
-        }
+    let mut channel = (l.transport.spec().setup)(l)?;
+    let mut workers = Vec::new();
+    for role in [Role::Producer, Role::Consumer] {
+        workers.push(spawn_one(l, role, &channel)?);
     }
+    // Our copies of the ends close here, so the consumer sees EOF when the producer ends.
+    channel.fds = Default::default();
+    let mut pair = Pair { workers, channel_ino: channel.ino, channel_path: channel.path.clone(), channel };
     // Start-up (exec, loader, runtime) is over before anyone traces or times the pair.
     for w in &mut pair.workers {
         w.wait_ready()?;
@@ -346,17 +306,8 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
+        // The processes first; then `channel` drops and removes what they left.
         self.kill_and_reap();
-        // The workloads unlink their names themselves; this covers runs that never got there.
-        if self.transport.is_shm()
-            && let Some(name) = &self.channel_path
-            && let Ok(c) = std::ffi::CString::new(name.as_str())
-        {
-            // SAFETY: valid C string; ENOENT (already unlinked) is the normal case.
-            unsafe { libc::shm_unlink(c.as_ptr()) };
-        }
-        if let Some(dir) = &self.fifo_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = &self.channel;
     }
 }

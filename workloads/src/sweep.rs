@@ -9,8 +9,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    role::RoleTransport,
     spawn::{Launch, Pair, spawn_pair},
+    transport::Transport,
 };
 
 /// Message sizes of every sweep.
@@ -19,12 +19,12 @@ pub const SIZES: [u64; 4] = [64, 4096, 65536, 1 << 20];
 /// One point: a transport at a message size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Point {
-    pub transport: RoleTransport,
+    pub transport: Transport,
     pub msg_size: u64,
 }
 
 /// Size-major order, so a slow size does not bunch up one transport's points.
-pub fn points(transports: &[RoleTransport]) -> Vec<Point> {
+pub fn points(transports: &[Transport]) -> Vec<Point> {
     SIZES.iter().flat_map(|&msg_size| transports.iter().map(move |&transport| Point { transport, msg_size })).collect()
 }
 

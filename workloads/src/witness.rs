@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     futex::FutexWitness,
-    shm::{SemWitness, ShmInfo},
     stream::{Rtt, Rusage},
+    transport::shm::{SemWitness, ShmInfo},
 };
 
 /// Counters a workload process keeps about itself; never filled from BPF.

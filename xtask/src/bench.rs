@@ -17,15 +17,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use workloads::{
-    role::RoleTransport,
     spawn::Launch,
     sweep::{Point, SIZES, points, run_point},
+    transport::Transport,
 };
 
 use crate::util::{cargo, is_root, root, run};
 
-const TRANSPORTS: [RoleTransport; 4] =
-    [RoleTransport::Pipe, RoleTransport::Fifo, RoleTransport::ShmFutex, RoleTransport::ShmSem];
+/// Every built-in transport, from the registry.
+const TRANSPORTS: [Transport; 4] = Transport::ALL;
 const PLACEMENTS: [(&str, [usize; 2]); 2] = [("same-cpu", [0, 0]), ("cross-cpu", [0, 1])];
 
 #[derive(Args, Clone, Debug)]
@@ -144,7 +144,7 @@ fn base_launch(cpus: [usize; 2]) -> Launch {
         exe: workloads_bin(),
         arg0: "workloads".into(),
         lead: vec!["role".into()],
-        transport: RoleTransport::Pipe,
+        transport: Transport::ALL[0],
         total: 0,
         msg_size: 1,
         corrupt_at: None,

@@ -16,6 +16,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
 
+use workloads::transport::Transport;
+
 use crate::util::{cargo, in_ci, output, root, run};
 
 #[derive(Args, Clone, Debug)]
@@ -198,8 +200,8 @@ step() {
 step probes_table /ipctrace probes --sample-hz 49
 step probes /ipctrace probes --format json --sample-hz 49
 step probes_no_fentry /ipctrace probes --no-fentry --format json --sample-hz 49
-step run_fentry /ipctrace run --format json --transport pipe,fifo,shm-futex --total 32MiB --msg-size 64KiB --sample-hz 49
-step run_kprobe /ipctrace run --format json --no-fentry --transport pipe,fifo,shm-futex --total 32MiB --msg-size 64KiB --sample-hz 49
+step run_fentry /ipctrace run --format json --transport TRANSPORTS --total 32MiB --msg-size 64KiB --sample-hz 49
+step run_kprobe /ipctrace run --format json --no-fentry --transport TRANSPORTS --total 32MiB --msg-size 64KiB --sample-hz 49
 echo GUEST_TEST_EXIT=0
 poweroff -f
 "#;
@@ -224,7 +226,9 @@ fn initramfs(ipctrace: &Path) -> Result<PathBuf> {
         std::fs::copy(lib, &dest)?;
     }
     let init = dir.join("init");
-    std::fs::write(&init, GUEST_INIT)?;
+    // Every built-in transport, from the registry.
+    let transports: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+    std::fs::write(&init, GUEST_INIT.replace("TRANSPORTS", &transports.join(",")))?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let out = cache_dir().join("initramfs.cpio.gz");
     let sh = format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", dir.display(), out.display());
@@ -385,7 +389,7 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
         let runs = r["runs"].as_array().cloned().unwrap_or_default();
         let by = |t: &str| runs.iter().find(|x| x["transport"] == t).cloned().unwrap_or_default();
         let total = 32u64 << 20;
-        for t in ["pipe", "fifo"] {
+        for t in Transport::ALL.iter().filter(|t| !t.is_shm()).map(|t| t.name()) {
             let run = by(t);
             let procs = run["processes"].as_array().cloned().unwrap_or_default();
             let role = |r: &str| procs.iter().find(|p| p["role"] == r).cloned().unwrap_or_default();
@@ -405,31 +409,40 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
                 || m.to_string(),
             );
         }
-        let shm = by("shm-futex");
-        let disagree: Vec<String> = shm["agreement"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|x| x["figure"].as_str().unwrap_or("").starts_with("futex") && x["agrees"] != true)
-                    .map(|x| x.to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let compared = shm["agreement"].as_array().is_some_and(|a| a.iter().any(|x| x["figure"] == "futex_wake calls"));
-        c.check(
-            &format!("{guest} {mech}: futex_wait/futex_wake == the workload's counters"),
-            compared && disagree.is_empty(),
-            || format!("{disagree:?}"),
-        );
-        let procs = shm["processes"].as_array().cloned().unwrap_or_default();
-        let prod = procs.iter().find(|p| p["role"] == "producer").cloned().unwrap_or_default();
-        let pages = prod["witness"]["shm"]["pages"].as_u64().unwrap_or(0);
-        let faults = sum(&prod, "mm_fault", Some("shm"), "calls");
-        c.check(
-            &format!("{guest} {mech}: producer handle_mm_fault on the shm mapping == pages (2%)"),
-            pages > 0 && faults.abs_diff(pages) * 50 <= pages,
-            || format!("{faults} faults, {pages} pages"),
-        );
+        // Every shm transport: the futex figures its witness has agree, and the producer's
+        // first touch faults equal the mapped pages. At least one compares futex calls.
+        let mut futex_compared = false;
+        for t in Transport::ALL.iter().filter(|t| t.is_shm()).map(|t| t.name()) {
+            let shm = by(t);
+            let disagree: Vec<String> = shm["agreement"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|x| x["figure"].as_str().unwrap_or("").starts_with("futex") && x["agrees"] != true)
+                        .map(|x| x.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            futex_compared |=
+                shm["agreement"].as_array().is_some_and(|a| a.iter().any(|x| x["figure"] == "futex_wake calls"));
+            c.check(
+                &format!("{guest} {mech}: {t} futex_wait/futex_wake == the workload's counters"),
+                disagree.is_empty(),
+                || format!("{disagree:?}"),
+            );
+            let procs = shm["processes"].as_array().cloned().unwrap_or_default();
+            let prod = procs.iter().find(|p| p["role"] == "producer").cloned().unwrap_or_default();
+            let pages = prod["witness"]["shm"]["pages"].as_u64().unwrap_or(0);
+            let faults = sum(&prod, "mm_fault", Some("shm"), "calls");
+            c.check(
+                &format!("{guest} {mech}: {t} producer handle_mm_fault on the shm mapping == pages (2%)"),
+                pages > 0 && faults.abs_diff(pages) * 50 <= pages,
+                || format!("{faults} faults, {pages} pages"),
+            );
+        }
+        c.check(&format!("{guest} {mech}: futex calls were compared with a witness"), futex_compared, || {
+            "no shm run compared futex_wake calls".into()
+        });
     }
     Ok(())
 }

@@ -67,6 +67,15 @@ pub fn offsets() -> Result<Offsets> {
         // Only the function tier needs these; a kernel without them just loses that tier.
         kiocb_filp: offset(&btf, "kiocb", "ki_filp").unwrap_or(u32::MAX),
         vma_file: offset(&btf, "vm_area_struct", "vm_file").unwrap_or(u32::MAX),
+        // Sockets, eventfd and signalfd: a kernel without them just never reports those kinds.
+        file_f_op: offset(&btf, "file", "f_op").unwrap_or(u32::MAX),
+        fops_read_iter: offset(&btf, "file_operations", "read_iter").unwrap_or(u32::MAX),
+        file_private_data: offset(&btf, "file", "private_data").unwrap_or(u32::MAX),
+        socket_type: offset(&btf, "socket", "type").unwrap_or(u32::MAX),
+        socket_sk: offset(&btf, "socket", "sk").unwrap_or(u32::MAX),
+        sock_family: offset(&btf, "sock", "__sk_common")
+            .and_then(|c| Ok(c + offset(&btf, "sock_common", "skc_family")?))
+            .unwrap_or(u32::MAX),
     })
 }
 
@@ -86,5 +95,15 @@ mod tests {
         assert_eq!(o.inode_mode, 0);
         assert!(o.inode_pipe > o.inode_mode && o.inode_pipe < 4096);
         assert!(o.task_files > 0);
+        for (name, v) in [
+            ("file.f_op", o.file_f_op),
+            ("file_operations.read_iter", o.fops_read_iter),
+            ("file.private_data", o.file_private_data),
+            ("socket.type", o.socket_type),
+            ("socket.sk", o.socket_sk),
+            ("sock.__sk_common.skc_family", o.sock_family),
+        ] {
+            assert!(v < 4096, "{name} found in BTF: {v}");
+        }
     }
 }

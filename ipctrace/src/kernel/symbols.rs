@@ -84,3 +84,25 @@ impl KernelFunctions {
         variants.iter().copied().find(|v| self.kallsyms.contains(*v))
     }
 }
+
+/// Addresses of kernel symbols from /proc/kallsyms (0 where absent or hidden).
+fn symbol_addrs(names: &[&str]) -> Vec<u64> {
+    let mut out = vec![0u64; names.len()];
+    let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(addr), Some(_), Some(name)) = (f.next(), f.next(), f.next()) else { continue };
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            out[i] = u64::from_str_radix(addr, 16).unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// The read functions that mark an eventfd and a signalfd (compared with
+/// `file->f_op->read_iter`: the `*_fops` tables themselves are data symbols, which kallsyms
+/// lists only with CONFIG_KALLSYMS_ALL).
+pub fn file_ops() -> ipctrace_common::FileOps {
+    let a = symbol_addrs(&["eventfd_read", "signalfd_read_iter"]);
+    ipctrace_common::FileOps { eventfd: a[0], signalfd: a[1] }
+}

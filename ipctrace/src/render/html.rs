@@ -4,28 +4,25 @@
 
 use std::fmt::Write;
 
-use workloads::size::{format_rate, format_size};
+use workloads::size::format_size;
 
-use super::table::group;
-use crate::{
-    model::{Report, TransportRun},
-    path::Stage,
-};
+use super::fmt::{self, group};
+use crate::model::{Label, Report, Stage, TransportRun, path::Unit};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn label_color(l: Option<&str>) -> &'static str {
+fn label_color(l: Option<Label>) -> &'static str {
     match l {
-        Some("exact") => "#2e7d32",
-        Some("derived") => "#1565c0",
-        Some("sampled") => "#6a1b9a",
-        _ => "#9e9e9e",
+        Some(Label::Exact) => "#2e7d32",
+        Some(Label::Derived) => "#1565c0",
+        Some(Label::Sampled) => "#6a1b9a",
+        None => "#9e9e9e",
     }
 }
 
-/// The path as a vertical flow of boxes; sub-stages (indented names) are offset right.
+/// The path as a vertical flow of boxes; steps inside a stage (depth 1) are offset right.
 fn diagram(stages: &[Stage]) -> String {
     let (w, bh, gap) = (760, 46, 14);
     let h = stages.len() * (bh + gap) + 10;
@@ -34,10 +31,9 @@ fn diagram(stages: &[Stage]) -> String {
     );
     s.push_str(r##"<defs><marker id="arrow" markerWidth="8" markerHeight="8" refX="4" refY="4" orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#555"/></marker></defs>"##);
     for (i, st) in stages.iter().enumerate() {
-        let sub = st.name.starts_with("  ");
-        let x = if sub { 60 } else { 10 };
+        let x = 10 + 50 * st.depth as usize;
         let y = 5 + i * (bh + gap);
-        let color = label_color(st.label.as_deref());
+        let color = label_color(st.label);
         let fill = if st.observed { "#ffffff" } else { "#f2f2f2" };
         let dash = if st.observed { "" } else { r#" stroke-dasharray="4 3""# };
         let _ = write!(
@@ -50,13 +46,14 @@ fn diagram(stages: &[Stage]) -> String {
             (Some(c), _) => group(c),
             _ => "not observed".into(),
         };
-        let tail = [st.time.clone(), st.label.clone()].into_iter().flatten().collect::<Vec<_>>().join(" · ");
+        let label = st.label.map(|_| fmt::label(st));
+        let tail = [st.time.as_ref().map(fmt::time), label].into_iter().flatten().collect::<Vec<_>>().join(" · ");
         let _ = write!(
             s,
             r#"<text x="{}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
             x + 8,
             y + 18,
-            esc(st.name.trim())
+            esc(&st.name)
         );
         let _ = write!(
             s,
@@ -123,45 +120,50 @@ fn histogram(title: &str, h: &[u64]) -> Option<String> {
 }
 
 fn run_section(o: &mut String, r: &TransportRun) {
-    let secs = r.elapsed_ns as f64 / 1e9;
+    let size = if r.total > 0 {
+        format!(" · {} in {} messages", format_size(r.total), format_size(r.msg_size))
+    } else {
+        String::new()
+    };
     let _ = write!(
         o,
-        "<section class=\"run\"><h2>{} · {} in {} messages · {:.2} s · {}</h2>",
+        "<section class=\"run\"><h2>{} · {}{size} · {} · {}</h2>",
         esc(&r.transport),
-        format_size(r.total),
-        format_size(r.msg_size),
-        secs,
-        esc(&format_rate(r.path.metrics.payload_bytes, secs))
+        esc(&r.description),
+        fmt::secs(r.elapsed_ns),
+        esc(&fmt::metric(Unit::Rate, r.path.metrics.throughput_bytes_per_s))
     );
     o.push_str("<h3>Reconstructed path (this run's events and stacks)</h3>");
     o.push_str(&diagram(&r.path.stages));
     o.push_str("<table><tr><th>stage</th><th>detail</th></tr>");
     for s in &r.path.stages {
-        let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(s.name.trim()), esc(s.note.as_deref().unwrap_or("")));
+        let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", esc(&s.name), esc(s.note.as_deref().unwrap_or("")));
     }
     o.push_str("</table><h3>Latency (log2 histograms)</h3><div class=\"hists\">");
-    for p in &r.processes {
-        for probe in ["pipe_write", "pipe_read", "splice_out", "futex_wait", "mm_fault"] {
-            if let Some(h) = histogram(&format!("{} {}: {probe}", p.role, p.pid), &p.observed.hist(probe)) {
-                o.push_str(&h);
-            }
+    for h in &r.histograms {
+        if let Some(svg) = histogram(&format!("{} {}: {}", h.role, h.pid, h.probe), &h.buckets) {
+            o.push_str(&svg);
         }
     }
-    o.push_str("</div><h3>Observed (BPF) against witness (the processes' own counts)</h3><table><tr><th>process</th><th>figure</th><th>observed</th><th>witness</th><th>agree</th></tr>");
-    for a in &r.agreement {
-        let _ = write!(
-            o,
-            "<tr><td>{} {}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td></tr>",
-            esc(&a.role),
-            a.pid,
-            esc(&a.figure),
-            group(a.observed),
-            group(a.witness),
-            if a.agrees { "ok" } else { "bad" },
-            if a.agrees { "yes" } else { "NO" }
-        );
+    o.push_str("</div>");
+    if !r.agreement.is_empty() {
+        o.push_str("<h3>Observed (BPF) against witness (the processes' own counts)</h3><table><tr><th>process</th><th>figure</th><th>observed</th><th>witness</th><th>agree</th></tr>");
+        for a in &r.agreement {
+            let _ = write!(
+                o,
+                "<tr><td>{} {}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td></tr>",
+                esc(&a.role),
+                a.pid,
+                esc(&a.figure),
+                group(a.observed),
+                group(a.witness),
+                if a.agrees { "ok" } else { "bad" },
+                if a.agrees { "yes" } else { "NO" }
+            );
+        }
+        o.push_str("</table>");
     }
-    o.push_str("</table></section>");
+    o.push_str("</section>");
 }
 
 /// Throughput against message size, one line per transport (from a sweep).
@@ -174,7 +176,7 @@ fn sweep_chart(r: &Report) -> Option<String> {
     let xs: Vec<f64> = pts.iter().map(|p| (p.msg_size as f64).log2()).collect();
     let (xmin, xmax) =
         (xs.iter().cloned().fold(f64::MAX, f64::min), xs.iter().cloned().fold(f64::MIN, f64::max).max(xs[0] + 1.0));
-    let ymax = pts.iter().map(|p| p.metrics.throughput_bytes_per_s).fold(1.0, f64::max) * 1.1;
+    let ymax = pts.iter().filter_map(|p| p.metrics.throughput_bytes_per_s).fold(1.0, f64::max) * 1.1;
     let px = |x: f64| ml + (x - xmin) / (xmax - xmin) * (w - ml - 20.0);
     let py = |y: f64| h - mb - y / ymax * (h - mb - 20.0);
     let mut s = format!(
@@ -212,7 +214,7 @@ fn sweep_chart(r: &Report) -> Option<String> {
         let mut line: Vec<(f64, f64)> = pts
             .iter()
             .filter(|p| p.transport == *t)
-            .map(|p| (px((p.msg_size as f64).log2()), py(p.metrics.throughput_bytes_per_s)))
+            .filter_map(|p| Some((px((p.msg_size as f64).log2()), py(p.metrics.throughput_bytes_per_s?))))
             .collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         let path: Vec<String> = line.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
@@ -255,28 +257,38 @@ pub fn render(r: &Report) -> String {
     for run in &r.runs {
         run_section(&mut o, run);
     }
-    if !r.runs.is_empty() {
+    if let Some(c) = &r.comparison {
         o.push_str("<h2>Comparison</h2><table><tr><th>metric</th>");
-        for run in &r.runs {
-            let _ = write!(o, "<th>{}</th>", esc(&run.transport));
+        for col in &c.columns {
+            let _ = write!(o, "<th>{}</th>", esc(col));
         }
-        o.push_str("</tr>");
-        for (name, f) in super::METRIC_ROWS {
-            let _ = write!(o, "<tr><td>{name}</td>");
-            for run in &r.runs {
-                let _ = write!(o, "<td class=\"n\">{}</td>", f(&run.path.metrics));
+        o.push_str("<th>how measured</th></tr>");
+        for row in &c.rows {
+            let _ = write!(o, "<tr><td>{}</td>", esc(&row.name));
+            for v in &row.values {
+                let _ = write!(o, "<td class=\"n\">{}</td>", esc(&fmt::metric(row.unit, *v)));
             }
-            o.push_str("</tr>");
+            let _ = write!(o, "<td>{}</td></tr>", esc(&row.how));
         }
         o.push_str("</table>");
-        let ms: Vec<_> = r.runs.iter().map(|x| (x.transport.as_str(), &x.path.metrics)).collect();
-        if let Some(v) = crate::path::verdict(&ms) {
-            let _ = write!(o, "<p><strong>Verdict:</strong> {}</p>", esc(&v));
+        if let Some(v) = &r.verdict {
+            let _ = write!(o, "<p><strong>Verdict:</strong> {}</p>", esc(v));
         }
     }
     o.push_str("<h2>Throughput against message size</h2>");
     match sweep_chart(r) {
-        Some(c) => o.push_str(&c),
+        Some(c) => {
+            o.push_str(&c);
+            for c in &r.crossovers {
+                let _ = write!(
+                    o,
+                    "<p>{} overtakes {} from {} messages.</p>",
+                    esc(&c.transport),
+                    esc(&c.overtakes),
+                    esc(&format_size(c.from_msg_size))
+                );
+            }
+        }
         None => o.push_str("<p>This report holds no sweep: run <code>ipctrace run --sweep</code> for this chart.</p>"),
     }
     let _ = writeln!(o, "<p>Events lost: {} · stacks lost: {}</p></body></html>", r.loss.events, r.loss.stacks);

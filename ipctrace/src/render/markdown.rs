@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use workloads::size::{format_rate, format_size};
+use workloads::size::format_size;
 
-use super::table::group;
+use super::fmt::{self, group};
 use crate::model::Report;
 
 fn esc(s: &str) -> String {
@@ -20,63 +20,74 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "**Partial report**: the run was {:?} before the workloads finished.\n", r.ended_by);
     }
     for run in &r.runs {
-        let secs = run.elapsed_ns as f64 / 1e9;
+        let size = if run.total > 0 {
+            format!(" · {} in {} messages", format_size(run.total), format_size(run.msg_size))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "## {} · {} in {} messages · {:.2} s · {}\n",
+            "## {} · {}{size} · {} · {}\n",
             run.transport,
-            format_size(run.total),
-            format_size(run.msg_size),
-            secs,
-            format_rate(run.path.metrics.payload_bytes, secs)
+            esc(&run.description),
+            fmt::secs(run.elapsed_ns),
+            fmt::metric(crate::model::path::Unit::Rate, run.path.metrics.throughput_bytes_per_s)
         );
         let _ =
             writeln!(o, "| stage (this run) | count | bytes | time | label | detail |\n|---|---:|---:|---|---|---|");
         for s in &run.path.stages {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} |",
-                esc(s.name.trim()),
+                "| {}{} | {} | {} | {} | {} | {} |",
+                "&nbsp;&nbsp;".repeat(s.depth as usize),
+                esc(&s.name),
                 s.count.map_or("-".into(), group),
                 s.bytes.map_or("-".into(), group),
-                esc(s.time.as_deref().unwrap_or("-")),
-                s.label.as_deref().unwrap_or("-"),
+                esc(&s.time.as_ref().map_or("-".into(), fmt::time)),
+                fmt::label(s),
                 esc(s.note.as_deref().unwrap_or(""))
             );
         }
-        let _ =
-            writeln!(o, "\n| process | figure | observed (BPF) | witness (process) | agree |\n|---|---|---:|---:|---|");
-        for a in &run.agreement {
+        if !run.agreement.is_empty() {
             let _ = writeln!(
                 o,
-                "| {} {} | {} | {} | {} | {} |",
-                a.role,
-                a.pid,
-                esc(&a.figure),
-                group(a.observed),
-                group(a.witness),
-                if a.agrees { "yes" } else { "**NO**" }
+                "\n| process | figure | observed (BPF) | witness (process) | agree |\n|---|---|---:|---:|---|"
             );
+            for a in &run.agreement {
+                let _ = writeln!(
+                    o,
+                    "| {} {} | {} | {} | {} | {} |",
+                    a.role,
+                    a.pid,
+                    esc(&a.figure),
+                    group(a.observed),
+                    group(a.witness),
+                    if a.agrees { "yes" } else { "**NO**" }
+                );
+            }
         }
         let _ = writeln!(o);
     }
-    if !r.runs.is_empty() {
+    if let Some(c) = &r.comparison {
         let _ = write!(o, "## Comparison\n\n| metric |");
-        for run in &r.runs {
-            let _ = write!(o, " {} |", run.transport);
+        for col in &c.columns {
+            let _ = write!(o, " {} |", esc(col));
         }
-        let _ = writeln!(o, "\n|---|{}", "---:|".repeat(r.runs.len()));
-        for (name, f) in super::METRIC_ROWS {
-            let _ = write!(o, "| {name} |");
-            for run in &r.runs {
-                let _ = write!(o, " {} |", f(&run.path.metrics));
+        let _ = writeln!(o, " how measured |\n|---|{}---|", "---:|".repeat(c.columns.len()));
+        for row in &c.rows {
+            let _ = write!(o, "| {} |", row.name);
+            for v in &row.values {
+                let _ = write!(o, " {} |", fmt::metric(row.unit, *v));
             }
-            let _ = writeln!(o);
+            let _ = writeln!(o, " {} |", esc(&row.how));
         }
-        let ms: Vec<_> = r.runs.iter().map(|x| (x.transport.as_str(), &x.path.metrics)).collect();
-        if let Some(v) = crate::path::verdict(&ms) {
-            let _ = writeln!(o, "\n**Verdict:** {v}");
+        if let Some(v) = &r.verdict {
+            let _ = writeln!(o, "\n**Verdict:** {}", esc(v));
         }
+    }
+    for c in &r.crossovers {
+        let _ =
+            writeln!(o, "\n{} overtakes {} from {} messages.", c.transport, c.overtakes, format_size(c.from_msg_size));
     }
     let _ = writeln!(o, "\nEvents lost: {} · stacks lost: {}", r.loss.events, r.loss.stacks);
     o

@@ -1,30 +1,22 @@
-//! Renders a `model::Report`: terminal tables (default), JSON or Markdown; and the probe
-//! table. Never computes figures the model does not hold; only formats and compares them.
+//! Renders a finished `model::Report`: terminal tables (default), JSON, Markdown, HTML,
+//! folded stacks and flame graphs; and the probe table. Functions of the report (and the
+//! output options) alone: they compute nothing the model does not hold and never read the
+//! live kernel.
 
+pub mod fmt;
 pub mod html;
 pub mod markdown;
 pub mod stacks;
 pub mod table;
+pub mod trees;
 
 use clap::ValueEnum;
 
 use crate::{
     exit::{Code, fail},
-    model::Report,
+    model::{Report, probe::Choice},
     outputs::{OutFile, Outputs},
-    probes::Choice,
 };
-
-/// The comparison rows the Markdown and HTML renderers share (the terminal table has more).
-type MetricRow = (&'static str, fn(&crate::path::Metrics) -> String);
-pub const METRIC_ROWS: [MetricRow; 6] = [
-    ("kernel copies / payload byte", |m| format!("{:.2}", m.kernel_copies_per_byte)),
-    ("data-path syscalls / MiB", |m| format!("{:.1}", m.syscalls_per_mib)),
-    ("page faults / MiB", |m| format!("{:.1}", m.faults_per_mib)),
-    ("context switches / MiB", |m| format!("{:.1}", m.context_switches_per_mib)),
-    ("futex waits / MiB", |m| format!("{:.1}", m.futex_waits_per_mib)),
-    ("throughput (MiB/s)", |m| format!("{:.0}", m.throughput_bytes_per_s / (1u64 << 20) as f64)),
-];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -85,14 +77,14 @@ pub fn print_stdout(text: &str) -> anyhow::Result<Code> {
     }
 }
 
-/// `ipctrace probes` output.
-pub fn probes(choices: &[Choice], tier: &str, f: Format) -> String {
+/// `ipctrace probes` output for kernel `kernel`.
+pub fn probes(choices: &[Choice], kernel: &str, tier: &str, f: Format) -> String {
     match f {
-        Format::Table | Format::Markdown => table::probes(choices, tier),
+        Format::Table | Format::Markdown => table::probes(choices, kernel, tier),
         Format::Json => {
             let v = serde_json::json!({
                 "schema_version": crate::model::SCHEMA_VERSION,
-                "kernel": crate::kernel::release(),
+                "kernel": kernel,
                 "tier": tier,
                 "probes": choices,
             });

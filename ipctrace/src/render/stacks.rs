@@ -11,7 +11,7 @@ pub fn folded(r: &Report) -> Vec<String> {
     let mut lines: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for run in &r.runs {
         for p in &run.processes {
-            for s in p.observed.stacks.iter().filter(|s| s.probe == "sample") {
+            for s in p.observed.stacks_of(ipctrace_common::ProbeId::Sample) {
                 let mut frames = vec![run.transport.clone(), format!("{} {}", p.role, p.pid)];
                 if s.kernel.is_empty() {
                     frames.push("[user]".into());

@@ -7,16 +7,27 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use workloads::{
-    role::{self, RingArgs, RoleArgs, RoleTransport, ShapeArgs},
+    role::{self, RingArgs, RoleArgs, ShapeArgs},
     size::{format_rate, parse_size},
     spawn::{Ended, Launch, spawn_pair},
+    transport::Transport,
 };
 
 #[derive(Parser)]
-#[command(version, about = "ipctrace's built-in producer/consumer workloads, untraced")]
+#[command(
+    version,
+    about = "ipctrace's built-in producer/consumer workloads, untraced: `workloads TRANSPORT [OPTIONS]`",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    /// The transport to run.
+    #[arg(value_enum, required = true)]
+    transport: Option<Transport>,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Clone)]
@@ -50,14 +61,6 @@ struct Common {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Anonymous pipe.
-    Pipe(Common),
-    /// Named pipe (FIFO) in a private temporary directory.
-    Fifo(Common),
-    /// POSIX shm ring, FUTEX_WAIT/FUTEX_WAKE.
-    ShmFutex(Common),
-    /// POSIX shm ring, process-shared POSIX semaphores.
-    ShmSem(Common),
     /// One side of a workload (used by launchers; not for direct use).
     #[command(hide = true)]
     Role(RoleArgs),
@@ -88,7 +91,7 @@ fn cpu_pair(v: &Option<Vec<usize>>) -> Result<Option<[usize; 2]>> {
     }
 }
 
-fn run(t: RoleTransport, c: Common) -> Result<bool> {
+fn run(t: Transport, c: Common) -> Result<bool> {
     let launch = Launch {
         exe: std::env::current_exe()?,
         arg0: OsString::from("workloads"),
@@ -149,12 +152,10 @@ fn run(t: RoleTransport, c: Common) -> Result<bool> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (t, c) = match cli.cmd {
-        Cmd::Role(a) => return ExitCode::from(role::main(a) as u8),
-        Cmd::Pipe(c) => (RoleTransport::Pipe, c),
-        Cmd::Fifo(c) => (RoleTransport::Fifo, c),
-        Cmd::ShmFutex(c) => (RoleTransport::ShmFutex, c),
-        Cmd::ShmSem(c) => (RoleTransport::ShmSem, c),
+    let (t, c) = match (cli.cmd, cli.transport) {
+        (Some(Cmd::Role(a)), _) => return ExitCode::from(role::main(a) as u8),
+        (None, Some(t)) => (t, cli.common),
+        (None, None) => unreachable!("clap requires a transport"),
     };
     match run(t, c) {
         Ok(true) => ExitCode::SUCCESS,

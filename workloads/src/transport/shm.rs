@@ -1,8 +1,8 @@
-//! POSIX shared-memory single-producer single-consumer ring (shm_open + ftruncate + mmap
-//! MAP_SHARED, MADV_NOHUGEPAGE so faults stay per page). Synchronized either by FUTEX_WAIT /
-//! FUTEX_WAKE on two sequence words (`shm-futex`) or by two process-shared POSIX semaphores
-//! (`shm-sem`). After set-up no byte crosses the kernel: the producer writes slots, the consumer
-//! verifies them in place.
+//! The shared-memory transports: a POSIX shm single-producer single-consumer ring (shm_open +
+//! ftruncate + mmap MAP_SHARED, MADV_NOHUGEPAGE so faults stay per page), synchronized either
+//! by FUTEX_WAIT / FUTEX_WAKE on two sequence words (`shm-futex`) or by two process-shared
+//! POSIX semaphores (`shm-sem`). After set-up no byte crosses the kernel: the producer writes
+//! slots, the consumer verifies them in place. The launcher only picks the object's name.
 
 use std::{
     ffi::CString,
@@ -13,14 +13,59 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::{Channel, ChannelKind, Cleanup, RoleCtx, Spec, nothing_to_prepare};
 use crate::{
     cleanup,
     futex::{FutexWitness, Waited},
     pattern::{PatternBuf, first_mismatch},
     peer::Peer,
+    role::Role,
+    spawn::{Launch, random_u64},
     stream::{RttRecorder, StreamOpts, witness},
     witness::Witness,
 };
+
+pub static SHM_FUTEX: Spec =
+    Spec { name: "shm-futex", kind: ChannelKind::Shm, setup, prepare: nothing_to_prepare, run: run_futex };
+
+pub static SHM_SEM: Spec =
+    Spec { name: "shm-sem", kind: ChannelKind::Shm, setup, prepare: nothing_to_prepare, run: run_sem };
+
+static SHM_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The object's name: the producer creates it. A random part, so another user cannot guess
+/// the name and plant an object under it (the producer creates it with O_EXCL and mode 0600;
+/// the consumer checks it before mapping).
+fn setup(l: &Launch) -> Result<Channel> {
+    let n = SHM_SEQ.fetch_add(1, SeqCst);
+    let name = format!("/{}-{}-{n}-{:016x}", l.shm_prefix, std::process::id(), random_u64());
+    Ok(Channel { path: Some(name.clone()), cleanup: Some(Cleanup::ShmName(name)), ..Default::default() })
+}
+
+fn run_futex(c: &RoleCtx) -> Result<Witness> {
+    run_role(c, SyncKind::Futex { spin: c.args.ring.spin })
+}
+
+fn run_sem(c: &RoleCtx) -> Result<Witness> {
+    run_role(c, SyncKind::Sem)
+}
+
+fn run_role(c: &RoleCtx, sync: SyncKind) -> Result<Witness> {
+    let a = c.args;
+    let slots = if a.shape.ping_pong { Some(1) } else { a.ring.slots.map(|s| s as usize) };
+    let sa = ShmArgs {
+        name: a.path.as_deref().context("--path is required for the shm transports")?,
+        transport: a.transport.name(),
+        stream: c.stream.clone(),
+        geometry: Geometry::new(a.msg_size as usize, a.ring.slot_size.map(|s| s as usize), slots)?,
+        sync,
+        populate: a.ring.populate,
+    };
+    match a.role {
+        Role::Producer => produce(&sa, c.peer),
+        Role::Consumer => consume(&sa, c.peer),
+    }
+}
 
 const PAGE: usize = 4096;
 const HEADER: usize = PAGE;

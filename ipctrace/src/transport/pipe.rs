@@ -1,0 +1,348 @@
+//! Pipes and FIFOs: the probe-table rows (pipe write/read functions, their syscall fallback,
+//! splice), the path (copy in, buffer pages, writer blocked, reader woken, copy out), the
+//! observed-vs-witness rows, and how attach/trace find and pair them (`pipe:[ino]` links,
+//! FIFO paths; the writer is the producer, the reader the consumer).
+
+use std::{collections::BTreeMap, os::unix::fs::FileTypeExt, path::Path};
+
+use ipctrace_common::{ChannelKind, ProbeId};
+
+use super::{Ends, Family};
+use crate::{
+    agree::push,
+    discover::Found,
+    model::{Agreement, Label, Observed, Process, Stage, StageTime},
+    path::{chain, copy_sample_share, latency, pct, stage, woken_by},
+    probes::{Attach, LogicalProbe, imp, tp},
+};
+
+pub struct Pipe;
+
+pub static PIPE: Pipe = Pipe;
+
+const PIPE_W: &[&str] = &["anon_pipe_write", "pipe_write"];
+const PIPE_R: &[&str] = &["anon_pipe_read", "pipe_read"];
+pub const RULE_PIPE_FN: &str = "bytes = return values of the pipe write/read function (exit probe)";
+pub const RULE_PIPE_SYSCALL: &str =
+    "bytes = return values of write/writev (read/readv) on an fd whose inode is a pipe or FIFO";
+
+/// The pipe functions (names of every kernel version that has them); also the frames that
+/// mark a pipe call in a stack (`fifo_pipe_*` wrap them for FIFOs).
+fn is_write_fn(f: &str) -> bool {
+    PIPE_W.contains(&f) || f == "fifo_pipe_write"
+}
+
+fn is_read_fn(f: &str) -> bool {
+    PIPE_R.contains(&f) || f == "fifo_pipe_read"
+}
+
+const WRITE: ProbeId = ProbeId::PipeWrite;
+const READ: ProbeId = ProbeId::PipeRead;
+/// Into the pipe: written (copied) or spliced (moved).
+const INTO: &[ProbeId] = &[ProbeId::PipeWrite, ProbeId::SpliceIn, ProbeId::Vmsplice];
+/// Out of the pipe: read (copied) or spliced (moved).
+const OUT: &[ProbeId] = &[ProbeId::PipeRead, ProbeId::SpliceOut];
+
+static PROBES: &[LogicalProbe] = &[
+    LogicalProbe {
+        name: "pipe_write",
+        what: "bytes written into pipes and FIFOs (copied user -> kernel)",
+        ids: &[ProbeId::PipeWrite],
+        impls: &[
+            imp(
+                crate::model::probe::Mechanism::Fentry,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
+                    Attach::Fentry { prog: "fentry_pipe_write", func: PIPE_W },
+                    Attach::Fexit { prog: "fexit_pipe_write", func: PIPE_W },
+                ],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Kprobe,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
+                    Attach::Kprobe { prog: "kprobe_pipe_write", func: PIPE_W },
+                    Attach::Kretprobe { prog: "kretprobe_pipe_write", func: PIPE_W },
+                ],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Tracepoint,
+                Label::Derived,
+                RULE_PIPE_SYSCALL,
+                &[
+                    tp("sys_enter_write", "syscalls", "sys_enter_write"),
+                    tp("sys_exit_write", "syscalls", "sys_exit_write"),
+                    tp("sys_enter_writev", "syscalls", "sys_enter_writev"),
+                    tp("sys_exit_writev", "syscalls", "sys_exit_writev"),
+                ],
+            ),
+        ],
+    },
+    LogicalProbe {
+        name: "pipe_read",
+        what: "bytes read from pipes and FIFOs (copied kernel -> user)",
+        ids: &[ProbeId::PipeRead],
+        impls: &[
+            imp(
+                crate::model::probe::Mechanism::Fentry,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
+                    Attach::Fentry { prog: "fentry_pipe_read", func: PIPE_R },
+                    Attach::Fexit { prog: "fexit_pipe_read", func: PIPE_R },
+                ],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Kprobe,
+                Label::Exact,
+                RULE_PIPE_FN,
+                &[
+                    Attach::Kprobe { prog: "kprobe_pipe_read", func: PIPE_R },
+                    Attach::Kretprobe { prog: "kretprobe_pipe_read", func: PIPE_R },
+                ],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Tracepoint,
+                Label::Derived,
+                RULE_PIPE_SYSCALL,
+                &[
+                    tp("sys_enter_read", "syscalls", "sys_enter_read"),
+                    tp("sys_exit_read", "syscalls", "sys_exit_read"),
+                    tp("sys_enter_readv", "syscalls", "sys_enter_readv"),
+                    tp("sys_exit_readv", "syscalls", "sys_exit_readv"),
+                ],
+            ),
+        ],
+    },
+    LogicalProbe {
+        name: "pipe_splice",
+        what: "pages moved into or out of pipes by splice/vmsplice (no copy to or from user memory)",
+        ids: &[ProbeId::SpliceOut, ProbeId::SpliceIn, ProbeId::Vmsplice],
+        impls: &[imp(
+            crate::model::probe::Mechanism::Tracepoint,
+            Label::Derived,
+            "bytes = return values of splice/vmsplice with a pipe fd; counted as moved, not copied \
+             (vmsplice without SPLICE_F_GIFT still copies on the way in: counted as vmsplice bytes)",
+            &[
+                tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
+                tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
+                tp("sys_enter_vmsplice", "syscalls", "sys_enter_vmsplice"),
+                tp("sys_exit_vmsplice", "syscalls", "sys_exit_vmsplice"),
+            ],
+        )],
+    },
+];
+
+fn total(t: u64) -> Option<StageTime> {
+    Some(StageTime::Total { ns: t })
+}
+
+/// One copy per byte moved, and where the sampled copy frames sat (`dir`: written or read,
+/// `call`: the write or the read).
+fn copy_stage(
+    name: &str,
+    calls: u64,
+    bytes: u64,
+    label: Option<Label>,
+    share: Option<(u64, u64)>,
+    (dir, call): (&str, &str),
+) -> Stage {
+    let mut s = stage(
+        name,
+        1,
+        calls,
+        Some(bytes),
+        None,
+        label,
+        Some(match share {
+            Some((h, t)) => format!("one copy per byte {dir}; copy frames under the {call}: {} (sampled)", pct(h, t)),
+            None => format!("one copy per byte {dir}; no samples"),
+        }),
+    );
+    if s.observed && share.is_some() {
+        s.also = Some(Label::Sampled);
+    }
+    s
+}
+
+impl Family for Pipe {
+    fn name(&self) -> &'static str {
+        "pipe"
+    }
+
+    fn probes(&self) -> &'static [LogicalProbe] {
+        PROBES
+    }
+
+    fn stages(&self, e: &Ends) -> Vec<Stage> {
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let w = p.sum(WRITE, None);
+        let r = c.sum(READ, None);
+        let mut v = vec![stage(
+            "write(2) -> pipe write function",
+            0,
+            w.calls,
+            Some(w.bytes),
+            latency(&p.hist(WRITE)),
+            p.label(WRITE),
+            chain(p, &[ProbeId::OffCpu, ProbeId::Sample, ProbeId::PageAlloc], is_write_fn)
+                .map(|c| format!("chain seen: {c}")),
+        )];
+        v.push(copy_stage(
+            "copy user -> kernel (into pipe buffer pages)",
+            w.calls,
+            w.bytes,
+            p.label(WRITE),
+            copy_sample_share(p, is_write_fn),
+            ("written", "write"),
+        ));
+        // Counted in the kernel against the channel while the write was in flight.
+        let buf = p
+            .events
+            .iter()
+            .filter(|e| e.probe == ProbeId::PageAlloc.name() && e.channel.is_some())
+            .fold((0, 0), |(c, b), e| (c + e.calls, b + e.bytes));
+        v.push(stage(
+            "pipe buffer pages allocated",
+            1,
+            buf.0,
+            Some(buf.1),
+            None,
+            Some(Label::Exact),
+            Some("kmem:mm_page_alloc while the pipe write was in flight".into()),
+        ));
+        let b = p.sum(ProbeId::Blocked, Some(WRITE.name()));
+        v.push(stage(
+            "writer blocked: pipe full",
+            1,
+            b.calls,
+            None,
+            total(b.time_ns),
+            p.label(ProbeId::Blocked),
+            Some("voluntary switches while a pipe write was in flight".into()),
+        ));
+        let woke = woken_by(c, e.producer.pid);
+        v.push(stage("reader woken by the writer", 1, woke, None, None, Some(Label::Exact), None));
+        v.push(stage(
+            "read(2) -> pipe read function",
+            0,
+            r.calls,
+            Some(r.bytes),
+            latency(&c.hist(READ)),
+            c.label(READ),
+            chain(c, &[ProbeId::OffCpu, ProbeId::Sample], is_read_fn).map(|c| format!("chain seen: {c}")),
+        ));
+        v.push(copy_stage(
+            "copy kernel -> user",
+            r.calls,
+            r.bytes,
+            c.label(READ),
+            copy_sample_share(c, is_read_fn),
+            ("read", "read"),
+        ));
+        let s = c.sum(ProbeId::SpliceOut, None);
+        if s.calls > 0 {
+            v.push(stage(
+                "splice(2) out of the pipe (pages move, no copy to user)",
+                0,
+                s.calls,
+                Some(s.bytes),
+                latency(&c.hist(ProbeId::SpliceOut)),
+                c.label(ProbeId::SpliceOut),
+                None,
+            ));
+        }
+        let b = c.sum(ProbeId::Blocked, Some(READ.name())) + c.sum(ProbeId::Blocked, Some(ProbeId::SpliceOut.name()));
+        v.push(stage(
+            "reader blocked: pipe empty",
+            1,
+            b.calls,
+            None,
+            total(b.time_ns),
+            c.label(ProbeId::Blocked),
+            Some("voluntary switches while a pipe read (or splice) was in flight".into()),
+        ));
+        let woke = woken_by(p, e.consumer.pid);
+        v.push(stage("writer woken by the reader", 1, woke, None, None, Some(Label::Exact), None));
+        v
+    }
+
+    fn agreement(&self, p: &Process, out: &mut Vec<Agreement>) {
+        let Some(w) = &p.witness else { return };
+        let o = &p.observed;
+        // Out of the pipe: read(2) copies, splice(2) moves; a consumer does one or the other.
+        let (what, s) = if p.role == "producer" {
+            ("pipe_write", o.sum(WRITE, None))
+        } else {
+            ("pipe_read + splice_out", o.sum_of(OUT))
+        };
+        push(out, p, &format!("{what} bytes"), s.bytes, w.bytes, 0.0);
+        push(out, p, &format!("{what} calls"), s.calls, w.calls, 0.0);
+    }
+
+    fn copied_bytes(&self, o: &Observed) -> u64 {
+        o.sum(WRITE, None).bytes + o.sum(READ, None).bytes
+    }
+
+    fn copies_label(&self, o: &Observed) -> Option<Label> {
+        o.label(WRITE).or(o.label(READ))
+    }
+
+    fn data_calls(&self) -> &'static [ProbeId] {
+        &[ProbeId::PipeWrite, ProbeId::PipeRead, ProbeId::SpliceOut, ProbeId::SpliceIn, ProbeId::Vmsplice]
+    }
+
+    fn delivered(&self, consumer: &Observed) -> Option<u64> {
+        Some(consumer.sum_of(OUT).bytes)
+    }
+
+    fn pair(&self, ino: u64, observed: &BTreeMap<u32, Observed>, _holders: &[u32]) -> (Option<u32>, Option<u32>) {
+        let on = |o: &Observed, probes: &[ProbeId]| -> u64 {
+            o.events
+                .iter()
+                .filter(|e| {
+                    probes.iter().any(|p| e.probe == p.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino)
+                })
+                .map(|e| e.bytes + e.calls)
+                .sum()
+        };
+        let pick = |probes: &[ProbeId]| {
+            observed.iter().map(|(p, o)| (on(o, probes), *p)).filter(|(b, _)| *b > 0).max().map(|x| x.1)
+        };
+        (pick(INTO), pick(OUT))
+    }
+
+    fn find_in_fd(&self, link: &str, fd: &Path) -> Option<Found> {
+        if let Some(ino) = link.strip_prefix("pipe:[").and_then(|r| r.strip_suffix(']')).and_then(|i| i.parse().ok()) {
+            return Some(Found { kind: ChannelKind::AnonPipe.name().into(), ino, path: None });
+        }
+        let md = std::fs::metadata(fd).ok()?;
+        (link.starts_with('/') && md.file_type().is_fifo()).then(|| Found {
+            kind: ChannelKind::Fifo.name().into(),
+            ino: std::os::unix::fs::MetadataExt::ino(&md),
+            path: Some(link.to_string()),
+        })
+    }
+
+    fn progress(&self) -> Option<ProbeId> {
+        Some(READ)
+    }
+
+    fn histograms(&self) -> &'static [ProbeId] {
+        &[ProbeId::PipeWrite, ProbeId::PipeRead, ProbeId::SpliceOut]
+    }
+
+    fn section_name(&self, kind: ChannelKind) -> &'static str {
+        if kind == ChannelKind::Fifo { "fifo" } else { "pipe" }
+    }
+
+    fn describe(&self, kind: ChannelKind, ino: u64, path: Option<&str>) -> String {
+        match (kind, path) {
+            (ChannelKind::Fifo, Some(p)) => format!("fifo {p} (ino {ino})"),
+            (ChannelKind::Fifo, None) => format!("fifo ino {ino}"),
+            _ => format!("anon pipe ino {ino}"),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Shared memory: the probe-table rows (shm set-up syscalls, page faults in the mapping, futex
+//! waits and wakes on its words), the path (set-up, first touch, steady state with no kernel
+//! copy, futex sync, teardown), the futex observed-vs-witness rows, and how attach/trace find
+//! segments (`/proc/PID/maps`: /dev/shm, memfd, SysV) and pick their two ends.
+
+use std::collections::BTreeMap;
+
+use ipctrace_common::{ChannelKind, ProbeId};
+
+use super::{Ends, Family};
+use crate::{
+    agree::push,
+    discover::Found,
+    model::{Agreement, Label, Observed, Process, Stage, probe::Mechanism},
+    path::{chain, hist_of, is_clear_frame, latency, stacks_with, stage},
+    probes::{Attach, LogicalProbe, imp, tp, tp_opt},
+};
+
+pub struct Shm;
+
+pub static SHM: Shm = Shm;
+
+const MM_FAULT: &[&str] = &["handle_mm_fault"];
+const FUTEX_WAIT: &[&str] = &["futex_wait"];
+const FUTEX_WAKE: &[&str] = &["futex_wake"];
+const SETUP: &[ProbeId] =
+    &[ProbeId::ShmOpen, ProbeId::ShmFtruncate, ProbeId::ShmMmap, ProbeId::ShmMunmap, ProbeId::ShmUnlink];
+/// Calls that copy bytes between user memory and the kernel (a shm ring should make none).
+const COPYING: &[ProbeId] = &[ProbeId::PipeWrite, ProbeId::PipeRead];
+/// The sub-key of observations in the shm object.
+const IN_SHM: &str = ChannelKind::Shm.name();
+
+static PROBES: &[LogicalProbe] = &[
+    LogicalProbe {
+        name: "shm_setup",
+        what: "shm set-up and teardown: openat/unlink of /dev/shm, ftruncate, mmap and munmap of shmem",
+        ids: SETUP,
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "calls counted at the syscall tracepoints; the mappings they return define what \
+             counts as 'in the shm object' for faults and futexes",
+            &[
+                tp("sys_enter_openat", "syscalls", "sys_enter_openat"),
+                tp("sys_enter_unlink", "syscalls", "sys_enter_unlink"),
+                tp("sys_enter_ftruncate", "syscalls", "sys_enter_ftruncate"),
+                tp("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
+                tp("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
+                tp("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
+            ],
+        )],
+    },
+    LogicalProbe {
+        name: "page_fault",
+        what: "page faults, split by whether they hit a traced shm object",
+        ids: &[ProbeId::FaultUser, ProbeId::FaultKernel, ProbeId::MmFault],
+        impls: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                "handle_mm_fault calls whose vma maps a shmem file (entry to exit = fault latency)",
+                &[
+                    Attach::Fentry { prog: "fentry_mm_fault", func: MM_FAULT },
+                    Attach::Fexit { prog: "fexit_mm_fault", func: MM_FAULT },
+                ],
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                "handle_mm_fault calls whose vma maps a shmem file (entry to exit = fault latency)",
+                &[
+                    Attach::Kprobe { prog: "kprobe_mm_fault", func: MM_FAULT },
+                    Attach::Kretprobe { prog: "kretprobe_mm_fault", func: MM_FAULT },
+                ],
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                "exceptions:page_fault_user/page_fault_kernel events whose address lies in a \
+                 mapping that mmap of a shmem fd returned (no latency at this tier)",
+                &[
+                    tp("page_fault_user", "exceptions", "page_fault_user"),
+                    tp("page_fault_kernel", "exceptions", "page_fault_kernel"),
+                ],
+            ),
+        ],
+    },
+    LogicalProbe {
+        name: "futex",
+        what: "futex waits and wakes on words inside a traced shm mapping",
+        ids: &[ProbeId::FutexWait, ProbeId::FutexWake],
+        impls: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                "futex_wait/futex_wake calls on an address in a traced shm mapping; result from the exit",
+                &[
+                    Attach::Fentry { prog: "fentry_futex_wait", func: FUTEX_WAIT },
+                    Attach::Fexit { prog: "fexit_futex_wait", func: FUTEX_WAIT },
+                    Attach::Fentry { prog: "fentry_futex_wake", func: FUTEX_WAKE },
+                    Attach::Fexit { prog: "fexit_futex_wake", func: FUTEX_WAKE },
+                ],
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                "futex_wait/futex_wake calls on an address in a traced shm mapping; result from the exit",
+                &[
+                    Attach::Kprobe { prog: "kprobe_futex_wait", func: FUTEX_WAIT },
+                    Attach::Kprobe { prog: "kprobe_futex_wake", func: FUTEX_WAKE },
+                    Attach::Kretprobe { prog: "kretprobe_futex", func: FUTEX_WAIT },
+                    Attach::Kretprobe { prog: "kretprobe_futex", func: FUTEX_WAKE },
+                ],
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                "futex(2) FUTEX_WAIT(_BITSET)/FUTEX_WAKE(_BITSET) (and futex2 futex_wait/futex_wake) \
+                 on an address in a traced shm mapping; result = syscall return value",
+                &[
+                    tp("sys_enter_futex", "syscalls", "sys_enter_futex"),
+                    tp("sys_exit_futex", "syscalls", "sys_exit_futex"),
+                    tp_opt("sys_enter_futex_wait", "syscalls", "sys_enter_futex_wait"),
+                    tp_opt("sys_exit_futex_wait", "syscalls", "sys_exit_futex_wait"),
+                    tp_opt("sys_enter_futex_wake", "syscalls", "sys_enter_futex_wake"),
+                    tp_opt("sys_exit_futex_wake", "syscalls", "sys_exit_futex_wake"),
+                ],
+            ),
+        ],
+    },
+];
+
+/// Faults in the shm mapping: handle_mm_fault on the function tier, else the tracepoints.
+fn faults(o: &Observed) -> u64 {
+    let f = o.sum(ProbeId::MmFault, Some(IN_SHM));
+    if f.calls > 0 {
+        f.calls
+    } else {
+        o.sum(ProbeId::FaultUser, Some(IN_SHM)).calls + o.sum(ProbeId::FaultKernel, Some(IN_SHM)).calls
+    }
+}
+
+fn is_shmem_frame(f: &str) -> bool {
+    f.starts_with("shmem_")
+}
+
+impl Family for Shm {
+    fn name(&self) -> &'static str {
+        "shm"
+    }
+
+    fn probes(&self) -> &'static [LogicalProbe] {
+        PROBES
+    }
+
+    fn stages(&self, e: &Ends) -> Vec<Stage> {
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let both = |probe: ProbeId| (p.sum(probe, None), c.sum(probe, None));
+        let mut v = Vec::new();
+        let (po, co) = both(ProbeId::ShmOpen);
+        let (pt, ct) = both(ProbeId::ShmFtruncate);
+        let (pm, cm) = both(ProbeId::ShmMmap);
+        let setup = po.calls + co.calls + pt.calls + ct.calls + pm.calls + cm.calls;
+        v.push(stage(
+            "set-up: openat /dev/shm, ftruncate, mmap",
+            0,
+            setup,
+            Some(pm.bytes + cm.bytes),
+            None,
+            p.label(ProbeId::ShmMmap).or(c.label(ProbeId::ShmMmap)),
+            Some(format!(
+                "producer {} openat, {} ftruncate, {} mmap; consumer {} openat, {} ftruncate, {} mmap (bytes = length mapped)",
+                po.calls, pt.calls, pm.calls, co.calls, ct.calls, cm.calls
+            )),
+        ));
+        let (pf, cf) = (faults(p), faults(c));
+        let fault_label = p.label(ProbeId::MmFault).or(p.label(ProbeId::FaultUser)).or(c.label(ProbeId::FaultUser));
+        let fault_chain =
+            chain(p, &[ProbeId::PageAlloc], is_shmem_frame).or_else(|| chain(c, &[ProbeId::PageAlloc], is_shmem_frame));
+        let shmem_pages: u64 = [p, c]
+            .iter()
+            .map(|o| stacks_with(o, ProbeId::PageAlloc, is_shmem_frame).map(|s| s.count).sum::<u64>())
+            .sum();
+        let zeroing = [p, c].iter().any(|o| stacks_with(o, ProbeId::Sample, is_clear_frame).next().is_some());
+        v.push(stage(
+            "first touch: page faults in the shm mapping",
+            0,
+            pf + cf,
+            None,
+            latency(&p.hist(ProbeId::MmFault)),
+            fault_label,
+            Some(format!(
+                "producer {pf}, consumer {cf} (the consumer's faults map up to 16 pages each: fault-around); \
+                 shmem pages allocated: {shmem_pages}{}{}",
+                fault_chain.map(|c| format!("; path seen: {c}")).unwrap_or_default(),
+                if zeroing { "; page zeroing seen in samples" } else { "" }
+            )),
+        ));
+        let copies = self.copied_bytes(p) + self.copied_bytes(c);
+        v.push(Stage {
+            name: "steady state: kernel copies".into(),
+            depth: 0,
+            count: Some(0),
+            bytes: Some(copies),
+            time: None,
+            label: Some(Label::Derived),
+            also: None,
+            observed: true,
+            note: Some(
+                "bytes these processes copied through the kernel with pipe reads and writes; \
+                 the ring is written and read in place"
+                    .into(),
+            ),
+        });
+        let (pw, cw) = both(ProbeId::FutexWait);
+        let (pk, ck) = both(ProbeId::FutexWake);
+        let lbl = p.label(ProbeId::FutexWait).or(c.label(ProbeId::FutexWait)).or(p.label(ProbeId::FutexWake));
+        v.push(stage(
+            "steady state: futex_wait on the ring words",
+            0,
+            pw.calls + cw.calls,
+            None,
+            latency(&hist_of(&[p, c], ProbeId::FutexWait)),
+            lbl,
+            Some(format!(
+                "slept and woken {}, EAGAIN {}, timed out {}, interrupted {}, other errors {} (producer {} / consumer {})",
+                pw.zero + cw.zero,
+                pw.eagain + cw.eagain,
+                pw.etimedout + cw.etimedout,
+                pw.eintr + cw.eintr,
+                pw.other_errors + cw.other_errors,
+                pw.calls,
+                cw.calls
+            )),
+        ));
+        v.push(stage(
+            "steady state: futex_wake on the ring words",
+            0,
+            pk.calls + ck.calls,
+            None,
+            None,
+            lbl,
+            Some(format!(
+                "waiters woken {} (producer {} calls / consumer {})",
+                pk.bytes + ck.bytes,
+                pk.calls,
+                ck.calls
+            )),
+        ));
+        let (pu, cu) = both(ProbeId::ShmMunmap);
+        let (pl, cl) = both(ProbeId::ShmUnlink);
+        v.push(stage(
+            "teardown: munmap, shm_unlink",
+            0,
+            pu.calls + cu.calls + pl.calls + cl.calls,
+            None,
+            None,
+            p.label(ProbeId::ShmUnlink).or(c.label(ProbeId::ShmUnlink)),
+            Some(format!(
+                "munmap {} + {}, unlink {} + {} (exit unmaps implicitly)",
+                pu.calls, cu.calls, pl.calls, cl.calls
+            )),
+        ));
+        v
+    }
+
+    fn agreement(&self, p: &Process, out: &mut Vec<Agreement>) {
+        let Some(f) = p.witness.as_ref().and_then(|w| w.futex.as_ref()) else { return };
+        let wait = p.observed.sum(ProbeId::FutexWait, None);
+        let wake = p.observed.sum(ProbeId::FutexWake, None);
+        push(out, p, "futex_wait calls", wait.calls, f.wait_calls, 0.0);
+        push(out, p, "futex_wait woken", wait.zero, f.wait_woken, 0.0);
+        push(out, p, "futex_wait EAGAIN", wait.eagain, f.wait_eagain, 0.0);
+        push(out, p, "futex_wait timed out", wait.etimedout, f.wait_timedout, 0.0);
+        push(out, p, "futex_wait interrupted (EINTR)", wait.eintr, f.wait_eintr, 0.0);
+        push(out, p, "futex_wait other errors", wait.other_errors, f.wait_other, 0.0);
+        push(out, p, "futex_wake calls", wake.calls, f.wake_calls, 0.0);
+        push(out, p, "futex_wake waiters woken", wake.bytes, f.woken, 0.0);
+    }
+
+    fn copied_bytes(&self, o: &Observed) -> u64 {
+        o.sum_of(COPYING).bytes
+    }
+
+    fn copies_label(&self, _o: &Observed) -> Option<Label> {
+        Some(Label::Derived)
+    }
+
+    fn data_calls(&self) -> &'static [ProbeId] {
+        &[
+            ProbeId::FutexWait,
+            ProbeId::FutexWake,
+            ProbeId::ShmOpen,
+            ProbeId::ShmFtruncate,
+            ProbeId::ShmMmap,
+            ProbeId::ShmMunmap,
+            ProbeId::ShmUnlink,
+        ]
+    }
+
+    fn delivered(&self, _consumer: &Observed) -> Option<u64> {
+        None
+    }
+
+    fn pair(&self, ino: u64, observed: &BTreeMap<u32, Observed>, holders: &[u32]) -> (Option<u32>, Option<u32>) {
+        let users = observed
+            .iter()
+            .filter(|(_, o)| o.events.iter().any(|e| e.channel.as_ref().is_some_and(|c| c.ino == ino)))
+            .map(|(p, _)| *p);
+        let mut all: Vec<u32> = users.chain(holders.iter().copied()).collect();
+        all.sort();
+        all.dedup();
+        // The producer sizes the object (ftruncate); otherwise the lower pid.
+        let sizer =
+            all.iter().copied().find(|p| observed.get(p).is_some_and(|o| o.sum(ProbeId::ShmFtruncate, None).calls > 0));
+        let prod = sizer.or(all.first().copied());
+        let cons = all.iter().copied().find(|p| Some(*p) != prod);
+        (prod, cons)
+    }
+
+    fn find_in_maps(&self, f: &[&str]) -> Option<(Found, u64, u64)> {
+        // start-end perms offset dev inode path; shared mappings only.
+        if f.len() < 6 || !f[1].contains('s') {
+            return None;
+        }
+        let path = f[5..].join(" ");
+        if !(path.starts_with("/dev/shm/") || path.starts_with("/memfd:") || path.starts_with("/SYSV")) {
+            return None;
+        }
+        let (a, b) = f[0].split_once('-')?;
+        let (start, end, ino) =
+            (u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?, f[4].parse::<u64>().ok()?);
+        let path = path.trim_end_matches(" (deleted)").to_string();
+        Some((Found { kind: ChannelKind::Shm.name().into(), ino, path: Some(path) }, start, end))
+    }
+
+    fn progress(&self) -> Option<ProbeId> {
+        None
+    }
+
+    fn histograms(&self) -> &'static [ProbeId] {
+        &[ProbeId::FutexWait, ProbeId::MmFault]
+    }
+
+    fn section_name(&self, _kind: ChannelKind) -> &'static str {
+        "shm"
+    }
+
+    fn describe(&self, _kind: ChannelKind, ino: u64, path: Option<&str>) -> String {
+        match path {
+            Some(p) if p.starts_with("/dev/shm/") || p.starts_with("/memfd:") || p.starts_with("/SYSV") => p.into(),
+            Some(p) => format!("/dev/shm{p}"),
+            None => format!("shm ino {ino}"),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The built-in transports, registered in one list. Each family module (`pipe`, `shm`) holds,
+//! per transport, the channel set-up the launcher does, the role loops and the witness they
+//! fill; this file maps a `Transport` to its `Spec` and to the kernel object it uses
+//! (`ChannelKind`), so a transport without an implementation does not compile.
+
+pub mod pipe;
+pub mod shm;
+
+use std::{os::fd::OwnedFd, path::PathBuf};
+
+use anyhow::Result;
+use clap::ValueEnum;
+pub use ipctrace_common::ChannelKind;
+
+use crate::{peer::Peer, role::RoleArgs, spawn::Launch, stream::StreamOpts, witness::Witness};
+
+/// Transports of the built-in workloads (`--transport` values are the kebab-case names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Transport {
+    /// Anonymous pipe.
+    Pipe,
+    /// Named pipe in a private directory, opened by path by both sides.
+    Fifo,
+    /// POSIX shm ring synchronized with FUTEX_WAIT/FUTEX_WAKE.
+    ShmFutex,
+    /// POSIX shm ring synchronized with process-shared POSIX semaphores.
+    ShmSem,
+}
+
+impl Transport {
+    /// Every built-in transport, in the order reports, benches and tests list them.
+    pub const ALL: [Transport; 4] = [Transport::Pipe, Transport::Fifo, Transport::ShmFutex, Transport::ShmSem];
+
+    /// What `ipctrace run` compares when no transport is named: the seed's comparison.
+    pub const DEFAULT: [Transport; 2] = [Transport::Pipe, Transport::ShmFutex];
+
+    /// The implementation of this transport.
+    pub fn spec(self) -> &'static Spec {
+        match self {
+            Transport::Pipe => &pipe::PIPE,
+            Transport::Fifo => &pipe::FIFO,
+            Transport::ShmFutex => &shm::SHM_FUTEX,
+            Transport::ShmSem => &shm::SHM_SEM,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The kernel object the transport moves its data through.
+    pub fn kind(self) -> ChannelKind {
+        self.spec().kind
+    }
+
+    /// Shared memory: nothing is copied through the kernel after set-up.
+    pub fn is_shm(self) -> bool {
+        self.kind() == ChannelKind::Shm
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One transport's implementation.
+pub struct Spec {
+    pub name: &'static str,
+    pub kind: ChannelKind,
+    /// Launcher side: creates the channel before the role processes start.
+    pub setup: fn(&Launch) -> Result<Channel>,
+    /// Role side, before the start gate (e.g. registering names to remove if killed there).
+    pub prepare: fn(&RoleArgs) -> Result<()>,
+    /// Role side, after the gate: moves the data and returns the witness.
+    pub run: fn(&RoleCtx) -> Result<Witness>,
+}
+
+/// What a role's loop gets.
+pub struct RoleCtx<'a> {
+    pub args: &'a RoleArgs,
+    pub peer: &'a Peer,
+    pub stream: StreamOpts,
+}
+
+/// Fds a role process inherits: data at fd 4, acknowledgements (ping-pong) at fd 5.
+#[derive(Default)]
+pub struct RoleFds {
+    pub data: Option<OwnedFd>,
+    pub ack: Option<OwnedFd>,
+}
+
+/// The channel the launcher made, and what to remove when the pair is gone.
+#[derive(Default)]
+pub struct Channel {
+    /// Producer's and consumer's fds (closed in the launcher once both have started).
+    pub fds: [RoleFds; 2],
+    /// Inode of the data channel when the launcher knows it (pipe, FIFO).
+    pub ino: Option<u64>,
+    /// Passed to both roles as `--path`: FIFO path or POSIX shm name.
+    pub path: Option<String>,
+    pub cleanup: Option<Cleanup>,
+}
+
+/// Removed when dropped with its `Channel` (the workloads remove their names themselves; this
+/// covers runs that never got there).
+pub enum Cleanup {
+    Dir(PathBuf),
+    ShmName(String),
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        match self {
+            Cleanup::Dir(d) => {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            Cleanup::ShmName(name) => {
+                if let Ok(c) = std::ffi::CString::new(name.as_str()) {
+                    // SAFETY: valid C string; ENOENT (already unlinked) is the normal case.
+                    unsafe { libc::shm_unlink(c.as_ptr()) };
+                }
+            }
+        }
+    }
+}
+
+/// A `prepare` that has nothing to do.
+pub fn nothing_to_prepare(_: &RoleArgs) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_cli_values() {
+        for t in Transport::ALL {
+            assert_eq!(t.to_possible_value().unwrap().get_name(), t.name());
+            assert_eq!(Transport::from_name(t.name()), Some(t));
+        }
+        assert_eq!(Transport::value_variants().len(), Transport::ALL.len(), "ALL lists every transport");
+    }
+}
