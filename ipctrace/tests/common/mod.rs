@@ -109,11 +109,9 @@ pub fn stacks(p: &Value, probe: &str) -> Vec<(Vec<String>, u64)> {
         .collect()
 }
 
-/// Copy-family kernel frames (names differ by CPU and kernel).
+/// Copy-family kernel frames (names differ by CPU and kernel): the list the report uses.
 pub fn is_copy_frame(f: &str) -> bool {
-    ["copy_page_from_iter", "copy_page_to_iter", "_copy_from_iter", "_copy_to_iter", "copy_user", "rep_movs", "memcpy"]
-        .iter()
-        .any(|p| f.contains(p))
+    ipctrace_common::COPY_FRAME_PATTERNS.iter().any(|p| f.contains(p))
 }
 
 /// What must be identical before and after any ipctrace run.
