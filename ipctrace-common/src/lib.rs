@@ -18,6 +18,8 @@ pub struct Offsets {
     pub inode_pipe: u32,
     pub inode_sb: u32,
     pub sb_magic: u32,
+    /// `struct task_struct.exit_code` (read at sched_process_exit).
+    pub task_exit_code: u32,
     /// `struct kiocb.ki_filp` (function tier: pipe_write/pipe_read's first argument).
     pub kiocb_filp: u32,
     /// `struct vm_area_struct.vm_file` (function tier: handle_mm_fault's first argument).
@@ -31,6 +33,14 @@ pub struct Offsets {
     pub socket_type: u32,
     pub socket_sk: u32,
     pub sock_family: u32,
+    /// `struct sock.sk_type` and `.sk_socket`; `struct unix_sock.peer`.
+    pub sock_type: u32,
+    pub sock_socket: u32,
+    pub unix_peer: u32,
+    /// `struct socket_alloc.vfs_inode`: the socket's inode, just after the socket.
+    pub socket_alloc_inode: u32,
+    /// `struct msghdr.msg_flags` (MSG_SPLICE_PAGES: a splice/sendfile into the socket).
+    pub msghdr_flags: u32,
 }
 
 /// Kernel addresses the classification compares `file->f_op->read_iter` with (from
@@ -55,6 +65,7 @@ impl Offsets {
         inode_pipe: u32::MAX,
         inode_sb: u32::MAX,
         sb_magic: u32::MAX,
+        task_exit_code: u32::MAX,
         kiocb_filp: u32::MAX,
         vma_file: u32::MAX,
         file_f_op: u32::MAX,
@@ -63,6 +74,11 @@ impl Offsets {
         socket_type: u32::MAX,
         socket_sk: u32::MAX,
         sock_family: u32::MAX,
+        sock_type: u32::MAX,
+        sock_socket: u32::MAX,
+        unix_peer: u32::MAX,
+        socket_alloc_inode: u32::MAX,
+        msghdr_flags: u32::MAX,
     };
 }
 
@@ -71,6 +87,12 @@ impl Offsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TpOffsets {
+    /// `sock:sock_{send,recv}_length`: `sk`, `family`, `ret`.
+    pub sock_len_sk: u32,
+    pub sock_len_family: u32,
+    pub sock_len_ret: u32,
+    /// `skb:skb_copy_datagram_iovec`: `len`.
+    pub skb_copy_len: u32,
     pub fork_parent_pid: u32,
     pub fork_child_pid: u32,
     pub switch_prev_state: u32,
@@ -82,6 +104,10 @@ pub struct TpOffsets {
 
 impl TpOffsets {
     pub const UNKNOWN: Self = Self {
+        sock_len_sk: u32::MAX,
+        sock_len_family: u32::MAX,
+        sock_len_ret: u32::MAX,
+        skb_copy_len: u32::MAX,
         fork_parent_pid: u32::MAX,
         fork_child_pid: u32::MAX,
         switch_prev_state: u32::MAX,
@@ -173,6 +199,23 @@ ids! {
         /// A voluntary switch and its time off the CPU, by the call in flight
         /// (`kind` = `blocked_kind(probe, channel kind)`, `ino` = the channel).
         Blocked = 21 => "blocked",
+        /// A send on an AF_UNIX socket (write/sendto/sendmsg, or unix_*_sendmsg); `ino` =
+        /// the receiving socket's inode (the channel is the direction).
+        SockSend = 22 => "sock_send",
+        /// A receive on an AF_UNIX socket; `ino` = this socket's inode.
+        SockRecv = 23 => "sock_recv",
+        /// sendfile/splice into an AF_UNIX socket: page references move, no copy.
+        SockSendfile = 24 => "sock_sendfile",
+        /// sock:sock_send_length on an AF_UNIX socket: the socket layer's own byte count.
+        SockSendBytes = 25 => "sock_send_bytes",
+        /// sock:sock_recv_length on an AF_UNIX socket.
+        SockRecvBytes = 26 => "sock_recv_bytes",
+        /// sock:sk_data_ready during a send: an skb queued for the receiver, which is made readable.
+        SkbQueued = 27 => "skb_queued",
+        /// skb:skb_copy_datagram_iovec during a receive: bytes copied skb -> user.
+        SkbCopyOut = 28 => "skb_copy_out",
+        /// skb:consume_skb during a receive: skbs freed after their data was read.
+        SkbFreed = 29 => "skb_freed",
     }
 }
 
@@ -219,6 +262,8 @@ pub const AF_UNIX: u16 = 1;
 pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
 pub const SOCK_SEQPACKET: u16 = 5;
+/// `MSG_SPLICE_PAGES` (include/linux/socket.h, 6.5+): the pages are spliced, not copied.
+pub const MSG_SPLICE_PAGES: u32 = 0x0800_0000;
 
 /// `PIPEFS_MAGIC` and `TMPFS_MAGIC` from `include/uapi/linux/magic.h`.
 pub const PIPEFS_MAGIC: u64 = 0x5049_5045;
@@ -289,16 +334,20 @@ impl Default for AggVal {
     }
 }
 
-/// Key of a stack count: where (kernel and user stack ids) a probe fired for a process.
+/// Key of a stack count: where (kernel and user stack ids) a probe fired for a process, and
+/// the channel whose call was in flight on that thread (kind `Other`, ino 0: none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackKey {
     pub tgid: u32,
     pub probe: u16,
+    /// The in-flight call's channel kind.
     pub kind: u16,
     /// Stack ids in the STACKS map; negative = not captured.
     pub kstack: i32,
     pub ustack: i32,
+    /// The in-flight call's channel inode.
+    pub ino: u64,
 }
 
 #[repr(C)]
@@ -471,7 +520,7 @@ mod tests {
     #[test]
     fn keys_have_no_padding_holes() {
         assert_eq!(core::mem::size_of::<AggKey>(), 16);
-        assert_eq!(core::mem::size_of::<StackKey>(), 16);
+        assert_eq!(core::mem::size_of::<StackKey>(), 24);
         assert_eq!(core::mem::size_of::<Pending>(), 32);
     }
 }

@@ -103,6 +103,19 @@ pub(crate) unsafe fn classify_file(file: *const u8) -> Result<Option<(u64, Chann
     }
 }
 
+/// The current task's `struct file *` for `fd` (None: no such fd; a failed read is loss).
+#[inline(always)]
+pub(crate) fn file_of(fd: u64) -> Option<*const u8> {
+    match unsafe { file_of_fd(fd) } {
+        Ok(f) if !f.is_null() => Some(f),
+        Ok(_) => None,
+        Err(_) => {
+            count_loss(loss::READ_FAILED);
+            None
+        }
+    }
+}
+
 /// fd of the current task -> (ino, kind), counting failed reads as loss.
 #[inline(always)]
 pub(crate) fn classify_fd(fd: u64) -> Option<(u64, ChannelKind)> {

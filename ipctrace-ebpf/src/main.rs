@@ -13,6 +13,7 @@ mod pipe;
 mod sample;
 mod sched;
 mod shm;
+mod sock;
 
 use aya_ebpf::{
     EbpfContext,
@@ -45,6 +46,19 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 /// Process names of targets (set at fork and exec), for reports after they exited.
 #[map]
 static COMMS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(4096, 0);
+
+/// Channels ipctrace itself uses with its targets (the workloads' control sockets, trace's
+/// start gate), by inode: never counted.
+#[map]
+static IGNORED: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+
+/// The parent of every target forked while tracing (child tgid -> parent tgid).
+#[map]
+static PARENTS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Exit codes of targets (tgid -> task exit_code, wait(2) encoding).
+#[map]
+static EXITS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
 /// Calls in flight, by thread.
 #[map]

@@ -33,6 +33,6 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     let other = ChannelKind::Other as u16;
     agg_event(tgid, ProbeId::PageAlloc as u16, other, 0, bytes);
     let kstack = stack_id(&ctx, 0);
-    stack_add(&StackKey { tgid, probe: ProbeId::PageAlloc as u16, kind: other, kstack, ustack: -1 }, 0);
+    stack_add(&StackKey { tgid, probe: ProbeId::PageAlloc as u16, kind: other, kstack, ustack: -1, ino: 0 }, 0);
     0
 }

@@ -49,6 +49,7 @@ pub(crate) fn call_exit(ret: i64) -> u32 {
     if let Some((tgid, p)) = pending_take() {
         agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
         flush_pages(tgid, &p);
+        crate::sock::flush(tgid, &p);
     }
     0
 }

@@ -1,12 +1,13 @@
 //! Scheduling: who left the CPU and why (voluntary = blocked, with the kernel stack where it
-//! blocked, and for how long), who woke whom, and fork-following of the target set.
+//! blocked, and for how long), who woke whom, fork-following of the target set (with each
+//! child's parent) and the exit code of every target.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
 use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched};
 
 use crate::{
-    BLOCK_TICK, COMMS, OFFCPU, PENDING, TARGETS, agg_call, agg_event, count_loss, current, is_target, now, stack_add,
-    stack_id, tp_field, tp_offsets,
+    BLOCK_TICK, COMMS, EXITS, OFFCPU, PARENTS, PENDING, TARGETS, agg_call, agg_event, count_loss, current, is_target,
+    now, offsets, read_at, stack_add, stack_id, tp_field, tp_offsets,
 };
 
 /// `TASK_REPORT_MAX`: the state sched_switch reports for a preempted task.
@@ -69,7 +70,14 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         };
         agg_call(o.tgid, &p, 0, dt);
         if o.kstack >= 0 {
-            let key = StackKey { tgid: o.tgid, probe: ProbeId::OffCpu as u16, kind: 0, kstack: o.kstack, ustack: -1 };
+            let key = StackKey {
+                tgid: o.tgid,
+                probe: ProbeId::OffCpu as u16,
+                kind: o.kind,
+                kstack: o.kstack,
+                ustack: -1,
+                ino: o.ino,
+            };
             stack_add(&key, dt);
         }
     }
@@ -102,9 +110,25 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let child: u32 = unsafe { tp_field(&ctx, tp_offsets().fork_child_pid) }.unwrap_or(0);
     if child != 0 {
         let _ = TARGETS.insert(&child, &1, 0);
+        let _ = PARENTS.insert(&child, &tgid, 0);
         if let Ok(comm) = bpf_get_current_comm() {
             let _ = COMMS.insert(&child, &comm, 0);
         }
+    }
+    0
+}
+
+/// A target's thread-group leader exits: keep its exit code (wait(2) encoding: the exit
+/// status in bits 8-15, or the signal in bits 0-6), for the process tree of the report.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    if tid != tgid || !is_target(tgid) {
+        return 0;
+    }
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    if let Ok(code) = unsafe { read_at::<i32>(task, offsets().task_exit_code) } {
+        let _ = EXITS.insert(&tgid, &(code as u32), 0);
     }
     0
 }

@@ -4,7 +4,6 @@
 //! producer, the reader the consumer); a side outside the targets is an "external peer".
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     io::Write,
     os::unix::process::CommandExt,
     process::Command,
@@ -18,11 +17,12 @@ use crate::{
     cli::{AttachArgs, TraceArgs},
     conclude, discover,
     exit::{Code, fail},
-    kernel::{self, symbols::KernelSymbols},
-    model::{self, ChannelId, EndedBy, Observed, Process, Report},
+    kernel,
+    model::{self, EndedBy, Report},
     observe,
     outputs::OutFile,
     run::{open_session, tier_summary},
+    sections::{self, Discovery, Processes},
     session::Session,
     transport,
 };
@@ -34,12 +34,27 @@ enum Stop {
     Exited,
 }
 
-async fn wait_until(session: &mut Session, deadline: Option<Instant>, mut done: impl FnMut() -> bool) -> Result<Stop> {
+/// How often /proc is read again for the targets' channels while tracing.
+const RESCAN: Duration = Duration::from_millis(200);
+
+/// Traces until `done`, a signal or the deadline; meanwhile drains the event stream and looks
+/// at the targets' channels in /proc again (new processes, channels opened later).
+async fn wait_until(
+    session: &mut Session,
+    found: &mut Discovery,
+    deadline: Option<Instant>,
+    mut done: impl FnMut() -> bool,
+) -> Result<Stop> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut last_scan = Instant::now();
     loop {
         session.drain()?;
+        if last_scan.elapsed() >= RESCAN {
+            rescan(session, found)?;
+            last_scan = Instant::now();
+        }
         if done() {
             return Ok(Stop::Exited);
         }
@@ -55,116 +70,28 @@ async fn wait_until(session: &mut Session, deadline: Option<Instant>, mut done: 
     }
 }
 
-/// A process's observations restricted to one channel (events of other channels dropped;
-/// scheduling, faults and stacks kept: they belong to the process).
-fn for_channel(o: &Observed, ino: u64) -> Observed {
-    Observed {
-        events: o.events.iter().filter(|e| e.channel.as_ref().is_none_or(|c| c.ino == ino)).cloned().collect(),
-        stacks: o.stacks.clone(),
+/// Reads the live targets' channels again; new shm mappings go to the programs' range table.
+fn rescan(session: &mut Session, found: &mut Discovery) -> Result<()> {
+    for (pid, r) in found.scan(session.targets()) {
+        session.add_ranges(pid, &r)?;
     }
+    Ok(())
 }
 
-/// Builds one report section per channel seen (or found in /proc) among the targets.
-fn channel_runs(
-    session: &Session,
-    initial: &[(u32, String)],
-    found: &[(u32, Vec<discover::Found>)],
-    elapsed_ns: u64,
-    unknown: &mut u64,
-) -> Result<Vec<model::TransportRun>> {
-    let snap = session.snapshot()?;
-    // Names: recorded in the kernel at fork/exec, else read at attach time.
-    let mut comms = session.comms();
-    for (pid, n) in initial {
-        comms.entry(*pid).or_insert_with(|| n.clone());
-    }
-    let mut tgids: BTreeSet<u32> = initial.iter().map(|(p, _)| *p).collect();
-    tgids.extend(snap.aggs.keys().map(|k| k.tgid));
-    let mut syms = KernelSymbols::default();
-    let mut stack = |id: i32| -> Vec<String> {
-        let mut f = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
-        f.reverse();
-        f
-    };
-    let observed: BTreeMap<u32, Observed> = tgids
-        .iter()
-        .map(|&t| (t, observe::observe(t, &snap.aggs, &snap.stacks, &session.choices, &mut stack, unknown)))
-        .collect();
-    let name = |pid: u32| {
-        comms
-            .get(&pid)
-            .cloned()
-            .or_else(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string()))
-            .unwrap_or_else(|| "?".into())
-    };
-    // Every channel: observed ones, plus what /proc showed at attach time.
-    let mut chans: BTreeMap<u64, (String, Option<String>)> = BTreeMap::new();
-    for o in observed.values() {
-        for c in o.events.iter().filter_map(|e| e.channel.as_ref()) {
-            chans.entry(c.ino).or_insert((c.kind.clone(), None));
-        }
-    }
-    for (_, fs) in found {
-        for f in fs {
-            let e = chans.entry(f.ino).or_insert((f.kind.clone(), None));
-            if e.1.is_none() {
-                e.1 = f.path.clone();
-            }
-        }
-    }
-    let mut runs = Vec::new();
-    for (ino, (kind_name, chan_path)) in chans {
-        let Some((kind, family)) = transport::family_named(&kind_name) else { continue };
-        let holders: Vec<u32> =
-            found.iter().filter(|(_, fs)| fs.iter().any(|f| f.ino == ino)).map(|(p, _)| *p).collect();
-        let (producer, consumer) = family.pair(ino, &observed, &holders);
-        let mut processes = Vec::new();
-        for (pid, role) in [(producer, "producer"), (consumer, "consumer")] {
-            if let Some(pid) = pid {
-                processes.push(Process {
-                    pid,
-                    role: role.into(),
-                    observed: for_channel(observed.get(&pid).unwrap_or(&Observed::default()), ino),
-                    witness: None,
-                    exit: None,
-                });
-            }
-        }
-        let side = |p: Option<u32>| p.map_or("external peer".to_string(), |p| format!("{} {p}", name(p)));
-        let what = family.describe(kind, ino, chan_path.as_deref());
-        let description = if producer.is_none() && consumer.is_none() {
-            let held: Vec<String> = holders.iter().map(|p| format!("{} {p}", name(*p))).collect();
-            format!("{what} · held by {} · no traffic observed", held.join(", "))
-        } else {
-            format!("{what} · {} -> {}", side(producer), side(consumer))
-        };
-        let transport = family.section_name(kind).to_string();
-        runs.push(conclude::section(
-            family,
-            conclude::Section {
-                transport,
-                description,
-                total: 0,
-                msg_size: 0,
-                data_channel_ino: Some(ino),
-                channel_path: chan_path,
-                elapsed_ns,
-                channels: vec![ChannelId { kind: kind_name, ino }],
-                processes,
-            },
-        ));
-    }
-    Ok(runs)
-}
-
+/// The report of an attach or trace session.
 fn report(
     session: &mut Session,
     command: &str,
     stop: &Stop,
-    runs: Vec<model::TransportRun>,
+    initial: &[(u32, String)],
+    found: &Discovery,
+    elapsed_ns: u64,
     command_exit: Option<model::CommandExit>,
-    unknown: u64,
 ) -> Result<Report> {
+    let mut unknown = 0;
+    let procs = Processes::read(session, initial);
+    let roots: Vec<u32> = initial.iter().map(|(p, _)| *p).collect();
+    let (runs, overview) = sections::build(session, &procs, &roots, &found.found, elapsed_ns, &mut unknown)?;
     let ended_by = match stop {
         Stop::Signal => EndedBy::Interrupted,
         Stop::Deadline => EndedBy::Duration,
@@ -182,6 +109,7 @@ fn report(
         partial: false,
         tier: tier_summary(&session.choices),
         probes: session.choices.clone(),
+        overview: Some(overview),
         runs,
         comparison: None,
         verdict: None,
@@ -231,17 +159,13 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
         names.push((pid, discover::check_pid(pid)?));
         pids.push(pid);
     }
-    let mut session = open_session(&args.probes, events)?;
-    session.require(&["pipe_write", "pipe_read"])?;
-    let mut found = Vec::new();
+    let mut session = open_session(&args.probes, events, transport::FAMILIES)?;
+    session.require(transport::FAMILIES)?;
+    let mut found = Discovery::default();
     for &pid in &pids {
         session.add_target(pid)?;
-        let (f, ranges) = discover::channels(pid);
-        if ranges.r.iter().any(|r| r.start != 0) {
-            session.add_ranges(pid, &ranges)?;
-        }
-        found.push((pid, f));
     }
+    rescan(&mut session, &mut found)?;
     let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
     // Machine-readable: scripts and tests start the traffic after this line.
     let shown: Vec<String> = names.iter().map(|(p, n)| format!("{p} ({n})")).collect();
@@ -253,21 +177,10 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
     let targets = pids.clone();
-    let stop = wait_until(&mut session, deadline, || targets.iter().all(|&p| discover::exited(p))).await?;
-    // Channels opened after attaching count too: look again at who is still there.
-    for (pid, f) in found.iter_mut() {
-        if !discover::exited(*pid) {
-            let (now, _) = discover::channels(*pid);
-            for c in now {
-                if !f.contains(&c) {
-                    f.push(c);
-                }
-            }
-        }
-    }
-    let mut unknown = 0;
-    let runs = channel_runs(&session, &names, &found, t0.elapsed().as_nanos() as u64, &mut unknown)?;
-    let r = report(&mut session, "attach", &stop, runs, None, unknown)?;
+    let stop = wait_until(&mut session, &mut found, deadline, || targets.iter().all(|&p| discover::exited(p))).await?;
+    // Channels opened at the last moment count too.
+    rescan(&mut session, &mut found)?;
+    let r = report(&mut session, "attach", &stop, &names, &found, t0.elapsed().as_nanos() as u64, None)?;
     let why = nothing_observed(&r, &pids);
     Ok((r, why))
 }
@@ -352,8 +265,8 @@ fn end_tree(session: &Session, root: &mut Root) {
 }
 
 pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Report, Option<String>)> {
-    let mut session = open_session(&args.probes, events)?;
-    session.require(&["pipe_write", "pipe_read"])?;
+    let mut session = open_session(&args.probes, events, transport::FAMILIES)?;
+    session.require(transport::FAMILIES)?;
     // Orphans of the command (`cmd &` in a shell that exits) are reparented to ipctrace, so
     // Ctrl-C can end the whole tree and nothing stays a zombie.
     // SAFETY: prctl with plain integer arguments.
@@ -386,6 +299,10 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
     })?;
     let mut root = Root { pid: child.id(), status: None };
     drop(child);
+    // The gate is ipctrace's channel, not the command's.
+    for s in [&gate_w, &gate_r] {
+        session.ignore_channel(nix::sys::stat::fstat(s)?.st_ino)?;
+    }
     drop(gate_r);
     session.add_target(root.pid)?;
     (&gate_w).write_all(b"g")?;
@@ -397,15 +314,15 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
     ));
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
-    let stop = wait_until(&mut session, deadline, || root.reap()).await?;
+    let mut found = Discovery::default();
+    let stop = wait_until(&mut session, &mut found, deadline, || root.reap()).await?;
     let stopped = !matches!(stop, Stop::Exited);
     if stopped {
         end_tree(&session, &mut root);
     }
     let name = args.cmd[0].to_string_lossy().rsplit('/').next().unwrap_or("?").to_string();
-    let mut unknown = 0;
-    let runs = channel_runs(&session, &[(root.pid, name)], &[], t0.elapsed().as_nanos() as u64, &mut unknown)?;
-    let r = report(&mut session, "trace", &stop, runs, root.exit(stopped), unknown)?;
+    let elapsed = t0.elapsed().as_nanos() as u64;
+    let r = report(&mut session, "trace", &stop, &[(root.pid, name)], &found, elapsed, root.exit(stopped))?;
     let why = nothing_observed(&r, &[root.pid]);
     Ok((r, why))
 }

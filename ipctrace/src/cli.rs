@@ -101,6 +101,16 @@ pub struct OutputArgs {
     /// Also draw the sampled stacks as an SVG flame graph.
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<std::path::PathBuf>,
+    /// attach/trace: how many channels (the busiest) are shown in full after the overview.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub top: usize,
+    /// attach/trace: show this channel in full (its # in the channel table, or its inode);
+    /// repeat for more.
+    #[arg(long = "channel", value_name = "ID")]
+    pub channels: Vec<u64>,
+    /// attach/trace: list every process and channel, and show every channel in full.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]
@@ -151,9 +161,14 @@ pub struct ProbesArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Transports to run, comma-separated, one after the other [default: pipe,shm-futex].
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub transport: Vec<Transport>,
+    /// Transports to run, comma-separated, one after the other; `all` runs every built-in
+    /// transport [default: pipe,shm-futex].
+    #[arg(long, value_delimiter = ',', value_parser = transport_names())]
+    pub transport: Vec<String>,
+    /// Socket transports: a named socket at PATH (`@name` for the abstract namespace) instead
+    /// of a socketpair. An existing path is refused; the file is removed however the run ends.
+    #[arg(long, value_name = "PATH")]
+    pub socket_path: Option<String>,
     /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
     /// decimal units (KB, MB) are refused.
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]
@@ -193,7 +208,17 @@ pub struct RunArgs {
 impl RunArgs {
     /// The transports to run (see --transport for the defaults).
     pub fn transports(&self) -> Vec<Transport> {
-        if self.transport.is_empty() { Transport::DEFAULT.to_vec() } else { self.transport.clone() }
+        if self.transport.is_empty() {
+            return Transport::DEFAULT.to_vec();
+        }
+        let mut v = Vec::new();
+        for name in &self.transport {
+            match Transport::from_name(name) {
+                Some(t) => v.push(t),
+                None => v.extend(Transport::ALL),
+            }
+        }
+        v
     }
 
     /// `--cpus` as a (producer, consumer) pair (checked by `check`).
@@ -203,6 +228,13 @@ impl RunArgs {
             _ => None,
         })
     }
+}
+
+/// `--transport` values: every built-in transport's name, and `all`.
+fn transport_names() -> clap::builder::PossibleValuesParser {
+    let mut names: Vec<&'static str> = Transport::ALL.iter().map(|t| t.name()).collect();
+    names.push("all");
+    clap::builder::PossibleValuesParser::new(names)
 }
 
 /// Parses `250ms`, `10s`, `2m` or a plain number of seconds.
@@ -246,10 +278,16 @@ mod tests {
 
     #[test]
     fn transports_accept_a_list() {
-        let c = Cli::try_parse_from(["ipctrace", "run", "--transport", "pipe,pipe", "--total", "1MiB"]).unwrap();
+        let first = Transport::ALL[0].name();
+        let c = Cli::try_parse_from(["ipctrace", "run", "--transport", &format!("{first},{first}"), "--total", "1MiB"])
+            .unwrap();
         let Command::Run(r) = c.command else { panic!() };
-        assert_eq!(r.transport, vec![Transport::Pipe, Transport::Pipe]);
+        assert_eq!(r.transports(), vec![Transport::ALL[0], Transport::ALL[0]]);
         assert_eq!(r.total, 1 << 20);
         assert!(Cli::try_parse_from(["ipctrace", "run", "--total", "1MB"]).is_err());
+        let c = Cli::try_parse_from(["ipctrace", "run", "--transport", "all"]).unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.transports(), Transport::ALL.to_vec());
+        assert!(Cli::try_parse_from(["ipctrace", "run", "--transport", "carrier-pigeon"]).is_err());
     }
 }

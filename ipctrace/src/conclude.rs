@@ -60,15 +60,27 @@ pub fn section(f: &dyn Family, s: Section) -> TransportRun {
     }
 }
 
-/// The comparison rows over the runs that carried something.
-fn comparison(runs: &[TransportRun]) -> Option<Comparison> {
-    let cols: Vec<&TransportRun> = runs.iter().filter(|r| !r.path.stages.is_empty()).collect();
+/// Channels an attach/trace comparison compares, at most (the busiest).
+pub const COMPARED_CHANNELS: usize = 5;
+
+/// The comparison rows over the runs that carried something: every transport of a `run`, the
+/// busiest channels of attach/trace (never one column per channel).
+fn comparison(r: &Report) -> Option<Comparison> {
+    let mut cols: Vec<(String, &TransportRun)> = match &r.overview {
+        None => r.runs.iter().map(|x| (x.transport.clone(), x)).collect(),
+        Some(o) => o.channels.iter().zip(&r.runs).map(|(row, x)| (format!("#{} {}", row.id, x.transport), x)).collect(),
+    };
+    cols.retain(|(_, x)| !x.path.stages.is_empty());
+    if r.overview.is_some() {
+        cols.truncate(COMPARED_CHANNELS);
+    }
     if cols.is_empty() {
         return None;
     }
+    let (names, cols): (Vec<String>, Vec<&TransportRun>) = cols.into_iter().unzip();
     let label = cols.iter().map(|r| r.path.metrics.copies_label).next().unwrap_or_default();
     Some(Comparison {
-        columns: cols.iter().map(|r| r.transport.clone()).collect(),
+        columns: names,
         rows: METRICS
             .iter()
             .map(|m| ComparisonRow {
@@ -149,7 +161,7 @@ fn crossovers(points: &[crate::model::SweepPoint]) -> Vec<Crossover> {
 
 /// Fills in the report's conclusions.
 pub fn finish(r: &mut Report) {
-    r.comparison = comparison(&r.runs);
+    r.comparison = comparison(r);
     r.verdict = verdict(&r.runs);
     r.crossovers = r.sweep.as_deref().map(crossovers).unwrap_or_default();
 }
@@ -161,7 +173,7 @@ mod tests {
 
     fn pt(t: &str, size: u64, rate: f64) -> SweepPoint {
         let metrics = Metrics { throughput_bytes_per_s: Some(rate), ..Default::default() };
-        SweepPoint { transport: t.into(), msg_size: size, ok: true, metrics }
+        SweepPoint { transport: t.into(), msg_size: size, ok: true, not_run: None, metrics }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod privileges;
 mod probes;
 mod render;
 mod run;
+mod sections;
 mod session;
 mod transport;
 mod usage;
@@ -140,7 +141,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn probes_command(args: &cli::ProbesArgs) -> anyhow::Result<Code> {
     privileges::check("probes")?;
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let session = run::open_session(&args.probes, None)?;
+    let session = run::open_session(&args.probes, None, transport::FAMILIES)?;
     let tier = run::tier_summary(&session.choices);
     render::print_stdout(&render::probes(&session.choices, &kernel::release(), &tier, args.format))
 }
@@ -150,7 +151,7 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Code> {
         .map_err(|e| fail(Code::Usage, format!("cannot read {}: {e}", args.file.display())))?;
     let report = model::Report::from_json(&text, &args.file.display().to_string())?;
     let mut outs = Outputs::open(&args.output, None)?;
-    render::emit(&report, args.output.format, &mut outs)
+    render::emit(&report, &args.output, &mut outs)
 }
 
 /// run, attach and trace: privileges, tracefs, output files, then tracing and the report. A
@@ -165,7 +166,7 @@ fn traced(
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
     let mut outs = Outputs::open(output, events)?;
     let (report, target_problem) = f(&mut outs)?;
-    let code = render::emit(&report, output.format, &mut outs);
+    let code = render::emit(&report, output, &mut outs);
     match (code, target_problem) {
         (Ok(Code::Ok), Some(msg)) => Err(fail(Code::Target, msg)),
         (Err(e), Some(msg)) => {

@@ -88,16 +88,18 @@ pub fn observe(
             rule,
         });
     }
-    let lo = StackKey { tgid, probe: 0, kind: 0, kstack: i32::MIN, ustack: i32::MIN };
-    let hi = StackKey { tgid, probe: u16::MAX, kind: u16::MAX, kstack: i32::MAX, ustack: i32::MAX };
+    let lo = StackKey { tgid, probe: 0, kind: 0, kstack: i32::MIN, ustack: i32::MIN, ino: 0 };
+    let hi = StackKey { tgid, probe: u16::MAX, kind: u16::MAX, kstack: i32::MAX, ustack: i32::MAX, ino: u64::MAX };
     let mut out_stacks = Vec::new();
     for (k, v) in stacks.range(lo..=hi) {
-        let Some(p) = ProbeId::from_u16(k.probe) else {
+        let (Some(p), Some(kind)) = (ProbeId::from_u16(k.probe), ChannelKind::from_u16(k.kind)) else {
             *unknown += 1;
             continue;
         };
         out_stacks.push(StackCount {
             probe: p.name().into(),
+            channel: (kind != ChannelKind::Other && k.ino != 0)
+                .then(|| ChannelId { kind: kind.name().into(), ino: k.ino }),
             count: v.count,
             time_ns: v.time_ns,
             kernel: stack(k.kstack),

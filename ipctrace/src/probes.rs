@@ -9,7 +9,10 @@ use ipctrace_common::ProbeId;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::probe::Mechanism;
-use crate::{model::Label, transport::FAMILIES};
+use crate::{
+    model::Label,
+    transport::{FAMILIES, Family},
+};
 
 /// Which implementations may be tried (a user or test override).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -97,14 +100,15 @@ pub const fn tp_opt(prog: &'static str, category: &'static str, name: &'static s
     Attach::Tracepoint { prog, category, name, required: false }
 }
 
-/// The whole table: each transport's rows, then the rows every run needs.
-pub fn table() -> Vec<&'static LogicalProbe> {
-    FAMILIES.iter().flat_map(|f| f.probes().iter()).chain(COMMON.iter()).collect()
+/// The rows of `families` (every family when empty), then the rows every run needs.
+pub fn table(families: &[&'static dyn Family]) -> Vec<&'static LogicalProbe> {
+    let fams: Vec<&'static dyn Family> = if families.is_empty() { FAMILIES.to_vec() } else { families.to_vec() };
+    fams.into_iter().flat_map(|f| f.probes().iter()).chain(COMMON.iter()).collect()
 }
 
 /// The logical probe (table row) whose implementation measures `id`.
 pub fn logical_of(id: ProbeId) -> &'static str {
-    table().into_iter().find(|p| p.ids.contains(&id)).map_or("", |p| p.name)
+    table(&[]).into_iter().find(|p| p.ids.contains(&id)).map_or("", |p| p.name)
 }
 
 /// The rows every run needs, whatever the transports.
@@ -133,15 +137,17 @@ static COMMON: &[LogicalProbe] = &[
     },
     LogicalProbe {
         name: "fork",
-        what: "children of targets join the filter before they run",
+        what: "children of targets join the filter before they run; the process tree and exit codes",
         ids: &[],
         impls: &[imp(
             Mechanism::Tracepoint,
             Label::Exact,
-            "sched:sched_process_fork adds the child; sched:sched_process_exec records its name",
+            "sched:sched_process_fork adds the child (and its parent); sched:sched_process_exec records \
+             its name; sched:sched_process_exit its exit code",
             &[
                 tp("sched_process_fork", "sched", "sched_process_fork"),
                 tp("sched_process_exec", "sched", "sched_process_exec"),
+                tp("sched_process_exit", "sched", "sched_process_exit"),
             ],
         )],
     },
@@ -217,7 +223,7 @@ pub fn tier_name(t: Tier) -> &'static str {
 /// Every eBPF program name the table attaches.
 #[cfg(test)]
 pub fn program_names() -> Vec<&'static str> {
-    let mut v: Vec<&str> = table()
+    let mut v: Vec<&str> = table(&[])
         .iter()
         .flat_map(|p| p.impls.iter())
         .flat_map(|i| i.attach.iter())
@@ -242,7 +248,7 @@ mod tests {
 
     #[test]
     fn table_is_ordered_and_complete() {
-        let table = table();
+        let table = table(&[]);
         for p in &table {
             assert!(!p.impls.is_empty(), "{}", p.name);
             let order = |m: Mechanism| match m {
@@ -273,7 +279,7 @@ mod tests {
 
     #[test]
     fn overrides() {
-        let pipe_write = table()[0];
+        let pipe_write = table(&[])[0];
         let f = &pipe_write.impls[0];
         assert!(allowed(f, Tier::Function, false).is_ok());
         assert!(allowed(f, Tier::Function, true).unwrap_err().contains("--no-fentry"));

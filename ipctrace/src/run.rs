@@ -123,6 +123,7 @@ fn base_launch(args: &RunArgs) -> Launch {
         shape: workloads::role::ShapeArgs { splice_consumer: args.splice_consumer, ..Default::default() },
         cpus: args.cpus(),
         shm_prefix: "ipctrace".into(),
+        socket_path: args.socket_path.clone(),
     }
 }
 
@@ -161,6 +162,17 @@ fn collect(session: &Session, pair: &Pair, unknown: &mut u64) -> Result<(Vec<Pro
     Ok((processes, channels))
 }
 
+/// Puts a pair in the kernel filter, its control sockets out of the figures.
+fn targets(session: &mut Session, pair: &Pair) -> Result<()> {
+    for ino in pair.control_inodes() {
+        session.ignore_channel(ino)?;
+    }
+    for pid in pair.pids() {
+        session.add_target(pid)?;
+    }
+    Ok(())
+}
+
 /// `--sweep`: every transport at every message size, time-bounded, traced; the same points
 /// and runner as the untraced benchmark (`workloads::sweep`). Ctrl-C and `--duration` end it
 /// between or during points: the points finished so far are kept, the one cut short is not.
@@ -186,13 +198,21 @@ async fn run_sweep(
                 workloads::size::format_size(p.msg_size)
             );
         }
+        if let Some((max, why)) = p.transport.max_message().filter(|(max, _)| p.msg_size > *max) {
+            out.push(SweepPoint {
+                transport: p.transport.name().into(),
+                msg_size: p.msg_size,
+                ok: false,
+                not_run: Some(format!("n/a: above the largest message ({max} bytes, set by {why})")),
+                metrics: Default::default(),
+            });
+            continue;
+        }
         if p.transport.is_shm() {
             check_dev_shm(&Launch { transport: p.transport, msg_size: p.msg_size, ..base.clone() })?;
         }
         let mut pair = sweep::start_point(&base, *p, args.sweep_ms)?;
-        for pid in pair.pids() {
-            session.add_target(pid)?;
-        }
+        targets(session, &pair)?;
         let t0 = Instant::now();
         pair.open_gates()?;
         let why = wait(&mut pair, session, deadline, None).await?;
@@ -205,7 +225,13 @@ async fn run_sweep(
         session.drain()?;
         let (processes, _) = collect(session, &pair, unknown)?;
         let metrics = path::build(family(p.transport), &processes, m.elapsed_ns).metrics;
-        out.push(SweepPoint { transport: p.transport.name().into(), msg_size: p.msg_size, ok: m.ok, metrics });
+        out.push(SweepPoint {
+            transport: p.transport.name().into(),
+            msg_size: p.msg_size,
+            ok: m.ok,
+            not_run: None,
+            metrics,
+        });
     }
     if tty {
         let _ = writeln!(std::io::stderr());
@@ -282,17 +308,25 @@ pub fn signal_name(sig: i32) -> String {
 
 /// Loads the programs and attaches the probe table for this kernel; `events` is the opened
 /// `--events` file.
-pub fn open_session(p: &crate::cli::ProbeArgs, events: Option<&mut OutFile>) -> Result<Session> {
+pub fn open_session(
+    p: &crate::cli::ProbeArgs,
+    events: Option<&mut OutFile>,
+    families: &[&'static dyn Family],
+) -> Result<Session> {
     let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
     let events = events.map(|f| (f, p.events_buffer));
     let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets(), events)?;
-    session.attach(ProbeOptions { tier: p.tier, no_fentry: p.no_fentry, sample_hz: p.sample_hz })?;
+    session.attach(ProbeOptions {
+        tier: p.tier,
+        no_fentry: p.no_fentry,
+        sample_hz: p.sample_hz,
+        families: families.to_vec(),
+    })?;
     Ok(session)
 }
 
 /// One line saying which mechanisms measure the data path and why the better ones were not used.
 pub fn tier_summary(choices: &[Choice]) -> String {
-    let pick = |name: &str| choices.iter().find(|c| c.probe == name);
     let mut mechs: Vec<&str> = Vec::new();
     for c in choices.iter().filter_map(|c| c.chosen.as_ref()) {
         let m = match c.mechanism {
@@ -304,7 +338,10 @@ pub fn tier_summary(choices: &[Choice]) -> String {
             mechs.push(m);
         }
     }
-    let why: Vec<String> = pick("pipe_write")
+    // The first data-path row that fell back says why the better tiers were not used.
+    let why: Vec<String> = choices
+        .iter()
+        .find(|c| c.chosen.is_some() && c.skipped.iter().any(|s| !s.reason.starts_with("not needed")))
         .map(|c| {
             c.skipped
                 .iter()
@@ -321,8 +358,16 @@ pub fn tier_summary(choices: &[Choice]) -> String {
 }
 
 pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome> {
-    let mut session = open_session(&args.probes, events)?;
-    session.require(&["pipe_write", "pipe_read"])?;
+    // Only the hooks the chosen transports need (some fire for all network traffic).
+    let mut families: Vec<&'static dyn Family> = Vec::new();
+    for t in args.transports() {
+        let f = family(t);
+        if !families.iter().any(|g| g.name() == f.name()) {
+            families.push(f);
+        }
+    }
+    let mut session = open_session(&args.probes, events, &families)?;
+    session.require(&families)?;
     let show_progress = args.output.format == Format::Table && std::io::stderr().is_terminal();
     let deadline = args.duration.map(|d| Instant::now() + d);
 
@@ -343,9 +388,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
             check_dev_shm(&launch)?;
         }
         let mut pair = spawn_pair(&launch)?;
-        for pid in pair.pids() {
-            session.add_target(pid)?;
-        }
+        targets(&mut session, &pair)?;
         let f = family(t);
         let pb = progress(show_progress, args.total, t);
         let t0 = Instant::now();
@@ -356,9 +399,11 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
             pb.finish_and_clear();
         }
         if why != EndedBy::Completed {
-            pair.kill_and_reap();
+            // What moved until the stop, with the workloads' own account of it.
+            pair.finish_early(Duration::from_secs(2));
             ended_by = why;
         }
+        let elapsed_ns = if why == EndedBy::Completed { elapsed_ns } else { t0.elapsed().as_nanos() as u64 };
         let (processes, channels) = collect(&session, &pair, &mut unknown)?;
         if why == EndedBy::Completed && target_failure.is_none() {
             target_failure = failure_message(t, &processes);
@@ -395,6 +440,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
         partial: ended_by != EndedBy::Completed,
         tier: tier_summary(&session.choices),
         probes: session.choices.clone(),
+        overview: None,
         runs,
         comparison: None,
         verdict: None,

@@ -34,12 +34,14 @@ use crate::{
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipctrace-ebpf.o"));
 
 /// Options that decide which implementations are tried.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct ProbeOptions {
     pub tier: Tier,
     pub no_fentry: bool,
     /// cpu-clock sampling frequency (Hz); 0 disables sampling.
     pub sample_hz: u64,
+    /// The transport families whose rows are attached (the rows every run needs always are).
+    pub families: Vec<&'static dyn crate::transport::Family>,
 }
 
 pub struct Session {
@@ -345,7 +347,7 @@ impl Session {
         let cpus =
             aya::util::online_cpus().map_err(|(_, e)| fail(Code::Runtime, format!("reading online CPUs: {e}")))?;
         let k = Kernel { funcs: KernelFunctions::load(), btf, btf_err, cpus };
-        for p in table() {
+        for p in table(&opts.families) {
             let mut choice = Choice { probe: p.name.into(), what: p.what.into(), chosen: None, skipped: Vec::new() };
             for i in p.impls {
                 if choice.chosen.is_some() {
@@ -384,8 +386,8 @@ impl Session {
     }
 
     /// Fails (exit 1, one line with every reason) unless each of `probes` has an implementation.
-    pub fn require(&self, probes: &[&str]) -> Result<()> {
-        for needed in probes {
+    pub fn require(&self, families: &[&'static dyn crate::transport::Family]) -> Result<()> {
+        for needed in families.iter().flat_map(|f| f.required().iter()) {
             if let Some(c) = self.choices.iter().find(|c| c.probe == *needed && c.chosen.is_none()) {
                 let why: Vec<String> =
                     c.skipped.iter().map(|s| format!("{}: {}", s.mechanism.name(), s.reason)).collect();
@@ -399,6 +401,12 @@ impl Session {
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
         let mut t: HashMap<_, u32, u8> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
         t.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
+    }
+
+    /// A channel ipctrace itself uses with its targets (by inode): never counted.
+    pub fn ignore_channel(&mut self, ino: u64) -> Result<()> {
+        let mut m: HashMap<_, u64, u8> = HashMap::try_from(self.bpf.map_mut("IGNORED").context("IGNORED map")?)?;
+        m.insert(ino, 1, 0).context("adding a channel to ignore")
     }
 
     /// Every process in the in-kernel filter (those added, and every child they forked).
@@ -460,6 +468,23 @@ impl Session {
                 (k, String::from_utf8_lossy(&v[..end]).into_owned())
             })
             .collect()
+    }
+
+    /// A u32 -> u32 map of the programs, read whole (empty if unreadable).
+    fn u32_map(&self, name: &str) -> BTreeMap<u32, u32> {
+        let Some(m) = self.bpf.map(name) else { return BTreeMap::new() };
+        let Ok(m) = HashMap::<_, u32, u32>::try_from(m) else { return BTreeMap::new() };
+        m.iter().flatten().collect()
+    }
+
+    /// The parent of every target forked while tracing (child -> parent).
+    pub fn parents(&self) -> BTreeMap<u32, u32> {
+        self.u32_map("PARENTS")
+    }
+
+    /// Exit codes of targets that exited while tracing (wait(2) encoding).
+    pub fn exits(&self) -> BTreeMap<u32, u32> {
+        self.u32_map("EXITS")
     }
 
     /// Tells the programs about shm mappings that existed before tracing (attach).

@@ -92,8 +92,30 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
     } else if a.ring.slot_size.is_some() || a.ring.slots.is_some() || a.ring.populate || a.ring.spin > 0 {
         return Err("--slot-size, --slots, --spin and --populate apply to the shm transports only".into());
     }
-    if a.splice_consumer && !a.transports().iter().any(|t| !t.is_shm()) {
+    if a.splice_consumer && !a.transports().iter().any(|t| t.can_splice()) {
         return Err("--splice-consumer applies to the pipe and fifo transports only".into());
+    }
+    if let Some(p) = &a.socket_path {
+        if !a.transports().iter().any(|t| t.is_socket()) {
+            return Err("--socket-path applies to the unix-socket transports only".into());
+        }
+        if !p.starts_with('@') && std::fs::symlink_metadata(p).is_ok() {
+            return Err(format!("--socket-path {p} exists; give a path that does not (it is created and removed)"));
+        }
+    }
+    // Message transports carry a message whole or refuse it: a size above the limit is a
+    // usage error (a sweep marks those points n/a instead).
+    if !a.sweep {
+        for t in a.transports() {
+            if let Some((max, why)) = t.max_message()
+                && a.msg_size > max
+            {
+                return Err(format!(
+                    "--msg-size {} is above the largest {t} message this machine carries ({max} bytes, set by {why})",
+                    format_size(a.msg_size)
+                ));
+            }
+        }
     }
     check_probes(&a.probes)?;
     check_outputs(&a.output, Some(&a.probes))

@@ -63,6 +63,10 @@ pub struct ShapeArgs {
     /// bytes cannot be verified then).
     #[arg(long)]
     pub splice_consumer: bool,
+    /// Test hook (unix-dgram, unix-seqpacket): the consumer reads each datagram into a buffer
+    /// of this many bytes with MSG_TRUNC (the kernel copies only what fits).
+    #[arg(long, hide = true)]
+    pub recv_buffer: Option<u64>,
 }
 
 /// Arguments of one workload process (set by the launcher, not typed by users).
@@ -82,7 +86,7 @@ pub struct RoleArgs {
     /// Data channel fd (pipe).
     #[arg(long, default_value_t = 4)]
     pub data_fd: i32,
-    /// FIFO path or POSIX shm name.
+    /// FIFO path, POSIX shm name, or named socket (`@name`: abstract).
     #[arg(long)]
     pub path: Option<String>,
     #[command(flatten)]
@@ -103,6 +107,7 @@ pub struct RoleArgs {
 /// Runs the role; returns the process exit code (0 ok, 1 failure).
 pub fn main(args: RoleArgs) -> i32 {
     cleanup::install();
+    crate::stream::install_stop();
     match run(&args) {
         Ok(()) => 0,
         Err(e) => {
@@ -146,7 +151,9 @@ fn run(a: &RoleArgs) -> Result<()> {
     ctrl.report(&w)?;
     println!("{}", w.summary_line());
     if a.role == Role::Consumer {
-        w.check_complete(a.shape.duration_ms.is_none().then_some(a.total))?;
+        // A run stopped early has no total to reach; the bytes it got are still verified.
+        let bounded = a.shape.duration_ms.is_none() && !crate::stream::stopped_early();
+        w.check_complete(bounded.then_some(a.total))?;
     }
     Ok(())
 }

@@ -44,8 +44,10 @@ pub struct Launch {
     pub shape: ShapeArgs,
     /// Pin the producer and the consumer to these CPUs.
     pub cpus: Option<[usize; 2]>,
-    /// Prefix of shm object names, so a test can check none is left (`/PREFIX-PID-N`).
+    /// Prefix of shm object names, so a test can check none is left (`/PREFIX-PID-N-RANDOM`).
     pub shm_prefix: String,
+    /// Socket transports: a named socket instead of a socketpair (`@name`: abstract).
+    pub socket_path: Option<String>,
 }
 
 /// How a role process ended.
@@ -70,6 +72,8 @@ pub struct Worker {
     pub role: Role,
     pub pid: u32,
     ctrl: UnixStream,
+    /// Inodes of both ends of the control socket (a tracer ignores them).
+    pub ctrl_inos: [u64; 2],
     pub ended: Option<Ended>,
 }
 
@@ -136,6 +140,9 @@ fn spawn_one(l: &Launch, role: Role, ch: &Channel) -> Result<Worker> {
     if l.shape.splice_consumer {
         cmd.arg("--splice-consumer");
     }
+    if let Some(b) = l.shape.recv_buffer {
+        cmd.arg(format!("--recv-buffer={b}"));
+    }
     if let Some(cpus) = l.cpus {
         cmd.arg(format!("--cpu={}", cpus[if role == Role::Producer { 0 } else { 1 }]));
     }
@@ -171,7 +178,9 @@ fn spawn_one(l: &Launch, role: Role, ch: &Channel) -> Result<Worker> {
     }
     let child = cmd.spawn().with_context(|| format!("starting the {role_name} ({})", l.exe.display()))?;
     ours.set_read_timeout(Some(Duration::from_secs(2)))?;
-    Ok(Worker { role, pid: child.id(), ctrl: ours, ended: None })
+    let ino = |s: &UnixStream| nix::sys::stat::fstat(s).map(|st| st.st_ino).unwrap_or(0);
+    let ctrl_inos = [ino(&ours), ino(&theirs)];
+    Ok(Worker { role, pid: child.id(), ctrl: ours, ctrl_inos, ended: None })
 }
 
 /// Starts both sides of `l.transport`, held at their start gates.
@@ -262,6 +271,11 @@ impl Pair {
         self.workers.iter().map(|w| w.pid).collect()
     }
 
+    /// The control sockets' inodes (both ends of each): not the workload's traffic.
+    pub fn control_inodes(&self) -> Vec<u64> {
+        self.workers.iter().flat_map(|w| w.ctrl_inos).filter(|&i| i != 0).collect()
+    }
+
     pub fn open_gates(&mut self) -> Result<()> {
         let pids = self.pids();
         for (i, w) in self.workers.iter_mut().enumerate() {
@@ -277,6 +291,23 @@ impl Pair {
             all &= w.try_reap()?;
         }
         Ok(all)
+    }
+
+    /// Asks the workers to finish now (SIGUSR2: the producer ends its stream, the consumer
+    /// drains it and both report their witness), waits up to `grace` for them, then stops
+    /// whatever still runs.
+    pub fn finish_early(&mut self, grace: Duration) {
+        for w in &self.workers {
+            w.signal(libc::SIGUSR2);
+        }
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < grace {
+            if self.reap().unwrap_or(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill_and_reap();
     }
 
     /// Stops every worker still running (SIGTERM, so it can unlink its names; SIGKILL after

@@ -1,7 +1,10 @@
 //! What every producer/consumer loop shares: the stream options (total or deadline, message
 //! size, ping-pong, corruption hook), the round-trip histogram, and the run's rusage delta.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -22,9 +25,41 @@ pub struct StreamOpts {
     pub corrupt_at: Option<u64>,
 }
 
+/// Set by SIGUSR2: the launcher asks the workload to finish now (a tracer stopping early).
+/// The producer ends its stream at the next message boundary; the consumer drains what was
+/// sent and reports it, so a partial run still has its witness.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Installs the SIGUSR2 handler (`STOP`) without SA_RESTART: a call it interrupts returns
+/// EINTR once, which the loops count and retry like the kernel does (a restarted call would
+/// be seen twice by a tracer and once by the workload).
+pub fn install_stop() {
+    // SAFETY: a zeroed sigaction with our handler, which only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Was this workload asked to finish early?
+pub fn stopped_early() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 impl StreamOpts {
-    /// Bytes of the next message at stream offset `off`, or None when the producer is done.
+    /// Bytes of the next message at stream offset `off`, or None when the producer is done
+    /// (its total sent, its deadline passed, or asked to stop).
     pub fn next_len(&self, off: u64, messages: u64) -> Option<usize> {
+        if STOP.load(Ordering::Relaxed) {
+            return None;
+        }
         match self.deadline {
             // Reading the clock every 16 messages keeps it off the 64-byte fast path.
             Some(d) => (!messages.is_multiple_of(16) || Instant::now() < d).then_some(self.msg_size),

@@ -25,6 +25,10 @@ pub struct Witness {
     /// Consumer only: bytes that matched the pattern before the first wrong one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_bytes: Option<u64>,
+    /// Consumer only, datagrams read into a shorter buffer (MSG_TRUNC): the bytes that landed
+    /// in the buffer (`bytes` counts the datagrams' full lengths, as recv returned them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_bytes: Option<u64>,
     /// Consumer only: stream offset of the first wrong byte.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_mismatch: Option<u64>,

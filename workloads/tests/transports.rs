@@ -12,7 +12,7 @@ use workloads::transport::Transport;
 
 const BIN: &str = env!("CARGO_BIN_EXE_workloads");
 /// Every built-in transport, from the registry.
-const TRANSPORTS: [Transport; 4] = Transport::ALL;
+const TRANSPORTS: [Transport; Transport::ALL.len()] = Transport::ALL;
 
 fn prefix(test: &str) -> String {
     format!("wltest-{test}-{}", std::process::id())

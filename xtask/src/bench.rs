@@ -25,7 +25,7 @@ use workloads::{
 use crate::util::{cargo, is_root, root, run};
 
 /// Every built-in transport, from the registry.
-const TRANSPORTS: [Transport; 4] = Transport::ALL;
+const TRANSPORTS: [Transport; Transport::ALL.len()] = Transport::ALL;
 const PLACEMENTS: [(&str, [usize; 2]); 2] = [("same-cpu", [0, 0]), ("cross-cpu", [0, 1])];
 
 #[derive(Args, Clone, Debug)]
@@ -152,6 +152,7 @@ fn base_launch(cpus: [usize; 2]) -> Launch {
         shape: Default::default(),
         cpus: Some(cpus),
         shm_prefix: "ipctrace-bench".into(),
+        socket_path: None,
     }
 }
 

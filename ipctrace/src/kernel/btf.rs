@@ -64,6 +64,7 @@ pub fn offsets() -> Result<Offsets> {
         inode_pipe: offset(&btf, "inode", "i_pipe")?,
         inode_sb: offset(&btf, "inode", "i_sb")?,
         sb_magic: offset(&btf, "super_block", "s_magic")?,
+        task_exit_code: offset(&btf, "task_struct", "exit_code").unwrap_or(u32::MAX),
         // Only the function tier needs these; a kernel without them just loses that tier.
         kiocb_filp: offset(&btf, "kiocb", "ki_filp").unwrap_or(u32::MAX),
         vma_file: offset(&btf, "vm_area_struct", "vm_file").unwrap_or(u32::MAX),
@@ -76,6 +77,11 @@ pub fn offsets() -> Result<Offsets> {
         sock_family: offset(&btf, "sock", "__sk_common")
             .and_then(|c| Ok(c + offset(&btf, "sock_common", "skc_family")?))
             .unwrap_or(u32::MAX),
+        sock_type: offset(&btf, "sock", "sk_type").unwrap_or(u32::MAX),
+        sock_socket: offset(&btf, "sock", "sk_socket").unwrap_or(u32::MAX),
+        unix_peer: offset(&btf, "unix_sock", "peer").unwrap_or(u32::MAX),
+        socket_alloc_inode: offset(&btf, "socket_alloc", "vfs_inode").unwrap_or(u32::MAX),
+        msghdr_flags: offset(&btf, "msghdr", "msg_flags").unwrap_or(u32::MAX),
     })
 }
 
@@ -102,6 +108,11 @@ mod tests {
             ("socket.type", o.socket_type),
             ("socket.sk", o.socket_sk),
             ("sock.__sk_common.skc_family", o.sock_family),
+            ("sock.sk_type", o.sock_type),
+            ("sock.sk_socket", o.sock_socket),
+            ("unix_sock.peer", o.unix_peer),
+            ("socket_alloc.vfs_inode", o.socket_alloc_inode),
+            ("msghdr.msg_flags", o.msghdr_flags),
         ] {
             assert!(v < 4096, "{name} found in BTF: {v}");
         }

@@ -74,6 +74,10 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
 pub fn tp_offsets() -> TpOffsets {
     let get = |c: &str, n: &str, f: &str| field_offset(c, n, f).unwrap_or(u32::MAX);
     TpOffsets {
+        sock_len_sk: get("sock", "sock_send_length", "sk"),
+        sock_len_family: get("sock", "sock_send_length", "family"),
+        sock_len_ret: get("sock", "sock_send_length", "ret"),
+        skb_copy_len: get("skb", "skb_copy_datagram_iovec", "len"),
         fork_parent_pid: get("sched", "sched_process_fork", "parent_pid"),
         fork_child_pid: get("sched", "sched_process_fork", "child_pid"),
         switch_prev_state: get("sched", "sched_switch", "prev_state"),

@@ -6,6 +6,7 @@
 
 pub mod agree;
 pub mod calltree;
+pub mod overview;
 pub mod path;
 pub mod probe;
 
@@ -23,7 +24,8 @@ pub use self::{
 
 /// 3: stages have `depth` and structured `time`, labels are values; metrics without a
 /// denominator are absent (never inf); the report holds its `comparison`, `verdict` and
-/// `crossovers`; runs hold `description` and `histograms`; `command_exit` (trace).
+/// `crossovers`; runs hold `description` and `histograms`; `command_exit` (trace);
+/// `overview` (attach/trace); stacks name their `channel`.
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// How a figure was measured.
@@ -74,6 +76,10 @@ pub struct Report {
     pub tier: String,
     /// The probe table as decided for this kernel.
     pub probes: Vec<Choice>,
+    /// attach/trace: the process tree and the channel table (rows in the order of `runs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overview: Option<overview::Overview>,
+    /// One section per transport run (`run`), or per channel sorted by bytes (attach/trace).
     pub runs: Vec<TransportRun>,
     /// The runs side by side (runs that carried nothing are left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +156,9 @@ pub struct SweepPoint {
     pub msg_size: u64,
     /// Both workload processes exited cleanly.
     pub ok: bool,
+    /// Why the point was not run (e.g. a datagram above what the socket takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_run: Option<String>,
     pub metrics: Metrics,
 }
 
@@ -245,6 +254,9 @@ pub struct Observation {
 pub struct StackCount {
     /// `offcpu` (voluntary switch, with time), `page_alloc`, `sample`.
     pub probe: String,
+    /// The channel whose call the thread had in flight (None: the process's own time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelId>,
     pub count: u64,
     pub time_ns: u64,
     /// Kernel frames, outermost first (`entry_SYSCALL_64 ... leaf`); empty if not captured.
@@ -375,6 +387,15 @@ pub fn hist_quantile(h: &[u64], q: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_files_of_another_version_are_refused_with_the_version_named() {
+        let e = Report::from_json(r#"{"schema_version": 2, "runs": []}"#, "old.json").unwrap_err();
+        assert!(e.to_string().contains("old.json has schema_version 2"), "{e}");
+        assert_eq!(crate::exit::code_of(&e), crate::exit::Code::Usage);
+        assert!(Report::from_json("{}", "x").is_err());
+        assert!(Report::from_json("not json", "x").is_err());
+    }
 
     #[test]
     fn quantiles() {

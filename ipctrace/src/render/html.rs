@@ -6,7 +6,11 @@ use std::fmt::Write;
 
 use workloads::size::format_size;
 
-use super::fmt::{self, group};
+use super::{
+    View,
+    fmt::{self, group},
+    overview,
+};
 use crate::model::{Label, Report, Stage, TransportRun, path::Unit};
 
 fn esc(s: &str) -> String {
@@ -119,7 +123,8 @@ fn histogram(title: &str, h: &[u64]) -> Option<String> {
     Some(s)
 }
 
-fn run_section(o: &mut String, r: &TransportRun) {
+fn run_section(o: &mut String, r: &TransportRun, id: Option<u32>) {
+    let id = id.map(|i| format!("#{i} ")).unwrap_or_default();
     let size = if r.total > 0 {
         format!(" · {} in {} messages", format_size(r.total), format_size(r.msg_size))
     } else {
@@ -127,7 +132,7 @@ fn run_section(o: &mut String, r: &TransportRun) {
     };
     let _ = write!(
         o,
-        "<section class=\"run\"><h2>{} · {}{size} · {} · {}</h2>",
+        "<section class=\"run\"><h2>{id}{} · {}{size} · {} · {}</h2>",
         esc(&r.transport),
         esc(&r.description),
         fmt::secs(r.elapsed_ns),
@@ -234,7 +239,34 @@ fn sweep_chart(r: &Report) -> Option<String> {
     Some(s)
 }
 
-pub fn render(r: &Report) -> String {
+/// The process tree and the channel table of attach/trace.
+fn overview_section(o: &mut String, r: &Report, v: &View) {
+    let Some(ov) = &r.overview else { return };
+    let detailed: Vec<_> = v.detailed(r).into_iter().filter_map(|i| ov.channels.get(i)).collect();
+    o.push_str("<h2>Processes</h2><pre class=\"tree\">");
+    for l in overview::tree_lines(ov, &detailed, v.all) {
+        let _ = writeln!(o, "{}", esc(&l));
+    }
+    o.push_str("</pre><h2>Channels (busiest first)</h2><table class=\"channels\"><tr>");
+    let ct = overview::channel_table(ov, v.listed(r));
+    for h in &ct.header {
+        let _ = write!(o, "<th>{}</th>", esc(h));
+    }
+    o.push_str("</tr>");
+    for row in ct.rows {
+        o.push_str("<tr>");
+        for c in row {
+            let _ = write!(o, "<td>{}</td>", esc(&c));
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</table>");
+    if let Some(rest) = ct.rest {
+        let _ = write!(o, "<p>{}</p>", esc(&rest));
+    }
+}
+
+pub fn render(r: &Report, v: &View) -> String {
     let mut o = String::new();
     o.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ipctrace report</title><style>");
     o.push_str("body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}td.n{text-align:right}td.ok{color:#2e7d32}td.bad{color:#c62828;font-weight:bold}.hists{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px}.legend span{margin-right:14px}");
@@ -254,8 +286,9 @@ pub fn render(r: &Report) -> String {
             r.ended_by
         );
     }
-    for run in &r.runs {
-        run_section(&mut o, run);
+    overview_section(&mut o, r, v);
+    for i in v.detailed(r) {
+        run_section(&mut o, &r.runs[i], r.overview.as_ref().and_then(|ov| ov.channels.get(i)).map(|row| row.id));
     }
     if let Some(c) = &r.comparison {
         o.push_str("<h2>Comparison</h2><table><tr><th>metric</th>");

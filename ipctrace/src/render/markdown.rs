@@ -5,21 +5,55 @@ use std::fmt::Write;
 
 use workloads::size::format_size;
 
-use super::fmt::{self, group};
+use super::{
+    View,
+    fmt::{self, group},
+    overview,
+};
 use crate::model::Report;
 
 fn esc(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-pub fn render(r: &Report) -> String {
+/// The process tree and the channel table of attach/trace.
+fn overview_section(o: &mut String, r: &Report, v: &View) {
+    let Some(ov) = &r.overview else { return };
+    let detailed: Vec<_> = v.detailed(r).into_iter().filter_map(|i| ov.channels.get(i)).collect();
+    let _ = writeln!(o, "## Processes\n\n```");
+    for l in overview::tree_lines(ov, &detailed, v.all) {
+        let _ = writeln!(o, "{l}");
+    }
+    let _ = writeln!(o, "```\n\n## Channels (busiest first)\n");
+    let ct = overview::channel_table(ov, v.listed(r));
+    let _ = writeln!(o, "| {} |", ct.header.join(" | "));
+    let _ = writeln!(o, "|{}", "---|".repeat(ct.header.len()));
+    for row in ct.rows {
+        let cells: Vec<String> = row.iter().map(|c| esc(c)).collect();
+        let _ = writeln!(o, "| {} |", cells.join(" | "));
+    }
+    if let Some(rest) = ct.rest {
+        let _ = writeln!(o, "\n{rest}");
+    }
+    let _ = writeln!(o);
+}
+
+pub fn render(r: &Report, v: &View) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# ipctrace {} · kernel {}\n", r.ipctrace_version, r.kernel);
     let _ = writeln!(o, "Tiers: {}\n", esc(&r.tier));
     if r.partial {
         let _ = writeln!(o, "**Partial report**: the run was {:?} before the workloads finished.\n", r.ended_by);
     }
-    for run in &r.runs {
+    overview_section(&mut o, r, v);
+    for i in v.detailed(r) {
+        let run = &r.runs[i];
+        let id = r
+            .overview
+            .as_ref()
+            .and_then(|ov| ov.channels.get(i))
+            .map(|row| format!("#{} ", row.id))
+            .unwrap_or_default();
         let size = if run.total > 0 {
             format!(" · {} in {} messages", format_size(run.total), format_size(run.msg_size))
         } else {
@@ -27,7 +61,7 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             o,
-            "## {} · {}{size} · {} · {}\n",
+            "## {id}{} · {}{size} · {} · {}\n",
             run.transport,
             esc(&run.description),
             fmt::secs(run.elapsed_ns),

@@ -6,6 +6,7 @@
 pub mod fmt;
 pub mod html;
 pub mod markdown;
+pub mod overview;
 pub mod stacks;
 pub mod table;
 pub mod trees;
@@ -29,18 +30,68 @@ pub enum Format {
     Markdown,
 }
 
-pub fn render(r: &Report, f: Format) -> String {
+/// What the reader asked to see of an attach/trace report: the busiest `top` channels in full,
+/// or the chosen ones, or everything (`all`). JSON always holds everything.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub top: usize,
+    pub channels: Vec<u64>,
+    pub all: bool,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        Self { top: 5, channels: Vec::new(), all: false }
+    }
+}
+
+/// Rows of the channel table listed before the rest is summed in one line.
+pub const LISTED_ROWS: usize = 20;
+
+impl View {
+    pub fn of(o: &crate::cli::OutputArgs) -> Self {
+        Self { top: o.top, channels: o.channels.clone(), all: o.all }
+    }
+
+    /// Indexes of the runs to show in full.
+    pub fn detailed(&self, r: &Report) -> Vec<usize> {
+        let Some(o) = &r.overview else { return (0..r.runs.len()).collect() };
+        if self.all {
+            return (0..r.runs.len()).collect();
+        }
+        if !self.channels.is_empty() {
+            return o
+                .channels
+                .iter()
+                .enumerate()
+                .filter(|(_, row)| self.channels.iter().any(|&c| c == row.id as u64 || c == row.ino))
+                .map(|(i, _)| i)
+                .collect();
+        }
+        // The busiest channels that carried something.
+        (0..r.runs.len()).filter(|&i| r.runs[i].path.stages.iter().any(|s| s.observed)).take(self.top).collect()
+    }
+
+    /// How many rows of the channel table to list.
+    pub fn listed(&self, r: &Report) -> usize {
+        let n = r.overview.as_ref().map_or(0, |o| o.channels.len());
+        if self.all { n } else { n.min(LISTED_ROWS.max(self.top)) }
+    }
+}
+
+pub fn render(r: &Report, f: Format, v: &View) -> String {
     match f {
-        Format::Table => table::render(r),
+        Format::Table => table::render(r, v),
         Format::Json => serde_json::to_string_pretty(r).expect("report serializes") + "\n",
-        Format::Markdown => markdown::render(r),
+        Format::Markdown => markdown::render(r, v),
     }
 }
 
 /// Writes every requested file, then prints the report on stdout. The report is printed even
 /// when a file fails (exit 1 afterwards, naming the file); a closed stdout ends quietly with
 /// 141, as if by SIGPIPE, after the files are written.
-pub fn emit(r: &Report, format: Format, out: &mut Outputs) -> anyhow::Result<Code> {
+pub fn emit(r: &Report, o: &crate::cli::OutputArgs, out: &mut Outputs) -> anyhow::Result<Code> {
+    let view = View::of(o);
     let mut failed: Vec<String> = Vec::new();
     let mut put = |f: &mut Option<OutFile>, data: &dyn Fn() -> anyhow::Result<Vec<u8>>| {
         if let Some(f) = f.as_mut()
@@ -50,10 +101,10 @@ pub fn emit(r: &Report, format: Format, out: &mut Outputs) -> anyhow::Result<Cod
         }
     };
     put(&mut out.save, &|| Ok((serde_json::to_string_pretty(r)? + "\n").into_bytes()));
-    put(&mut out.html, &|| Ok(html::render(r).into_bytes()));
+    put(&mut out.html, &|| Ok(html::render(r, &view).into_bytes()));
     put(&mut out.folded, &|| Ok(stacks::folded_text(r).into_bytes()));
     put(&mut out.flamegraph, &|| stacks::flamegraph_svg(r));
-    if let Code::ClosedStdout = print_stdout(&render(r, format))? {
+    if let Code::ClosedStdout = print_stdout(&render(r, o.format, &view))? {
         return Ok(Code::ClosedStdout);
     }
     if failed.is_empty() {

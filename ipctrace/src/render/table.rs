@@ -8,8 +8,9 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_FULL_CON
 use workloads::size::format_size;
 
 use super::{
+    View,
     fmt::{self, group},
-    trees,
+    overview, trees,
 };
 use crate::model::{
     Report, SweepPoint, TransportRun,
@@ -30,16 +31,18 @@ fn rate(r: &TransportRun) -> String {
     fmt::metric(Unit::Rate, r.path.metrics.throughput_bytes_per_s)
 }
 
-fn header(out: &mut String, r: &TransportRun) {
+/// `id`: the channel's # in the overview (attach/trace).
+fn header(out: &mut String, r: &TransportRun, id: Option<u32>) {
     let secs = fmt::secs(r.elapsed_ns);
+    let id = id.map(|i| format!("#{i} ")).unwrap_or_default();
     if r.total == 0 {
         // attach/trace: a channel, not a planned transfer.
-        let _ = writeln!(out, "\n{}  {} · {secs} · {}", r.transport.to_uppercase(), r.description, rate(r));
+        let _ = writeln!(out, "\n{id}{}  {} · {secs} · {}", r.transport.to_uppercase(), r.description, rate(r));
         return;
     }
     let _ = writeln!(
         out,
-        "\n{}  {} · {} in {} messages · {secs} · {}",
+        "\n{id}{}  {} · {} in {} messages · {secs} · {}",
         r.transport.to_uppercase(),
         r.description,
         format_size(r.total),
@@ -77,8 +80,9 @@ fn stages(out: &mut String, r: &TransportRun) {
     let _ = writeln!(out, "{t}");
 }
 
-/// The merged kernel call trees, compact: branches under 5% pruned, chains joined.
-fn call_trees(out: &mut String, r: &TransportRun) {
+/// The merged kernel call trees, compact: branches under 5% pruned, chains joined; at most
+/// `max_lines` lines each.
+fn call_trees(out: &mut String, r: &TransportRun, max_lines: usize) {
     for (title, roots, unit) in [
         ("call tree of the CPU samples (sampled)", &r.call_trees.cpu, "samples"),
         (
@@ -92,11 +96,11 @@ fn call_trees(out: &mut String, r: &TransportRun) {
             continue;
         }
         let _ = writeln!(out, "  {title}:");
-        for l in lines.iter().take(14) {
+        for l in lines.iter().take(max_lines) {
             let _ = writeln!(out, "    {l}");
         }
-        if lines.len() > 14 {
-            let _ = writeln!(out, "    ... {} more lines in --format json / --flamegraph", lines.len() - 14);
+        if lines.len() > max_lines {
+            let _ = writeln!(out, "    ... {} more lines in --format json / --flamegraph", lines.len() - max_lines);
         }
     }
 }
@@ -184,6 +188,12 @@ fn sweep(out: &mut String, r: &Report, points: &[SweepPoint]) {
     head.extend(defs.iter().map(|d| d.name.to_string()));
     t.set_header(head);
     for p in points {
+        if let Some(why) = &p.not_run {
+            let mut row = vec![format_size(p.msg_size), p.transport.clone(), why.clone()];
+            row.extend(defs.iter().skip(1).map(|_| "-".to_string()));
+            t.add_row(row);
+            continue;
+        }
         let mut row = vec![format_size(p.msg_size), format!("{}{}", p.transport, if p.ok { "" } else { " (FAILED)" })];
         row.extend(defs.iter().map(|d| fmt::metric(d.unit, (d.get)(&p.metrics))));
         t.add_row(row);
@@ -199,7 +209,33 @@ fn sweep(out: &mut String, r: &Report, points: &[SweepPoint]) {
     }
 }
 
-pub fn render(r: &Report) -> String {
+/// The overview of attach/trace: the process tree and the channel table.
+fn overview_section(out: &mut String, r: &Report, v: &View) {
+    let Some(o) = &r.overview else { return };
+    let detailed: Vec<&crate::model::overview::ChannelRow> =
+        v.detailed(r).into_iter().filter_map(|i| o.channels.get(i)).collect();
+    let _ = writeln!(out, "\nPROCESSES");
+    for l in overview::tree_lines(o, &detailed, v.all) {
+        let _ = writeln!(out, "  {l}");
+    }
+    let ct = overview::channel_table(o, v.listed(r));
+    let _ = writeln!(out, "\nCHANNELS (busiest first; bytes as the kernel saw them)");
+    if ct.rows.is_empty() {
+        let _ = writeln!(out, "  none observed");
+        return;
+    }
+    let mut t = table();
+    t.set_header(ct.header);
+    for row in ct.rows {
+        t.add_row(row);
+    }
+    let _ = writeln!(out, "{t}");
+    if let Some(rest) = ct.rest {
+        let _ = writeln!(out, "  {rest}");
+    }
+}
+
+pub fn render(r: &Report, v: &View) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "ipctrace {} · kernel {} · tiers: {}", r.ipctrace_version, r.kernel, r.tier);
     if r.partial {
@@ -214,10 +250,15 @@ pub fn render(r: &Report) -> String {
         let by = if e.stopped_by_ipctrace { " (ipctrace stopped it)" } else { "" };
         let _ = writeln!(out, "command (pid {}) {how}{by}", e.pid);
     }
-    for run in &r.runs {
-        header(&mut out, run);
+    overview_section(&mut out, r, v);
+    let detailed = v.detailed(r);
+    // attach/trace sections are many: shorter call trees unless everything was asked for.
+    let tree_lines = if r.overview.is_some() && !v.all { 6 } else { 14 };
+    for i in detailed {
+        let run = &r.runs[i];
+        header(&mut out, run, r.overview.as_ref().and_then(|o| o.channels.get(i)).map(|row| row.id));
         stages(&mut out, run);
-        call_trees(&mut out, run);
+        call_trees(&mut out, run, tree_lines);
         agreement(&mut out, run);
     }
     comparison(&mut out, r);

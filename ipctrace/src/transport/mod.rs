@@ -6,6 +6,7 @@
 
 pub mod pipe;
 pub mod shm;
+pub mod socket;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -29,6 +30,8 @@ pub trait Family: Sync {
     fn name(&self) -> &'static str;
     /// Its rows of the probe table, in order of preference within each row.
     fn probes(&self) -> &'static [LogicalProbe];
+    /// The rows without which its path is empty: no tier attaching one is a runtime failure.
+    fn required(&self) -> &'static [&'static str];
     /// The stages of its path, from both ends' observations and stacks.
     fn stages(&self, e: &Ends) -> Vec<Stage>;
     /// Observed-vs-witness rows that a built-in workload's witness supports.
@@ -63,7 +66,7 @@ pub trait Family: Sync {
 }
 
 /// Every family, in report order.
-pub static FAMILIES: &[&dyn Family] = &[&pipe::PIPE, &shm::SHM];
+pub static FAMILIES: &[&dyn Family] = &[&pipe::PIPE, &shm::SHM, &socket::SOCKET];
 
 /// The family that reconstructs the path of a channel kind; None for kinds ipctrace sees but
 /// does not analyse yet.
@@ -71,13 +74,8 @@ pub fn family_of(kind: ChannelKind) -> Option<&'static dyn Family> {
     match kind {
         ChannelKind::AnonPipe | ChannelKind::Fifo => Some(&pipe::PIPE),
         ChannelKind::Shm => Some(&shm::SHM),
-        ChannelKind::UnixStream
-        | ChannelKind::UnixDgram
-        | ChannelKind::UnixSeqpacket
-        | ChannelKind::MsgQueue
-        | ChannelKind::EventFd
-        | ChannelKind::SignalFd
-        | ChannelKind::Other => None,
+        ChannelKind::UnixStream | ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket => Some(&socket::SOCKET),
+        ChannelKind::MsgQueue | ChannelKind::EventFd | ChannelKind::SignalFd | ChannelKind::Other => None,
     }
 }
 

@@ -176,6 +176,10 @@ impl Family for Pipe {
         PROBES
     }
 
+    fn required(&self) -> &'static [&'static str] {
+        &["pipe_write", "pipe_read"]
+    }
+
     fn stages(&self, e: &Ends) -> Vec<Stage> {
         let (p, c) = (&e.producer.observed, &e.consumer.observed);
         let w = p.sum(WRITE, None);

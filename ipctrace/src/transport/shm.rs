@@ -26,7 +26,7 @@ const FUTEX_WAKE: &[&str] = &["futex_wake"];
 const SETUP: &[ProbeId] =
     &[ProbeId::ShmOpen, ProbeId::ShmFtruncate, ProbeId::ShmMmap, ProbeId::ShmMunmap, ProbeId::ShmUnlink];
 /// Calls that copy bytes between user memory and the kernel (a shm ring should make none).
-const COPYING: &[ProbeId] = &[ProbeId::PipeWrite, ProbeId::PipeRead];
+const COPYING: &[ProbeId] = &[ProbeId::PipeWrite, ProbeId::PipeRead, ProbeId::SockSend, ProbeId::SockRecv];
 /// The sub-key of observations in the shm object.
 const IN_SHM: &str = ChannelKind::Shm.name();
 
@@ -153,6 +153,10 @@ impl Family for Shm {
         PROBES
     }
 
+    fn required(&self) -> &'static [&'static str] {
+        &["shm_setup"]
+    }
+
     fn stages(&self, e: &Ends) -> Vec<Stage> {
         let (p, c) = (&e.producer.observed, &e.consumer.observed);
         let both = |probe: ProbeId| (p.sum(probe, None), c.sum(probe, None));
@@ -207,7 +211,7 @@ impl Family for Shm {
             also: None,
             observed: true,
             note: Some(
-                "bytes these processes copied through the kernel with pipe reads and writes; \
+                "bytes these processes copied through the kernel with pipe or socket calls; \
                  the ring is written and read in place"
                     .into(),
             ),

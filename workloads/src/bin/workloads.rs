@@ -51,6 +51,10 @@ struct Common {
     /// Prefix of the POSIX shm object names (/PREFIX-PID-N-RANDOM).
     #[arg(long, default_value = "workloads")]
     shm_prefix: String,
+    /// Socket transports: a named socket at PATH (`@name`: abstract) instead of a socketpair;
+    /// an existing path is refused.
+    #[arg(long, value_name = "PATH")]
+    socket_path: Option<String>,
     /// Print one JSON object (witnesses, rusage, elapsed) instead of summary lines.
     #[arg(long)]
     json: bool,
@@ -104,6 +108,7 @@ fn run(t: Transport, c: Common) -> Result<bool> {
         shape: c.shape.clone(),
         cpus: cpu_pair(&c.cpus)?,
         shm_prefix: c.shm_prefix.clone(),
+        socket_path: c.socket_path.clone(),
     };
     if c.wait_start {
         // Blocked before the children exist, so the signal is never lost.

@@ -5,6 +5,7 @@
 
 pub mod pipe;
 pub mod shm;
+pub mod uds;
 
 use std::{os::fd::OwnedFd, path::PathBuf};
 
@@ -25,11 +26,25 @@ pub enum Transport {
     ShmFutex,
     /// POSIX shm ring synchronized with process-shared POSIX semaphores.
     ShmSem,
+    /// AF_UNIX stream socket (a socketpair, or --socket-path).
+    UnixStream,
+    /// AF_UNIX datagram socket: one datagram per message.
+    UnixDgram,
+    /// AF_UNIX seqpacket socket: connected, one message per send.
+    UnixSeqpacket,
 }
 
 impl Transport {
     /// Every built-in transport, in the order reports, benches and tests list them.
-    pub const ALL: [Transport; 4] = [Transport::Pipe, Transport::Fifo, Transport::ShmFutex, Transport::ShmSem];
+    pub const ALL: [Transport; 7] = [
+        Transport::Pipe,
+        Transport::Fifo,
+        Transport::ShmFutex,
+        Transport::ShmSem,
+        Transport::UnixStream,
+        Transport::UnixDgram,
+        Transport::UnixSeqpacket,
+    ];
 
     /// What `ipctrace run` compares when no transport is named: the seed's comparison.
     pub const DEFAULT: [Transport; 2] = [Transport::Pipe, Transport::ShmFutex];
@@ -41,6 +56,9 @@ impl Transport {
             Transport::Fifo => &pipe::FIFO,
             Transport::ShmFutex => &shm::SHM_FUTEX,
             Transport::ShmSem => &shm::SHM_SEM,
+            Transport::UnixStream => &uds::UNIX_STREAM,
+            Transport::UnixDgram => &uds::UNIX_DGRAM,
+            Transport::UnixSeqpacket => &uds::UNIX_SEQPACKET,
         }
     }
 
@@ -56,6 +74,27 @@ impl Transport {
     /// Shared memory: nothing is copied through the kernel after set-up.
     pub fn is_shm(self) -> bool {
         self.kind() == ChannelKind::Shm
+    }
+
+    /// Whether `--splice-consumer` applies (a pipe the consumer can splice from).
+    pub fn can_splice(self) -> bool {
+        matches!(self.kind(), ChannelKind::AnonPipe | ChannelKind::Fifo)
+    }
+
+    /// Whether `--socket-path` applies.
+    pub fn is_socket(self) -> bool {
+        matches!(self.kind(), ChannelKind::UnixStream | ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket)
+    }
+
+    /// The largest message this transport carries on this machine, if it has a limit
+    /// (datagrams), with what sets it.
+    pub fn max_message(self) -> Option<(u64, String)> {
+        match self.kind() {
+            ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket => uds::max_datagram(self.kind())
+                .ok()
+                .map(|m| (m, "the socket's send buffer (SO_SNDBUF, net.core.wmem_max)".to_string())),
+            _ => None,
+        }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -111,6 +150,8 @@ pub struct Channel {
 /// covers runs that never got there).
 pub enum Cleanup {
     Dir(PathBuf),
+    /// A file (a named socket).
+    Path(PathBuf),
     ShmName(String),
 }
 
@@ -119,6 +160,9 @@ impl Drop for Cleanup {
         match self {
             Cleanup::Dir(d) => {
                 let _ = std::fs::remove_dir_all(d);
+            }
+            Cleanup::Path(p) => {
+                let _ = std::fs::remove_file(p);
             }
             Cleanup::ShmName(name) => {
                 if let Ok(c) = std::ffi::CString::new(name.as_str()) {

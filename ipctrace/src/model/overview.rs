@@ -1,0 +1,66 @@
+//! The overview of an `attach` or `trace` report, read first: the process tree (who forked
+//! whom, names, how each ended, the CPU time no channel explains) and one row per channel,
+//! sorted by bytes. The sections (`runs`) follow in the same order; row `id` N is `runs[N-1]`.
+
+use serde::{Deserialize, Serialize};
+
+use super::Label;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Overview {
+    pub processes: Vec<ProcessNode>,
+    pub channels: Vec<ChannelRow>,
+}
+
+/// One traced process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessNode {
+    pub pid: u32,
+    /// The target that forked it (None: a process ipctrace was given, or whose parent was
+    /// not traced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
+    pub comm: String,
+    /// How it ended (both None: still running when tracing stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// cpu-clock samples taken while no channel call was in flight (the process's own time).
+    pub own_samples: u64,
+    /// The most frequent kernel path among those samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_hottest: Option<String>,
+}
+
+/// One end of a channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// One channel, as a row of the overview table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChannelRow {
+    /// 1-based position (by bytes); `--channel ID` takes it.
+    pub id: u32,
+    pub kind: String,
+    pub ino: u64,
+    /// Path, POSIX name or `kind ino N`.
+    pub name: String,
+    /// None: an external peer (not traced), or nobody wrote/read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<Endpoint>,
+    /// Bytes that crossed the channel as the kernel saw them (0 where it cannot: shared memory).
+    pub bytes: u64,
+    /// Data-path calls on the channel by both ends.
+    pub calls: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies_per_byte: Option<f64>,
+    /// Time both ends spent blocked in calls on the channel.
+    pub blocked_ns: u64,
+    pub label: Label,
+}

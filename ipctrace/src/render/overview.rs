@@ -1,0 +1,133 @@
+//! The overview of an attach/trace report, as text lines shared by the terminal and Markdown
+//! renderers: the process tree (the processes on the listed channels and their ancestors,
+//! the others counted by name) and the channel table, the rest summed in one line.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use workloads::size::format_size;
+
+use super::fmt::{self, group};
+use crate::model::{
+    overview::{ChannelRow, Endpoint, Overview, ProcessNode},
+    path::Unit,
+};
+
+fn end(e: &Option<Endpoint>) -> String {
+    e.as_ref().map_or("external".into(), |e| format!("{} {}", e.comm, e.pid))
+}
+
+/// How a process ended, in a few words.
+fn ended(p: &ProcessNode) -> String {
+    match (&p.signal, p.exit_code) {
+        (Some(s), _) => format!("killed by {s}"),
+        (None, Some(c)) => format!("exit {c}"),
+        _ => "running".into(),
+    }
+}
+
+/// The process tree as indented lines. Without `all`, only the processes on `shown` channels
+/// and their ancestors; the others are counted by name on one line.
+pub fn tree_lines(o: &Overview, shown: &[&ChannelRow], all: bool) -> Vec<String> {
+    let by_pid: BTreeMap<u32, &ProcessNode> = o.processes.iter().map(|p| (p.pid, p)).collect();
+    let mut keep: BTreeSet<u32> = BTreeSet::new();
+    if all {
+        keep.extend(by_pid.keys());
+    } else {
+        for row in shown {
+            for e in [&row.writer, &row.reader].into_iter().flatten() {
+                let mut p = Some(e.pid);
+                while let Some(pid) = p {
+                    if !keep.insert(pid) {
+                        break;
+                    }
+                    p = by_pid.get(&pid).and_then(|n| n.parent);
+                }
+            }
+        }
+        // The roots (the processes given, or the command) are always shown.
+        keep.extend(o.processes.iter().filter(|p| p.parent.is_none_or(|pp| !by_pid.contains_key(&pp))).map(|p| p.pid));
+    }
+    let mut children: BTreeMap<Option<u32>, Vec<u32>> = BTreeMap::new();
+    for p in &o.processes {
+        let parent = p.parent.filter(|pp| by_pid.contains_key(pp));
+        children.entry(parent).or_default().push(p.pid);
+    }
+    let mut out = Vec::new();
+    fn walk(
+        pid: u32,
+        depth: usize,
+        by: &BTreeMap<u32, &ProcessNode>,
+        kids: &BTreeMap<Option<u32>, Vec<u32>>,
+        keep: &BTreeSet<u32>,
+        out: &mut Vec<String>,
+    ) {
+        let p = by[&pid];
+        if keep.contains(&pid) {
+            let own = match (&p.own_hottest, p.own_samples) {
+                (_, 0) => String::new(),
+                (Some(h), n) => format!(" · own CPU {n} samples, hottest {h}"),
+                (None, n) => format!(" · own CPU {n} samples (user space)"),
+            };
+            let lead = if depth == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(depth - 1)) };
+            out.push(format!("{lead}{} {} ({}){own}", p.comm, p.pid, ended(p)));
+        }
+        for c in kids.get(&Some(pid)).into_iter().flatten() {
+            walk(*c, depth + 1, by, kids, keep, out);
+        }
+    }
+    for r in children.get(&None).into_iter().flatten() {
+        walk(*r, 0, &by_pid, &children, &keep, &mut out);
+    }
+    let hidden: Vec<&ProcessNode> = o.processes.iter().filter(|p| !keep.contains(&p.pid)).collect();
+    if !hidden.is_empty() {
+        let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &hidden {
+            *by_name.entry(p.comm.as_str()).or_default() += 1;
+        }
+        let mut names: Vec<(&str, usize)> = by_name.into_iter().collect();
+        names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let list: Vec<String> = names.iter().take(6).map(|(n, c)| format!("{n} ×{c}")).collect();
+        let more = if names.len() > 6 { ", ..." } else { "" };
+        out.push(format!("+ {} other processes ({}{more}; --all lists them)", hidden.len(), list.join(", ")));
+    }
+    out
+}
+
+/// The channel table: header and rows (as cells), plus the summary line of the rest.
+pub struct ChannelTable {
+    pub header: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+    pub rest: Option<String>,
+}
+
+pub fn channel_table(o: &Overview, listed: usize) -> ChannelTable {
+    let header = vec!["#", "kind", "channel", "writer -> reader", "bytes", "calls", "copies/byte", "blocked", "label"];
+    let rows = o
+        .channels
+        .iter()
+        .take(listed)
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.kind.clone(),
+                c.name.clone(),
+                if c.writer.is_none() && c.reader.is_none() {
+                    "(no traffic seen)".into()
+                } else {
+                    format!("{} -> {}", end(&c.writer), end(&c.reader))
+                },
+                group(c.bytes),
+                group(c.calls),
+                fmt::metric(Unit::Ratio, c.copies_per_byte),
+                if c.blocked_ns > 0 { fmt::ns(c.blocked_ns) } else { "-".into() },
+                c.label.name().into(),
+            ]
+        })
+        .collect();
+    let others = &o.channels[listed.min(o.channels.len())..];
+    let rest = (!others.is_empty()).then(|| {
+        let bytes: u64 = others.iter().map(|c| c.bytes).sum();
+        format!("+ {} channels, {} in all (--all lists them)", others.len(), format_size(bytes))
+    });
+    ChannelTable { header, rows, rest }
+}

@@ -1,0 +1,260 @@
+//! attach/trace: from one session to the report's channel sections and its overview. Every
+//! channel observed or found in /proc becomes a section, built by its transport family; the
+//! sections are sorted by bytes, and the overview lists the process tree and one row per
+//! channel. A process's stacks go to the channel whose call was in flight; the rest stays
+//! with the process (its own time), except when it uses a single channel.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use ipctrace_common::ProbeId;
+
+use crate::{
+    conclude, discover,
+    kernel::symbols::KernelSymbols,
+    model::{
+        ChannelId, Label, Observed, Process, TransportRun,
+        overview::{ChannelRow, Endpoint, Overview, ProcessNode},
+    },
+    observe,
+    session::Session,
+    transport,
+};
+
+/// Channels found in /proc while tracing, per process (scanned again while processes live,
+/// so short-lived ones and channels opened later keep their names and paths).
+#[derive(Default)]
+pub struct Discovery {
+    pub found: BTreeMap<u32, Vec<discover::Found>>,
+}
+
+impl Discovery {
+    /// Looks at every live process of `pids` again; returns their shm ranges seen now.
+    pub fn scan(&mut self, pids: impl IntoIterator<Item = u32>) -> Vec<(u32, ipctrace_common::Ranges)> {
+        let mut ranges = Vec::new();
+        for pid in pids {
+            if discover::exited(pid) {
+                continue;
+            }
+            let (now, r) = discover::channels(pid);
+            let f = self.found.entry(pid).or_default();
+            for c in now {
+                if !f.contains(&c) {
+                    f.push(c);
+                }
+            }
+            if r.r.iter().any(|x| x.start != 0) {
+                ranges.push((pid, r));
+            }
+        }
+        ranges
+    }
+}
+
+/// Which of a process's observations are about channel `ino`: its events (and process events
+/// without a channel: switches, faults), and its stacks — CPU samples and blocks taken during
+/// a call on it (the rest is the process's own time, shown in the process tree), and page
+/// allocations (never tied to a call) when the process used no other channel.
+fn for_channel(o: &Observed, ino: u64) -> Observed {
+    let channels: BTreeSet<u64> = o.events.iter().filter_map(|e| e.channel.as_ref()).map(|c| c.ino).collect();
+    let single = channels.len() <= 1;
+    Observed {
+        events: o.events.iter().filter(|e| e.channel.as_ref().is_none_or(|c| c.ino == ino)).cloned().collect(),
+        stacks: o
+            .stacks
+            .iter()
+            .filter(|s| match &s.channel {
+                Some(c) => c.ino == ino,
+                None => single && s.probe == ProbeId::PageAlloc.name(),
+            })
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Names and the process tree.
+pub struct Processes {
+    pub comms: BTreeMap<u32, String>,
+    pub parents: BTreeMap<u32, u32>,
+    pub exits: BTreeMap<u32, u32>,
+}
+
+impl Processes {
+    pub fn read(session: &Session, initial: &[(u32, String)]) -> Self {
+        let mut comms = session.comms();
+        for (pid, n) in initial {
+            comms.entry(*pid).or_insert_with(|| n.clone());
+        }
+        Self { comms, parents: session.parents(), exits: session.exits() }
+    }
+
+    pub fn name(&self, pid: u32) -> String {
+        self.comms
+            .get(&pid)
+            .cloned()
+            .or_else(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| "?".into())
+    }
+}
+
+/// The bytes a channel row sorts by, and its calls and blocked time.
+fn row_figures(run: &TransportRun, f: &dyn transport::Family) -> (u64, u64, u64) {
+    let ends: Vec<&Observed> = run.processes.iter().map(|p| &p.observed).collect();
+    let bytes = run
+        .processes
+        .iter()
+        .map(|p| match p.role.as_str() {
+            "producer" => f.copied_bytes(&p.observed).max(f.delivered(&p.observed).unwrap_or(0)),
+            _ => f.delivered(&p.observed).unwrap_or(0),
+        })
+        .max()
+        .unwrap_or(0);
+    let calls = ends.iter().map(|o| o.sum_of(f.data_calls()).calls).sum();
+    let ino = run.data_channel_ino.unwrap_or(0);
+    let blocked = ends
+        .iter()
+        .flat_map(|o| o.events.iter())
+        .filter(|e| e.probe == ProbeId::Blocked.name() && e.channel.as_ref().is_some_and(|c| c.ino == ino))
+        .map(|e| e.time_ns)
+        .sum();
+    (bytes, calls, blocked)
+}
+
+/// Builds the sections (sorted by bytes) and the overview.
+pub fn build(
+    session: &Session,
+    procs: &Processes,
+    roots: &[u32],
+    found: &BTreeMap<u32, Vec<discover::Found>>,
+    elapsed_ns: u64,
+    unknown: &mut u64,
+) -> Result<(Vec<TransportRun>, Overview)> {
+    let snap = session.snapshot()?;
+    let mut tgids: BTreeSet<u32> = roots.iter().copied().collect();
+    tgids.extend(snap.aggs.keys().map(|k| k.tgid));
+    tgids.extend(found.keys().copied());
+    let mut syms = KernelSymbols::default();
+    let mut stack = |id: i32| -> Vec<String> {
+        let mut f = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
+        f.reverse();
+        f
+    };
+    let observed: BTreeMap<u32, Observed> = tgids
+        .iter()
+        .map(|&t| (t, observe::observe(t, &snap.aggs, &snap.stacks, &session.choices, &mut stack, unknown)))
+        .collect();
+    // Every channel: observed ones, plus what /proc showed.
+    let mut chans: BTreeMap<u64, (String, Option<String>)> = BTreeMap::new();
+    for o in observed.values() {
+        for c in o.events.iter().filter_map(|e| e.channel.as_ref()) {
+            chans.entry(c.ino).or_insert((c.kind.clone(), None));
+        }
+    }
+    for fs in found.values() {
+        for f in fs {
+            let e = chans.entry(f.ino).or_insert((f.kind.clone(), None));
+            if e.1.is_none() {
+                e.1 = f.path.clone();
+            }
+        }
+    }
+    let mut sections: Vec<(TransportRun, ChannelRow)> = Vec::new();
+    for (ino, (kind_name, chan_path)) in chans {
+        let Some((kind, family)) = transport::family_named(&kind_name) else { continue };
+        let holders: Vec<u32> =
+            found.iter().filter(|(_, fs)| fs.iter().any(|f| f.ino == ino)).map(|(p, _)| *p).collect();
+        let (producer, consumer) = family.pair(ino, &observed, &holders);
+        let mut processes = Vec::new();
+        for (pid, role) in [(producer, "producer"), (consumer, "consumer")] {
+            if let Some(pid) = pid {
+                processes.push(Process {
+                    pid,
+                    role: role.into(),
+                    observed: for_channel(observed.get(&pid).unwrap_or(&Observed::default()), ino),
+                    witness: None,
+                    exit: None,
+                });
+            }
+        }
+        let side = |p: Option<u32>| p.map_or("external peer".to_string(), |p| format!("{} {p}", procs.name(p)));
+        let what = family.describe(kind, ino, chan_path.as_deref());
+        let description = if producer.is_none() && consumer.is_none() {
+            let held: Vec<String> = holders.iter().map(|p| format!("{} {p}", procs.name(*p))).collect();
+            format!("{what} · held by {} · no traffic observed", held.join(", "))
+        } else {
+            format!("{what} · {} -> {}", side(producer), side(consumer))
+        };
+        let run = conclude::section(
+            family,
+            conclude::Section {
+                transport: family.section_name(kind).to_string(),
+                description,
+                total: 0,
+                msg_size: 0,
+                data_channel_ino: Some(ino),
+                channel_path: chan_path,
+                elapsed_ns,
+                channels: vec![ChannelId { kind: kind_name.clone(), ino }],
+                processes,
+            },
+        );
+        let (bytes, calls, blocked_ns) = row_figures(&run, family);
+        let end = |p: Option<u32>| p.map(|pid| Endpoint { pid, comm: procs.name(pid) });
+        let row = ChannelRow {
+            id: 0,
+            kind: kind_name,
+            ino,
+            name: what,
+            writer: end(producer),
+            reader: end(consumer),
+            bytes,
+            calls,
+            copies_per_byte: run.path.metrics.kernel_copies_per_byte,
+            blocked_ns,
+            label: run.processes.iter().find_map(|p| family.copies_label(&p.observed)).unwrap_or(Label::Derived),
+        };
+        sections.push((run, row));
+    }
+    // Busiest first: bytes, then calls; ties by inode for a stable order.
+    sections.sort_by(|a, b| (b.1.bytes, b.1.calls, a.1.ino).cmp(&(a.1.bytes, a.1.calls, b.1.ino)));
+    let mut runs = Vec::new();
+    let mut rows = Vec::new();
+    for (i, (run, mut row)) in sections.into_iter().enumerate() {
+        row.id = i as u32 + 1;
+        runs.push(run);
+        rows.push(row);
+    }
+    Ok((runs, Overview { processes: tree(procs, &tgids, &observed), channels: rows }))
+}
+
+/// The process tree, flat (parents first where known), with each process's own CPU time.
+fn tree(procs: &Processes, tgids: &BTreeSet<u32>, observed: &BTreeMap<u32, Observed>) -> Vec<ProcessNode> {
+    tgids
+        .iter()
+        .map(|&pid| {
+            let own: Vec<_> = observed
+                .get(&pid)
+                .map(|o| o.stacks_of(ProbeId::Sample).filter(|s| s.channel.is_none()).collect())
+                .unwrap_or_default();
+            let own_samples = own.iter().map(|s| s.count).sum();
+            let own_hottest = own.iter().filter(|s| !s.kernel.is_empty()).max_by_key(|s| s.count).map(|s| {
+                let frames: Vec<&str> = s.kernel.iter().rev().take(6).map(String::as_str).collect();
+                frames.join(" <- ")
+            });
+            let (exit_code, signal) = match procs.exits.get(&pid) {
+                Some(&st) if st & 0x7f == 0 => (Some(((st >> 8) & 0xff) as i32), None),
+                Some(&st) => (None, Some(crate::run::signal_name((st & 0x7f) as i32))),
+                None => (None, None),
+            };
+            ProcessNode {
+                pid,
+                parent: procs.parents.get(&pid).copied().filter(|p| tgids.contains(p)),
+                comm: procs.name(pid),
+                exit_code,
+                signal,
+                own_samples,
+                own_hottest,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,417 @@
+//! Unix domain sockets (stream, datagram, seqpacket): the probe-table rows (the unix_* send and
+//! receive functions, their syscall fallback, the socket-layer and skb tracepoints), the path
+//! (copy user -> skb, skb queued for the peer, receiver woken, writer blocked, copy skb ->
+//! user, skb freed), the observed-vs-witness rows, and how attach/trace pair a direction: the
+//! channel id is the receiving socket's inode, so the sender and the receiver share it.
+
+use std::collections::BTreeMap;
+
+use ipctrace_common::{ChannelKind, ProbeId};
+
+use super::{Ends, Family};
+use crate::{
+    agree::push,
+    model::{Agreement, Label, Observed, Process, Stage, StageTime, probe::Mechanism},
+    path::{chain, copy_sample_share, latency, pct, stage, woken_by},
+    probes::{Attach, LogicalProbe, imp, tp, tp_opt},
+};
+
+pub struct Socket;
+
+pub static SOCKET: Socket = Socket;
+
+const STREAM_SEND: &[&str] = &["unix_stream_sendmsg"];
+const STREAM_RECV: &[&str] = &["unix_stream_recvmsg"];
+const DGRAM_SEND: &[&str] = &["unix_dgram_sendmsg"];
+const DGRAM_RECV: &[&str] = &["unix_dgram_recvmsg"];
+const RULE_FN: &str = "bytes = return values of unix_stream_sendmsg/unix_dgram_sendmsg (recvmsg), exit probe; \
+                       seqpacket sockets go through the dgram functions; a send with MSG_SPLICE_PAGES is a splice";
+const RULE_SYSCALL: &str = "bytes = return values of write/writev/sendto/sendmsg (read/readv/recvfrom/recvmsg) on an \
+                            fd that is an AF_UNIX socket; sendfile into one is counted as moved";
+
+const SEND: ProbeId = ProbeId::SockSend;
+const RECV: ProbeId = ProbeId::SockRecv;
+const INTO: &[ProbeId] = &[ProbeId::SockSend, ProbeId::SockSendfile];
+
+fn is_send_fn(f: &str) -> bool {
+    f == "unix_stream_sendmsg" || f == "unix_dgram_sendmsg" || f == "unix_seqpacket_sendmsg"
+}
+
+fn is_recv_fn(f: &str) -> bool {
+    f == "unix_stream_recvmsg" || f == "unix_dgram_recvmsg" || f == "unix_seqpacket_recvmsg"
+}
+
+static PROBES: &[LogicalProbe] = &[
+    LogicalProbe {
+        name: "unix_send",
+        what: "bytes sent on AF_UNIX sockets (copied user -> skb), and sendfile into them (moved)",
+        ids: &[ProbeId::SockSend, ProbeId::SockSendfile],
+        impls: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                RULE_FN,
+                &[
+                    Attach::Fentry { prog: "fentry_unix_stream_send", func: STREAM_SEND },
+                    Attach::Fexit { prog: "fexit_unix_stream_send", func: STREAM_SEND },
+                    Attach::Fentry { prog: "fentry_unix_dgram_send", func: DGRAM_SEND },
+                    Attach::Fexit { prog: "fexit_unix_dgram_send", func: DGRAM_SEND },
+                ],
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                RULE_FN,
+                &[
+                    Attach::Kprobe { prog: "kprobe_unix_stream_send", func: STREAM_SEND },
+                    Attach::Kprobe { prog: "kprobe_unix_dgram_send", func: DGRAM_SEND },
+                    Attach::Kretprobe { prog: "kretprobe_unix_sock", func: STREAM_SEND },
+                    Attach::Kretprobe { prog: "kretprobe_unix_sock", func: DGRAM_SEND },
+                ],
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                RULE_SYSCALL,
+                &[
+                    tp("sock_enter_write", "syscalls", "sys_enter_write"),
+                    tp("sock_exit_write", "syscalls", "sys_exit_write"),
+                    tp("sock_enter_writev", "syscalls", "sys_enter_writev"),
+                    tp("sock_exit_writev", "syscalls", "sys_exit_writev"),
+                    tp("sock_enter_sendto", "syscalls", "sys_enter_sendto"),
+                    tp("sock_exit_sendto", "syscalls", "sys_exit_sendto"),
+                    tp("sock_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+                    tp("sock_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+                    tp("sock_enter_sendfile", "syscalls", "sys_enter_sendfile64"),
+                    tp("sock_exit_sendfile", "syscalls", "sys_exit_sendfile64"),
+                ],
+            ),
+        ],
+    },
+    LogicalProbe {
+        name: "unix_recv",
+        what: "bytes received on AF_UNIX sockets",
+        ids: &[ProbeId::SockRecv],
+        impls: &[
+            imp(
+                Mechanism::Fentry,
+                Label::Exact,
+                RULE_FN,
+                &[
+                    Attach::Fentry { prog: "fentry_unix_stream_recv", func: STREAM_RECV },
+                    Attach::Fexit { prog: "fexit_unix_stream_recv", func: STREAM_RECV },
+                    Attach::Fentry { prog: "fentry_unix_dgram_recv", func: DGRAM_RECV },
+                    Attach::Fexit { prog: "fexit_unix_dgram_recv", func: DGRAM_RECV },
+                ],
+            ),
+            imp(
+                Mechanism::Kprobe,
+                Label::Exact,
+                RULE_FN,
+                &[
+                    Attach::Kprobe { prog: "kprobe_unix_stream_recv", func: STREAM_RECV },
+                    Attach::Kprobe { prog: "kprobe_unix_dgram_recv", func: DGRAM_RECV },
+                    Attach::Kretprobe { prog: "kretprobe_unix_sock", func: STREAM_RECV },
+                    Attach::Kretprobe { prog: "kretprobe_unix_sock", func: DGRAM_RECV },
+                ],
+            ),
+            imp(
+                Mechanism::Tracepoint,
+                Label::Derived,
+                RULE_SYSCALL,
+                &[
+                    tp("sock_enter_read", "syscalls", "sys_enter_read"),
+                    tp("sock_exit_read", "syscalls", "sys_exit_read"),
+                    tp("sock_enter_readv", "syscalls", "sys_enter_readv"),
+                    tp("sock_exit_readv", "syscalls", "sys_exit_readv"),
+                    tp("sock_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+                    tp("sock_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+                    tp("sock_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+                    tp("sock_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+                ],
+            ),
+        ],
+    },
+    LogicalProbe {
+        name: "sock_length",
+        what: "the socket layer's own byte counts of AF_UNIX sends and receives (kernels from ~6.3)",
+        ids: &[ProbeId::SockSendBytes, ProbeId::SockRecvBytes],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "sock:sock_send_length / sock_recv_length with family AF_UNIX: ret of each sock_sendmsg / \
+             sock_recvmsg (a receive with MSG_TRUNC returns the datagram's length, not what was copied)",
+            &[tp("sock_send_length", "sock", "sock_send_length"), tp("sock_recv_length", "sock", "sock_recv_length")],
+        )],
+    },
+    LogicalProbe {
+        name: "skb",
+        what: "skbs of a socket call in flight: queued for the receiver, copied out, freed",
+        ids: &[ProbeId::SkbQueued, ProbeId::SkbCopyOut, ProbeId::SkbFreed],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "during a send: sock:sk_data_ready (an skb queued, the receiver made readable); during a receive: \
+             skb:skb_copy_datagram_iovec len (bytes copied skb -> user), skb:consume_skb (skbs freed)",
+            &[
+                tp_opt("sk_data_ready", "sock", "sk_data_ready"),
+                tp("skb_copy_datagram_iovec", "skb", "skb_copy_datagram_iovec"),
+                tp("consume_skb", "skb", "consume_skb"),
+            ],
+        )],
+    },
+];
+
+fn total(t: u64) -> Option<StageTime> {
+    Some(StageTime::Total { ns: t })
+}
+
+fn sum_bytes(o: &Observed, p: ProbeId) -> u64 {
+    o.sum(p, None).bytes
+}
+
+impl Family for Socket {
+    fn name(&self) -> &'static str {
+        "unix-socket"
+    }
+
+    fn probes(&self) -> &'static [LogicalProbe] {
+        PROBES
+    }
+
+    fn required(&self) -> &'static [&'static str] {
+        &["unix_send", "unix_recv"]
+    }
+
+    fn stages(&self, e: &Ends) -> Vec<Stage> {
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let s = p.sum(SEND, None);
+        let moved = p.sum(ProbeId::SockSendfile, None);
+        let layer = sum_bytes(p, ProbeId::SockSendBytes);
+        let mut v = vec![stage(
+            "send(2) -> unix_*_sendmsg",
+            0,
+            s.calls + moved.calls,
+            Some(s.bytes + moved.bytes),
+            latency(&p.hist(SEND)),
+            p.label(SEND),
+            Some(match (chain(p, &[ProbeId::OffCpu, ProbeId::Sample], is_send_fn), layer) {
+                (Some(c), 0) => format!("chain seen: {c}"),
+                (Some(c), l) => format!("chain seen: {c}; the socket layer counted {l} bytes (sock_send_length)"),
+                (None, 0) => String::new(),
+                (None, l) => format!("the socket layer counted {l} bytes (sock_send_length)"),
+            }),
+        )];
+        let share = copy_sample_share(p, is_send_fn);
+        let mut copy = stage(
+            "copy user -> skb (skb_copy_datagram_from_iter)",
+            1,
+            s.calls,
+            Some(s.bytes),
+            None,
+            p.label(SEND),
+            Some(match share {
+                Some((h, t)) => format!("one copy per byte sent; copy frames under the send: {} (sampled)", pct(h, t)),
+                None => "one copy per byte sent; no samples".into(),
+            }),
+        );
+        if copy.observed && share.is_some() {
+            copy.also = Some(Label::Sampled);
+        }
+        v.push(copy);
+        if moved.calls > 0 {
+            v.push(stage(
+                "sendfile/splice into the socket: page references, no copy",
+                1,
+                moved.calls,
+                Some(moved.bytes),
+                None,
+                p.label(ProbeId::SockSendfile),
+                None,
+            ));
+        }
+        let q = p.sum(ProbeId::SkbQueued, None);
+        v.push(stage(
+            "skbs queued for the peer (receiver made readable)",
+            1,
+            q.calls,
+            None,
+            None,
+            p.label(ProbeId::SkbQueued),
+            Some("sock:sk_data_ready while a send was in flight".into()),
+        ));
+        let b = p.sum(ProbeId::Blocked, Some(SEND.name()));
+        v.push(stage(
+            "writer blocked: send buffer full",
+            1,
+            b.calls,
+            None,
+            total(b.time_ns),
+            p.label(ProbeId::Blocked),
+            Some("voluntary switches while a send was in flight".into()),
+        ));
+        v.push(stage(
+            "reader woken by the writer",
+            1,
+            woken_by(c, e.producer.pid),
+            None,
+            None,
+            Some(Label::Exact),
+            None,
+        ));
+        let r = c.sum(RECV, None);
+        let layer = sum_bytes(c, ProbeId::SockRecvBytes);
+        v.push(stage(
+            "recv(2) -> unix_*_recvmsg",
+            0,
+            r.calls,
+            Some(r.bytes),
+            latency(&c.hist(RECV)),
+            c.label(RECV),
+            Some(match (chain(c, &[ProbeId::OffCpu, ProbeId::Sample], is_recv_fn), layer) {
+                (Some(ch), 0) => format!("chain seen: {ch}"),
+                (Some(ch), l) => format!("chain seen: {ch}; the socket layer counted {l} bytes (sock_recv_length)"),
+                (None, 0) => String::new(),
+                (None, l) => format!("the socket layer counted {l} bytes (sock_recv_length)"),
+            }),
+        ));
+        let out = c.sum(ProbeId::SkbCopyOut, None);
+        let share = copy_sample_share(c, is_recv_fn);
+        let mut copy = stage(
+            "copy skb -> user (skb_copy_datagram_iter)",
+            1,
+            out.calls,
+            Some(out.bytes),
+            None,
+            c.label(ProbeId::SkbCopyOut),
+            Some(match share {
+                Some((h, t)) => {
+                    format!("skb:skb_copy_datagram_iovec len; copy frames under the receive: {} (sampled)", pct(h, t))
+                }
+                None => "skb:skb_copy_datagram_iovec len".into(),
+            }),
+        );
+        if copy.observed && share.is_some() {
+            copy.also = Some(Label::Sampled);
+        }
+        v.push(copy);
+        let f = c.sum(ProbeId::SkbFreed, None);
+        v.push(stage(
+            "skbs freed after the read",
+            1,
+            f.calls,
+            None,
+            None,
+            c.label(ProbeId::SkbFreed),
+            Some("skb:consume_skb while a receive was in flight".into()),
+        ));
+        let b = c.sum(ProbeId::Blocked, Some(RECV.name()));
+        v.push(stage(
+            "reader blocked: nothing queued",
+            1,
+            b.calls,
+            None,
+            total(b.time_ns),
+            c.label(ProbeId::Blocked),
+            Some("voluntary switches while a receive was in flight".into()),
+        ));
+        v.push(stage(
+            "writer woken by the reader",
+            1,
+            woken_by(p, e.consumer.pid),
+            None,
+            None,
+            Some(Label::Exact),
+            None,
+        ));
+        v
+    }
+
+    fn agreement(&self, p: &Process, out: &mut Vec<Agreement>) {
+        let Some(w) = &p.witness else { return };
+        let o = &p.observed;
+        if p.role == "producer" {
+            let s = o.sum_of(INTO);
+            push(out, p, "send bytes", s.bytes, w.bytes, 0.0);
+            push(out, p, "send calls", s.calls, w.calls, 0.0);
+            let layer = o.sum(ProbeId::SockSendBytes, None);
+            if layer.calls > 0 {
+                push(out, p, "bytes the socket layer sent (sock_send_length)", layer.bytes, w.bytes, 0.0);
+            }
+        } else {
+            let r = o.sum(RECV, None);
+            push(out, p, "recv bytes", r.bytes, w.bytes, 0.0);
+            push(out, p, "recv calls", r.calls, w.calls, 0.0);
+            let layer = o.sum(ProbeId::SockRecvBytes, None);
+            if layer.calls > 0 {
+                push(out, p, "bytes the socket layer received (sock_recv_length)", layer.bytes, w.bytes, 0.0);
+            }
+            if let Some(copied) = w.copied_bytes {
+                push(out, p, "bytes copied skb -> user", o.sum(ProbeId::SkbCopyOut, None).bytes, copied, 0.0);
+            }
+        }
+    }
+
+    fn copied_bytes(&self, o: &Observed) -> u64 {
+        // Out: what the skb copy tracepoint saw, else what the receives returned.
+        let out = o.sum(ProbeId::SkbCopyOut, None).bytes;
+        let recv = if out > 0 { out } else { o.sum(RECV, None).bytes };
+        o.sum(SEND, None).bytes + recv
+    }
+
+    fn copies_label(&self, o: &Observed) -> Option<Label> {
+        o.label(SEND).or(o.label(RECV))
+    }
+
+    fn data_calls(&self) -> &'static [ProbeId] {
+        &[ProbeId::SockSend, ProbeId::SockRecv, ProbeId::SockSendfile]
+    }
+
+    fn delivered(&self, consumer: &Observed) -> Option<u64> {
+        Some(consumer.sum(RECV, None).bytes)
+    }
+
+    fn pair(&self, ino: u64, observed: &BTreeMap<u32, Observed>, _holders: &[u32]) -> (Option<u32>, Option<u32>) {
+        let on = |o: &Observed, probes: &[ProbeId]| -> u64 {
+            o.events
+                .iter()
+                .filter(|e| {
+                    probes.iter().any(|p| e.probe == p.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino)
+                })
+                .map(|e| e.bytes + e.calls)
+                .sum()
+        };
+        let pick = |probes: &[ProbeId]| {
+            observed.iter().map(|(p, o)| (on(o, probes), *p)).filter(|(b, _)| *b > 0).max().map(|x| x.1)
+        };
+        (pick(INTO), pick(&[RECV]))
+    }
+
+    fn progress(&self) -> Option<ProbeId> {
+        Some(RECV)
+    }
+
+    fn histograms(&self) -> &'static [ProbeId] {
+        &[ProbeId::SockSend, ProbeId::SockRecv]
+    }
+
+    fn section_name(&self, kind: ChannelKind) -> &'static str {
+        match kind {
+            ChannelKind::UnixDgram => "unix-dgram",
+            ChannelKind::UnixSeqpacket => "unix-seqpacket",
+            _ => "unix-stream",
+        }
+    }
+
+    fn describe(&self, kind: ChannelKind, ino: u64, path: Option<&str>) -> String {
+        let what = match kind {
+            ChannelKind::UnixDgram => "unix datagram socket",
+            ChannelKind::UnixSeqpacket => "unix seqpacket socket",
+            _ => "unix stream socket",
+        };
+        match path {
+            Some(p) => format!("{what} {p} (receiver ino {ino})"),
+            None => format!("{what} (receiver ino {ino})"),
+        }
+    }
+}
