@@ -228,10 +228,12 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
         v.zero += 1;
     } else {
         v.errors += 1;
+        // A signal shows at the syscall exit as one of the ERESTART* codes (512-516); its
+        // handler then makes it EINTR or a restart. All are "interrupted" here.
         let class = match ret {
             -11 => ipctrace_common::err::EAGAIN,
             -110 => ipctrace_common::err::ETIMEDOUT,
-            -4 => ipctrace_common::err::EINTR,
+            -4 | -516..=-512 => ipctrace_common::err::EINTR,
             _ => ipctrace_common::err::OTHER,
         };
         if class < v.err.len() {

@@ -11,7 +11,6 @@ use std::{
 };
 
 use anyhow::Result;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{AttachArgs, TraceArgs},
@@ -24,6 +23,7 @@ use crate::{
     run::{open_session, tier_summary},
     sections::{self, Discovery, Processes},
     session::Session,
+    stops::Stops,
     transport,
 };
 
@@ -41,13 +41,11 @@ const RESCAN: Duration = Duration::from_millis(200);
 /// at the targets' channels in /proc again (new processes, channels opened later).
 async fn wait_until(
     session: &mut Session,
+    stops: &mut Stops,
     found: &mut Discovery,
     deadline: Option<Instant>,
     mut done: impl FnMut() -> bool,
 ) -> Result<Stop> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut last_scan = Instant::now();
     loop {
         session.drain()?;
@@ -61,11 +59,8 @@ async fn wait_until(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(Stop::Deadline);
         }
-        tokio::select! {
-            _ = sigint.recv() => return Ok(Stop::Signal),
-            _ = sigterm.recv() => return Ok(Stop::Signal),
-            _ = sighup.recv() => return Ok(Stop::Signal),
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        if stops.within(Duration::from_millis(50)).await {
+            return Ok(Stop::Signal);
         }
     }
 }
@@ -139,6 +134,7 @@ fn nothing_observed(r: &Report, pids: &[u32]) -> Option<String> {
 }
 
 pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(Report, Option<String>)> {
+    let mut stops = Stops::catch()?;
     let mut names: Vec<(u32, String)> = Vec::new();
     let mut pids: Vec<u32> = Vec::new();
     for &given in &args.pids {
@@ -177,7 +173,9 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
     let targets = pids.clone();
-    let stop = wait_until(&mut session, &mut found, deadline, || targets.iter().all(|&p| discover::exited(p))).await?;
+    let stop =
+        wait_until(&mut session, &mut stops, &mut found, deadline, || targets.iter().all(|&p| discover::exited(p)))
+            .await?;
     // Channels opened at the last moment count too.
     rescan(&mut session, &mut found)?;
     let r = report(&mut session, "attach", &stop, &names, &found, t0.elapsed().as_nanos() as u64, None)?;
@@ -265,6 +263,7 @@ fn end_tree(session: &Session, root: &mut Root) {
 }
 
 pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Report, Option<String>)> {
+    let mut stops = Stops::catch()?;
     let mut session = open_session(&args.probes, events, transport::FAMILIES)?;
     session.require(transport::FAMILIES)?;
     // Orphans of the command (`cmd &` in a shell that exits) are reparented to ipctrace, so
@@ -315,7 +314,7 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
     let mut found = Discovery::default();
-    let stop = wait_until(&mut session, &mut found, deadline, || root.reap()).await?;
+    let stop = wait_until(&mut session, &mut stops, &mut found, deadline, || root.reap()).await?;
     let stopped = !matches!(stop, Stop::Exited);
     if stopped {
         end_tree(&session, &mut root);

@@ -20,6 +20,7 @@ mod render;
 mod run;
 mod sections;
 mod session;
+mod stops;
 mod transport;
 mod usage;
 

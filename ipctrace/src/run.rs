@@ -12,7 +12,6 @@ use std::{
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipctrace_common::{AggKey, ProbeId};
-use tokio::signal::unix::{SignalKind, signal};
 use workloads::{
     spawn::{Launch, Pair, spawn_pair},
     sweep,
@@ -32,6 +31,7 @@ use crate::{
     probes::Mechanism,
     render::Format,
     session::{ProbeOptions, Session},
+    stops::Stops,
     transport::{Family, family_of},
 };
 
@@ -72,12 +72,10 @@ fn progress(show: bool, total: u64, t: Transport) -> Option<ProgressBar> {
 async fn wait(
     pair: &mut Pair,
     session: &mut Session,
+    stops: &mut Stops,
     deadline: Option<Instant>,
     pb: Option<(&ProgressBar, Option<ProbeId>)>,
 ) -> Result<EndedBy> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let consumer = pair.workers.iter().find(|w| w.role == workloads::role::Role::Consumer).map(|w| w.pid);
     loop {
         if pair.reap()? {
@@ -99,11 +97,8 @@ async fn wait(
             (Some((pb, None)), _) => pb.tick(),
             _ => {}
         }
-        tokio::select! {
-            _ = sigint.recv() => return Ok(EndedBy::Interrupted),
-            _ = sigterm.recv() => return Ok(EndedBy::Interrupted),
-            _ = sighup.recv() => return Ok(EndedBy::Interrupted),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        if stops.within(Duration::from_millis(20)).await {
+            return Ok(EndedBy::Interrupted);
         }
     }
 }
@@ -179,6 +174,7 @@ fn targets(session: &mut Session, pair: &Pair) -> Result<()> {
 async fn run_sweep(
     args: &RunArgs,
     session: &mut Session,
+    stops: &mut Stops,
     deadline: Option<Instant>,
     unknown: &mut u64,
 ) -> Result<(Vec<SweepPoint>, EndedBy)> {
@@ -215,7 +211,7 @@ async fn run_sweep(
         targets(session, &pair)?;
         let t0 = Instant::now();
         pair.open_gates()?;
-        let why = wait(&mut pair, session, deadline, None).await?;
+        let why = wait(&mut pair, session, stops, deadline, None).await?;
         if why != EndedBy::Completed {
             pair.kill_and_reap();
             ended_by = why;
@@ -358,6 +354,7 @@ pub fn tier_summary(choices: &[Choice]) -> String {
 }
 
 pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome> {
+    let mut stops = Stops::catch()?;
     // Only the hooks the chosen transports need (some fire for all network traffic).
     let mut families: Vec<&'static dyn Family> = Vec::new();
     for t in args.transports() {
@@ -377,7 +374,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
     let mut sweep = None;
     let mut unknown = 0;
     if args.sweep {
-        let (points, why) = run_sweep(args, &mut session, deadline, &mut unknown).await?;
+        let (points, why) = run_sweep(args, &mut session, &mut stops, deadline, &mut unknown).await?;
         sweep = Some(points);
         ended_by = why;
     }
@@ -393,7 +390,8 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
         let pb = progress(show_progress, args.total, t);
         let t0 = Instant::now();
         pair.open_gates()?;
-        let why = wait(&mut pair, &mut session, deadline, pb.as_ref().map(|pb| (pb, f.progress()))).await?;
+        let progress = pb.as_ref().map(|pb| (pb, f.progress()));
+        let why = wait(&mut pair, &mut session, &mut stops, deadline, progress).await?;
         let elapsed_ns = t0.elapsed().as_nanos() as u64;
         if let Some(pb) = pb {
             pb.finish_and_clear();

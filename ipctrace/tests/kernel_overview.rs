@@ -187,17 +187,20 @@ fn kernel_overview_every_report_kind_round_trips() {
     for (kind, args) in kinds {
         let saved = tmp(&format!("{kind}.json"));
         let html = tmp(&format!("{kind}.html"));
+        // Output options go before a traced command's `--`.
+        let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
         let out = Command::new(BIN)
-            .args(&args)
+            .args(&args[..split])
             .args(["--format", "json", "--save"])
             .arg(&saved)
             .arg("--html")
             .arg(&html)
+            .args(&args[split..])
             .output()
             .unwrap();
         let code = out.status.code().unwrap_or(-1);
         assert!(code == 0 || code == 3, "{kind}: exit {code}: {}", String::from_utf8_lossy(&out.stderr));
-        let original = std::fs::read(&saved).unwrap();
+        let original = std::fs::read(&saved).unwrap_or_else(|e| panic!("{kind}: no saved report ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
         // The JSON printed is the JSON saved; and `report` prints it again byte for byte.
         let printed = String::from_utf8_lossy(&out.stdout);
         let printed = &printed[printed.find('{').unwrap_or(0)..];

@@ -1,5 +1,5 @@
-/* Shared by pipe_pc.c and shm_pc.c: options, sizes, the byte pattern, the start gate and
- * the summary line. They mirror the Rust workloads (workloads/src) exactly, so ipctrace's
+/* Shared by pipe_pc.c, shm_pc.c and uds_pc.c: options, sizes, the byte pattern, the start
+ * gate and the summary line. They mirror the Rust workloads (workloads/src) exactly, so ipctrace's
  * attach tests can use these as foreign programs with the same witnesses. */
 #ifndef IPCTRACE_WORKLOADS_COMMON_H
 #define IPCTRACE_WORKLOADS_COMMON_H
@@ -24,7 +24,12 @@ struct opts {
     int wait_start;
     int populate;
     int64_t corrupt_at; /* -1 = off */
+    const char *sock_type;   /* uds: stream (default), dgram, seqpacket */
+    const char *socket_path; /* uds: a named socket instead of a socketpair (@name: abstract) */
 };
+
+/* Which program parses its options: the extra options each takes. */
+enum prog { PROG_PIPE, PROG_SHM, PROG_UDS };
 
 static inline uint8_t byte_at(uint64_t i)
 {
@@ -82,19 +87,23 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-static void usage(const char *prog, int shm)
+static void usage(const char *prog, enum prog kind)
 {
     fprintf(stderr,
             "usage: %s [--total SIZE] [--msg-size SIZE]%s [--wait-start]\n"
             "  sizes: B, K/KiB, M/MiB, G/GiB (K = KiB = 1024)\n"
             "  --wait-start: fork, print the pids, and start when the producer gets SIGUSR1\n",
-            prog, shm ? " [--slot-size SIZE] [--slots N] [--populate]" : "");
+            prog,
+            kind == PROG_SHM   ? " [--slot-size SIZE] [--slots N] [--populate]"
+            : kind == PROG_UDS ? " [--type stream|dgram|seqpacket] [--socket-path PATH|@NAME]"
+                               : "");
     exit(2);
 }
 
-static struct opts parse_opts(int argc, char **argv, int shm)
+static struct opts parse_opts(int argc, char **argv, enum prog kind)
 {
-    struct opts o = {.total = 256ULL << 20, .msg_size = 64 << 10, .corrupt_at = -1};
+    int shm = kind == PROG_SHM;
+    struct opts o = {.total = 256ULL << 20, .msg_size = 64 << 10, .corrupt_at = -1, .sock_type = "stream"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = NULL;
@@ -106,27 +115,33 @@ static struct opts parse_opts(int argc, char **argv, int shm)
             a = key;
             v = eq + 1;
         }
-#define VALUE() (v ? v : (i + 1 < argc ? argv[++i] : (usage(argv[0], shm), "")))
+#define VALUE() (v ? v : (i + 1 < argc ? argv[++i] : (usage(argv[0], kind), "")))
         if (!strcmp(a, "--total")) {
             if (parse_size(VALUE(), &o.total))
-                usage(argv[0], shm);
+                usage(argv[0], kind);
         } else if (!strcmp(a, "--msg-size")) {
             if (parse_size(VALUE(), &o.msg_size) || o.msg_size == 0)
-                usage(argv[0], shm);
+                usage(argv[0], kind);
         } else if (shm && !strcmp(a, "--slot-size")) {
             if (parse_size(VALUE(), &o.slot_size))
-                usage(argv[0], shm);
+                usage(argv[0], kind);
         } else if (shm && !strcmp(a, "--slots")) {
             if (parse_size(VALUE(), &o.slots) || o.slots == 0)
-                usage(argv[0], shm);
+                usage(argv[0], kind);
         } else if (shm && !strcmp(a, "--populate")) {
             o.populate = 1;
+        } else if (kind == PROG_UDS && !strcmp(a, "--type")) {
+            o.sock_type = VALUE();
+            if (strcmp(o.sock_type, "stream") && strcmp(o.sock_type, "dgram") && strcmp(o.sock_type, "seqpacket"))
+                usage(argv[0], kind);
+        } else if (kind == PROG_UDS && !strcmp(a, "--socket-path")) {
+            o.socket_path = VALUE();
         } else if (!strcmp(a, "--wait-start")) {
             o.wait_start = 1;
         } else if (!strcmp(a, "--corrupt-at")) {
             o.corrupt_at = strtoll(VALUE(), NULL, 10);
         } else {
-            usage(argv[0], shm);
+            usage(argv[0], kind);
         }
 #undef VALUE
     }

@@ -68,7 +68,7 @@ static int produce(int fd, const struct opts *o)
 
 int main(int argc, char **argv)
 {
-    struct opts o = parse_opts(argc, argv, 0);
+    struct opts o = parse_opts(argc, argv, PROG_PIPE);
     int p[2];
     if (pipe(p) != 0) {
         perror("pipe");

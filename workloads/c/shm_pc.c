@@ -228,7 +228,7 @@ static int consume(const struct opts *o)
 
 int main(int argc, char **argv)
 {
-    struct opts o = parse_opts(argc, argv, 1);
+    struct opts o = parse_opts(argc, argv, PROG_SHM);
     pid_t parent = getpid();
     snprintf(shm_name, sizeof shm_name, "/shm_pc-%d", (int)parent);
     signal(SIGTERM, on_signal);

@@ -20,4 +20,6 @@ pub mod c_programs {
     pub const PIPE_PC: &str = env!("IPCTRACE_PIPE_PC");
     /// shm_open + mmap ring with direct futex calls.
     pub const SHM_PC: &str = env!("IPCTRACE_SHM_PC");
+    /// fork + socketpair (or a named socket) producer/consumer, --type stream|dgram|seqpacket.
+    pub const UDS_PC: &str = env!("IPCTRACE_UDS_PC");
 }

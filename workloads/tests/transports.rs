@@ -173,7 +173,7 @@ fn killing_one_side_makes_the_other_exit_nonzero() {
 
 #[test]
 fn c_programs_verify_and_print_the_same_summary() {
-    use workloads::c_programs::{PIPE_PC, SHM_PC};
+    use workloads::c_programs::{PIPE_PC, SHM_PC, UDS_PC};
     // The C shm program names its object /shm_pc-<its own pid>: collect those pids.
     let mut pids = Vec::new();
     let mut run_c = |prog: &str, args: &[&str]| {
@@ -181,10 +181,20 @@ fn c_programs_verify_and_print_the_same_summary() {
         pids.push(child.id());
         child.wait_with_output().unwrap()
     };
-    for (prog, transport) in [(PIPE_PC, "pipe"), (SHM_PC, "shm-futex")] {
+    let programs: [(&str, &str, &[&str]); 5] = [
+        (PIPE_PC, "pipe", &[]),
+        (SHM_PC, "shm-futex", &[]),
+        (UDS_PC, "unix-stream", &["--type", "stream"]),
+        (UDS_PC, "unix-dgram", &["--type", "dgram"]),
+        (UDS_PC, "unix-seqpacket", &["--type", "seqpacket"]),
+    ];
+    for (prog, transport, extra) in programs {
         for (msg, total) in [(1u64, 50_001u64), (4097, (8 << 20) + 12345), (65536, (8 << 20) + 1), (1 << 20, 16 << 20)]
         {
-            let out = run_c(prog, &["--total", &total.to_string(), "--msg-size", &msg.to_string()]);
+            let mut args = vec!["--total".to_string(), total.to_string(), "--msg-size".into(), msg.to_string()];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run_c(prog, &args);
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "{prog} msg {msg}: {}", String::from_utf8_lossy(&out.stderr));
             let cons = stdout.lines().find(|l| l.contains("role=consumer")).expect("consumer summary");
@@ -196,7 +206,9 @@ fn c_programs_verify_and_print_the_same_summary() {
                 "{cons}"
             );
         }
-        let out = run_c(prog, &["--total", "1MiB", "--msg-size", "4096", "--corrupt-at", "99999"]);
+        let mut args = vec!["--total", "1MiB", "--msg-size", "4096", "--corrupt-at", "99999"];
+        args.extend_from_slice(extra);
+        let out = run_c(prog, &args);
         assert!(!out.status.success(), "{prog}: corruption must fail");
         assert!(String::from_utf8_lossy(&out.stdout).contains("result=mismatch@99999"));
     }
