@@ -195,6 +195,14 @@ pub struct RunArgs {
     /// report should show about 1 kernel copy per byte instead of 2; bytes are not verified).
     #[arg(long)]
     pub splice_consumer: bool,
+    /// unix-stream: the producer sends with sendfile(2) from a memfd (a zero-copy control: page
+    /// references enter the socket, so about 1 kernel copy per byte instead of 2).
+    #[arg(long)]
+    pub sendfile_producer: bool,
+    /// Test hook (unix-dgram, unix-seqpacket): the consumer reads datagrams into a buffer of
+    /// this size with MSG_TRUNC.
+    #[arg(long, hide = true, value_parser = parse_size)]
+    pub recv_buffer: Option<u64>,
     /// Pin the producer and the consumer to these two CPUs (e.g. 0,1; 0,0 for the same CPU).
     #[arg(long, value_delimiter = ',', num_args = 1, value_name = "A,B", value_parser = clap::value_parser!(usize))]
     pub cpus: Option<Vec<usize>>,

@@ -115,7 +115,12 @@ fn base_launch(args: &RunArgs) -> Launch {
         msg_size: args.msg_size,
         corrupt_at: args.corrupt_at,
         ring: args.ring.clone(),
-        shape: workloads::role::ShapeArgs { splice_consumer: args.splice_consumer, ..Default::default() },
+        shape: workloads::role::ShapeArgs {
+            splice_consumer: args.splice_consumer,
+            sendfile_producer: args.sendfile_producer,
+            recv_buffer: args.recv_buffer,
+            ..Default::default()
+        },
         cpus: args.cpus(),
         shm_prefix: "ipctrace".into(),
         socket_path: args.socket_path.clone(),

@@ -67,6 +67,10 @@ pub struct ShapeArgs {
     /// of this many bytes with MSG_TRUNC (the kernel copies only what fits).
     #[arg(long, hide = true)]
     pub recv_buffer: Option<u64>,
+    /// unix-stream: the producer sends with sendfile(2) from a memfd holding the pattern: page
+    /// references go into the socket, no copy from user memory (a zero-copy control).
+    #[arg(long)]
+    pub sendfile_producer: bool,
 }
 
 /// Arguments of one workload process (set by the launcher, not typed by users).

@@ -143,6 +143,9 @@ fn spawn_one(l: &Launch, role: Role, ch: &Channel) -> Result<Worker> {
     if let Some(b) = l.shape.recv_buffer {
         cmd.arg(format!("--recv-buffer={b}"));
     }
+    if l.shape.sendfile_producer {
+        cmd.arg("--sendfile-producer");
+    }
     if let Some(cpus) = l.cpus {
         cmd.arg(format!("--cpu={}", cpus[if role == Role::Producer { 0 } else { 1 }]));
     }

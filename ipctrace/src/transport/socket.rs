@@ -188,13 +188,15 @@ impl Family for Socket {
         let s = p.sum(SEND, None);
         let moved = p.sum(ProbeId::SockSendfile, None);
         let layer = sum_bytes(p, ProbeId::SockSendBytes);
+        let mut hist = p.hist(SEND);
+        crate::model::merge_hist(&mut hist, &p.hist(ProbeId::SockSendfile));
         let mut v = vec![stage(
             "send(2) -> unix_*_sendmsg",
             0,
             s.calls + moved.calls,
             Some(s.bytes + moved.bytes),
-            latency(&p.hist(SEND)),
-            p.label(SEND),
+            latency(&hist),
+            p.label(SEND).or(p.label(ProbeId::SockSendfile)),
             Some(match (chain(p, &[ProbeId::OffCpu, ProbeId::Sample], is_send_fn), layer) {
                 (Some(c), 0) => format!("chain seen: {c}"),
                 (Some(c), l) => format!("chain seen: {c}; the socket layer counted {l} bytes (sock_send_length)"),

@@ -289,7 +289,68 @@ fn wait_ack(s: &OwnedFd, c: &RoleCtx) -> Result<()> {
     }
 }
 
+/// A memfd holding `len` pattern bytes from stream offset 0 (sendfile's source).
+fn pattern_memfd(len: usize) -> Result<OwnedFd> {
+    let name = std::ffi::CString::new("ipctrace-pattern")?;
+    // SAFETY: memfd_create with a valid name.
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }, "memfd_create")?;
+    // SAFETY: a fresh fd we own.
+    let f = unsafe { OwnedFd::from_raw_fd(fd) };
+    let pat = PatternBuf::new(len);
+    let data = pat.window(0, len);
+    let mut done = 0;
+    while done < len {
+        // SAFETY: write from a valid buffer.
+        let n = unsafe { libc::write(f.as_raw_fd(), data[done..].as_ptr().cast(), len - done) };
+        check(n as libc::c_int, "writing the pattern into the memfd")?;
+        done += n as usize;
+    }
+    Ok(f)
+}
+
+/// The producer with sendfile(2): each message is spliced from the memfd at the pattern's
+/// phase (`off % PERIOD`), so the consumer verifies it as usual.
+fn produce_sendfile(s: &OwnedFd, transport: &str, c: &RoleCtx) -> Result<Witness> {
+    let o: &StreamOpts = &c.stream;
+    let mut w = witness("producer", transport);
+    let start = Instant::now();
+    let src = pattern_memfd(o.msg_size + crate::pattern::PERIOD)?;
+    let mut off = 0u64;
+    while let Some(len) = o.next_len(off, w.messages) {
+        let mut done = 0usize;
+        while done < len {
+            let mut at = ((off + done as u64) % crate::pattern::PERIOD as u64) as libc::off_t;
+            w.calls += 1;
+            // SAFETY: sendfile between two fds we own, with a local offset.
+            let n = unsafe { libc::sendfile(s.as_raw_fd(), src.as_raw_fd(), &mut at, len - done) };
+            if n < 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => c.peer.check("consumer")?,
+                    Some(libc::EPIPE | libc::ECONNRESET) => {
+                        bail!("the consumer closed the {transport} socket after {} bytes", off + done as u64)
+                    }
+                    _ => bail!("sendfile into the {transport} socket failed: {}", std::io::Error::last_os_error()),
+                }
+                continue;
+            }
+            done += n as usize;
+        }
+        off += len as u64;
+        w.messages += 1;
+    }
+    w.bytes = off;
+    w.elapsed_ns = start.elapsed().as_nanos() as u64;
+    Ok(w)
+}
+
 fn produce(s: &OwnedFd, k: ChannelKind, transport: &str, c: &RoleCtx) -> Result<Witness> {
+    if c.args.shape.sendfile_producer {
+        if k != ChannelKind::UnixStream {
+            bail!("--sendfile-producer applies to unix-stream only");
+        }
+        return produce_sendfile(s, transport, c);
+    }
     let o: &StreamOpts = &c.stream;
     let pat = PatternBuf::new(o.msg_size);
     let mut w = witness("producer", transport);
