@@ -42,12 +42,18 @@ unsafe fn socket_kind(file: *const u8) -> Result<ChannelKind, i32> {
         if family != AF_UNIX {
             return Ok(ChannelKind::Other);
         }
-        Ok(match ty {
-            SOCK_STREAM => ChannelKind::UnixStream,
-            SOCK_DGRAM => ChannelKind::UnixDgram,
-            SOCK_SEQPACKET => ChannelKind::UnixSeqpacket,
-            _ => ChannelKind::Other,
-        })
+        Ok(unix_kind(ty))
+    }
+}
+
+/// An AF_UNIX socket's kind by its type (`Other` for a type ipctrace does not trace).
+#[inline(always)]
+pub(crate) fn unix_kind(ty: u16) -> ChannelKind {
+    match ty {
+        SOCK_STREAM => ChannelKind::UnixStream,
+        SOCK_DGRAM => ChannelKind::UnixDgram,
+        SOCK_SEQPACKET => ChannelKind::UnixSeqpacket,
+        _ => ChannelKind::Other,
     }
 }
 

@@ -13,10 +13,7 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use ipctrace_common::{
-    AF_UNIX, ChannelKind, MSG_SPLICE_PAGES, Pending, ProbeId, S_IFMT, S_IFSOCK, SOCK_DGRAM, SOCK_SEQPACKET,
-    SOCK_STREAM, loss,
-};
+use ipctrace_common::{AF_UNIX, ChannelKind, MSG_SPLICE_PAGES, Pending, ProbeId, S_IFMT, S_IFSOCK, loss};
 
 use crate::{
     PENDING, agg_event, count_loss, current, is_target, now, offsets, pending_start,
@@ -35,11 +32,9 @@ pub(crate) unsafe fn unix_channel(sk: *const u8, send: bool) -> Option<(u64, Cha
             return None;
         }
         let ty: u16 = read_at(sk, o.sock_type).ok()?;
-        let kind = match ty {
-            SOCK_STREAM => ChannelKind::UnixStream,
-            SOCK_DGRAM => ChannelKind::UnixDgram,
-            SOCK_SEQPACKET => ChannelKind::UnixSeqpacket,
-            _ => return None,
+        let kind = match crate::classify::unix_kind(ty) {
+            ChannelKind::Other => return None,
+            k => k,
         };
         // A connected sender's data queues at its peer; an unconnected datagram's at the
         // address, which only the receive knows: counted on the sender's own socket then.
@@ -252,6 +247,35 @@ fn fn_entry(sock: *const u8, msg: *const u8, send: bool) -> u32 {
     0
 }
 
+/// Before 6.5: unix_stream_sendpage(struct socket *, struct page *, int offset, size_t, int):
+/// sendfile/splice into a stream socket, page references without a copy.
+#[inline(always)]
+fn sendpage_entry(sock: *const u8) -> u32 {
+    if !is_target(current().0) {
+        return 0;
+    }
+    match unsafe { read_at::<*const u8>(sock, offsets().socket_sk) } {
+        Ok(sk) => start(sk, ProbeId::SockSendfile),
+        Err(_) => count_loss(loss::READ_FAILED),
+    }
+    0
+}
+
+#[fentry(function = "unix_stream_sendpage")]
+pub fn fentry_unix_stream_sendpage(ctx: FEntryContext) -> u32 {
+    sendpage_entry(ctx.arg(0))
+}
+
+#[fexit(function = "unix_stream_sendpage")]
+pub fn fexit_unix_stream_sendpage(ctx: FExitContext) -> u32 {
+    fn_exit(ctx.ret::<i64>().unwrap_or(-1))
+}
+
+#[kprobe]
+pub fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
+    sendpage_entry(ctx.arg(0).unwrap_or(core::ptr::null()))
+}
+
 /// The functions return int: sign-extend the low 32 bits.
 #[inline(always)]
 fn fn_exit(ret: i64) -> u32 {
@@ -287,6 +311,20 @@ function_probes!(
 );
 function_probes!(fentry_unix_dgram_send, fexit_unix_dgram_send, kprobe_unix_dgram_send, "unix_dgram_sendmsg", true);
 function_probes!(fentry_unix_dgram_recv, fexit_unix_dgram_recv, kprobe_unix_dgram_recv, "unix_dgram_recvmsg", false);
+function_probes!(
+    fentry_unix_seqpacket_send,
+    fexit_unix_seqpacket_send,
+    kprobe_unix_seqpacket_send,
+    "unix_seqpacket_sendmsg",
+    true
+);
+function_probes!(
+    fentry_unix_seqpacket_recv,
+    fexit_unix_seqpacket_recv,
+    kprobe_unix_seqpacket_recv,
+    "unix_seqpacket_recvmsg",
+    false
+);
 
 #[kretprobe]
 pub fn kretprobe_unix_sock(ctx: RetProbeContext) -> u32 {

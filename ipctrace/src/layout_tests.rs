@@ -55,6 +55,7 @@ fn allowed(rel: &str) -> bool {
         || rel == "ipctrace-ebpf/src/pipe.rs"
         || rel == "ipctrace-ebpf/src/shm.rs"
         || rel == "ipctrace-ebpf/src/futex.rs"
+        || rel == "ipctrace-ebpf/src/sock.rs"
         || rel == "ipctrace/src/layout_tests.rs"
 }
 

@@ -57,6 +57,9 @@ pub enum Attach {
     CpuClock {
         prog: &'static str,
     },
+    /// Attached where the kernel has the function (e.g. one a later kernel removed), skipped
+    /// where it does not.
+    IfPresent(&'static Attach),
     /// Only checks that the function could be probed; ipctrace has no program for it.
     CheckOnly {
         func: &'static [&'static str],
@@ -234,7 +237,11 @@ pub fn program_names() -> Vec<&'static str> {
             | Attach::Kretprobe { prog, .. }
             | Attach::Tracepoint { prog, .. }
             | Attach::CpuClock { prog } => Some(prog),
-            Attach::CheckOnly { .. } => None,
+            Attach::IfPresent(Attach::Fentry { prog, .. })
+            | Attach::IfPresent(Attach::Fexit { prog, .. })
+            | Attach::IfPresent(Attach::Kprobe { prog, .. })
+            | Attach::IfPresent(Attach::Kretprobe { prog, .. }) => Some(prog),
+            Attach::IfPresent(_) | Attach::CheckOnly { .. } => None,
         })
         .collect();
     v.sort();

@@ -307,6 +307,16 @@ impl Session {
                 }
                 Ok(format!("perf_event:cpu-clock@{sample_hz}Hz x {} CPUs", k.cpus.len()))
             }
+            Attach::IfPresent(inner) => {
+                let present = match *inner {
+                    Attach::Fentry { func: f, .. }
+                    | Attach::Fexit { func: f, .. }
+                    | Attach::Kprobe { func: f, .. }
+                    | Attach::Kretprobe { func: f, .. } => k.funcs.first_present(f).is_some(),
+                    _ => true,
+                };
+                if present { self.attach_one(inner, k, sample_hz, loaded) } else { Ok(String::new()) }
+            }
             Attach::CheckOnly { func: f, why_no_program } => {
                 for name in f {
                     if let Some(why) = k.funcs.check(name) {

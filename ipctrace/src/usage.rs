@@ -95,7 +95,7 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
     if a.splice_consumer && !a.transports().iter().any(|t| t.can_splice()) {
         return Err("--splice-consumer applies to the pipe and fifo transports only".into());
     }
-    if a.sendfile_producer && !a.transports().iter().any(|t| t.kind() == workloads::transport::ChannelKind::UnixStream) {
+    if a.sendfile_producer && !a.transports().iter().any(|t| t.can_sendfile()) {
         return Err("--sendfile-producer applies to the unix-stream transport only".into());
     }
     if let Some(p) = &a.socket_path {

@@ -200,7 +200,9 @@ fn kernel_overview_every_report_kind_round_trips() {
             .unwrap();
         let code = out.status.code().unwrap_or(-1);
         assert!(code == 0 || code == 3, "{kind}: exit {code}: {}", String::from_utf8_lossy(&out.stderr));
-        let original = std::fs::read(&saved).unwrap_or_else(|e| panic!("{kind}: no saved report ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
+        let original = std::fs::read(&saved).unwrap_or_else(|e| {
+            panic!("{kind}: no saved report ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+        });
         // The JSON printed is the JSON saved; and `report` prints it again byte for byte.
         let printed = String::from_utf8_lossy(&out.stdout);
         let printed = &printed[printed.find('{').unwrap_or(0)..];

@@ -101,16 +101,8 @@ fn kernel_socket_sendfile_moves_pages_and_msg_trunc_counts_the_copy() {
     assert!((copies - 1.0).abs() < 0.01, "sendfile: {copies} copies per byte");
     assert_eq!(sum(process(run, "producer"), "sock_sendfile", None)["bytes"], 64 << 20);
     // A datagram consumer reading 1000 of every 4096 bytes: 1000 bytes copied per datagram.
-    let (code, r, stderr) = run_json(&[
-        "--transport",
-        "unix-dgram",
-        "--total",
-        "4MiB",
-        "--msg-size",
-        "4096",
-        "--recv-buffer",
-        "1000",
-    ]);
+    let (code, r, stderr) =
+        run_json(&["--transport", "unix-dgram", "--total", "4MiB", "--msg-size", "4096", "--recv-buffer", "1000"]);
     assert_eq!(code, 0, "{stderr}");
     let run = &r["runs"][0];
     let c = process(run, "consumer");
@@ -182,7 +174,10 @@ os.waitpid(pid, 0)
     };
     let (pipe_frames, sock_frames) = (frames(pi), frames(si));
     assert!(!pipe_frames.iter().any(|f| f.starts_with("unix_")), "socket frames in the pipe's samples");
-    assert!(!sock_frames.iter().any(|f| f.contains("pipe_write") || f.contains("pipe_read")), "pipe frames in the socket's");
+    assert!(
+        !sock_frames.iter().any(|f| f.contains("pipe_write") || f.contains("pipe_read")),
+        "pipe frames in the socket's"
+    );
     assert!(sock_frames.iter().any(|f| f.starts_with("unix_stream")), "the socket's own calls were sampled");
 }
 

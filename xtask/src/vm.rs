@@ -202,6 +202,8 @@ step probes /ipctrace probes --format json --sample-hz 49
 step probes_no_fentry /ipctrace probes --no-fentry --format json --sample-hz 49
 step run_fentry /ipctrace run --format json --transport TRANSPORTS --total 32MiB --msg-size 64KiB --sample-hz 49
 step run_kprobe /ipctrace run --format json --no-fentry --transport TRANSPORTS --total 32MiB --msg-size 64KiB --sample-hz 49
+step run_tracepoint /ipctrace run --format json --tier tracepoint --transport SOCKETS --total 8MiB --msg-size 64KiB --sample-hz 49
+step run_sendfile /ipctrace run --format json --transport unix-stream --sendfile-producer --total 8MiB --msg-size 64KiB --sample-hz 49
 echo GUEST_TEST_EXIT=0
 poweroff -f
 "#;
@@ -228,7 +230,9 @@ fn initramfs(ipctrace: &Path) -> Result<PathBuf> {
     let init = dir.join("init");
     // Every built-in transport, from the registry.
     let transports: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
-    std::fs::write(&init, GUEST_INIT.replace("TRANSPORTS", &transports.join(",")))?;
+    let sockets: Vec<&str> = Transport::ALL.iter().filter(|t| t.is_socket()).map(|t| t.name()).collect();
+    let init_text = GUEST_INIT.replace("TRANSPORTS", &transports.join(",")).replace("SOCKETS", &sockets.join(","));
+    std::fs::write(&init, init_text)?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let out = cache_dir().join("initramfs.cpio.gz");
     let sh = format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", dir.display(), out.display());
@@ -344,6 +348,33 @@ fn sum(p: &Value, probe: &str, sub: Option<&str>, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A socket run: bytes both ways == payload, every figure agrees with the witness, and (if
+/// given) the copies per byte and their label.
+fn check_socket_run(c: &mut Checks, what: &str, run: &Value, total: u64, copies: Option<(&str, f64)>) {
+    let procs = run["processes"].as_array().cloned().unwrap_or_default();
+    let role = |r: &str| procs.iter().find(|p| p["role"] == r).cloned().unwrap_or_default();
+    let sent =
+        sum(&role("producer"), "sock_send", None, "bytes") + sum(&role("producer"), "sock_sendfile", None, "bytes");
+    let got = sum(&role("consumer"), "sock_recv", None, "bytes");
+    c.check(&format!("{what}: bytes sent and received == payload"), sent == total && got == total, || {
+        format!("sent {sent}, received {got}, payload {total}")
+    });
+    let bad: Vec<String> = run["agreement"]
+        .as_array()
+        .map(|a| a.iter().filter(|x| x["agrees"] != true).map(|x| x.to_string()).collect())
+        .unwrap_or_default();
+    let compared = run["agreement"].as_array().is_some_and(|a| a.iter().any(|x| x["figure"] == "recv calls"));
+    c.check(&format!("{what}: observed == witness"), compared && bad.is_empty(), || format!("{bad:?}"));
+    if let Some((label, want)) = copies {
+        let m = &run["path"]["metrics"];
+        c.check(
+            &format!("{what}: {want} copies per byte, {label}"),
+            m["kernel_copies_per_byte"] == want && m["copies_label"] == label,
+            || m.to_string(),
+        );
+    }
+}
+
 /// The function-tier checks on one guest's output.
 fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
     let b = blocks(out);
@@ -366,7 +397,7 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
             || ch.to_string(),
         );
     }
-    for probe in ["page_fault", "futex"] {
+    for probe in ["page_fault", "futex", "unix_send", "unix_recv"] {
         let ch = chosen(&probes, probe);
         c.check(&format!("{guest}: {probe} uses fentry"), ch["mechanism"] == "fentry", || ch.to_string());
     }
@@ -389,7 +420,7 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
         let runs = r["runs"].as_array().cloned().unwrap_or_default();
         let by = |t: &str| runs.iter().find(|x| x["transport"] == t).cloned().unwrap_or_default();
         let total = 32u64 << 20;
-        for t in Transport::ALL.iter().filter(|t| !t.is_shm()).map(|t| t.name()) {
+        for t in Transport::ALL.iter().filter(|t| t.can_splice()).map(|t| t.name()) {
             let run = by(t);
             let procs = run["processes"].as_array().cloned().unwrap_or_default();
             let role = |r: &str| procs.iter().find(|p| p["role"] == r).cloned().unwrap_or_default();
@@ -443,7 +474,40 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
         c.check(&format!("{guest} {mech}: futex calls were compared with a witness"), futex_compared, || {
             "no shm run compared futex_wake calls".into()
         });
+        // Every socket transport: exact bytes per direction from the unix_* functions, 2.0 copies.
+        for t in Transport::ALL.iter().filter(|t| t.is_socket()).map(|t| t.name()) {
+            check_socket_run(c, &format!("{guest} {mech}: {t}"), &by(t), total, Some(("exact", 2.0)));
+        }
     }
+    // The tracepoint tier on this kernel: the syscall fallback (6.1 has no sock tracepoints).
+    let r = json(&b, "run_tracepoint")?;
+    let has_sock_tp = {
+        let mut it = guest.split(|ch: char| !ch.is_ascii_digit()).filter_map(|x| x.parse::<u32>().ok());
+        (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (6, 3)
+    };
+    let sl = chosen(&r, "sock_length");
+    c.check(
+        &format!(
+            "{guest} tracepoint: sock_length {} (sock tracepoints since ~6.3)",
+            if has_sock_tp { "used" } else { "unavailable" }
+        ),
+        sl.is_null() != has_sock_tp,
+        || sl.to_string(),
+    );
+    for run in r["runs"].as_array().cloned().unwrap_or_default() {
+        let t = run["transport"].as_str().unwrap_or("?").to_string();
+        check_socket_run(c, &format!("{guest} tracepoint: {t}"), &run, 8 << 20, Some(("derived", 2.0)));
+    }
+    // sendfile into a stream socket: pages are attached, not copied (sendpage before 6.5,
+    // MSG_SPLICE_PAGES after): one copy per byte, on the receiving side.
+    let r = json(&b, "run_sendfile")?;
+    check_socket_run(c, &format!("{guest}: unix-stream with sendfile"), &r["runs"][0], 8 << 20, None);
+    let copies = r["runs"][0]["path"]["metrics"]["kernel_copies_per_byte"].as_f64().unwrap_or(0.0);
+    c.check(
+        &format!("{guest}: sendfile into a stream socket: 1.0 copies per byte"),
+        (copies - 1.0).abs() < 0.01,
+        || format!("{copies}"),
+    );
     Ok(())
 }
 

@@ -110,7 +110,11 @@ fn agreement(out: &mut String, r: &TransportRun) {
         let mut t = table();
         t.set_header(vec!["process", "figure", "observed (BPF)", "witness (process)", "agree"]);
         for a in &r.agreement {
-            let tol = if a.tolerance_pct == 0.0 { "exact".to_string() } else { format!("±{}%", a.tolerance_pct) };
+            let tol = match (a.tolerance_pct, a.tolerance_abs) {
+                (0.0, 0) => "exact".to_string(),
+                (p, 0) => format!("±{p}%"),
+                (p, n) => format!("±{p}% or ±{n}"),
+            };
             let ok = if a.agrees {
                 Cell::new(format!("yes ({tol})")).fg(Color::Green)
             } else {

@@ -23,9 +23,16 @@ pub static SOCKET: Socket = Socket;
 const STREAM_SEND: &[&str] = &["unix_stream_sendmsg"];
 const STREAM_RECV: &[&str] = &["unix_stream_recvmsg"];
 const DGRAM_SEND: &[&str] = &["unix_dgram_sendmsg"];
+/// Before 6.5 sendfile/splice into a stream socket goes through this (no copy).
+const STREAM_SENDPAGE: &[&str] = &["unix_stream_sendpage"];
+/// Some kernels (6.1, 7.3) receive seqpacket through `__unix_dgram_recvmsg`, not
+/// `unix_dgram_recvmsg`: probed at their own entry (a nested probed call counts once).
+const SEQ_SEND: &[&str] = &["unix_seqpacket_sendmsg"];
+const SEQ_RECV: &[&str] = &["unix_seqpacket_recvmsg"];
 const DGRAM_RECV: &[&str] = &["unix_dgram_recvmsg"];
 const RULE_FN: &str = "bytes = return values of unix_stream_sendmsg/unix_dgram_sendmsg (recvmsg), exit probe; \
-                       seqpacket sockets go through the dgram functions; a send with MSG_SPLICE_PAGES is a splice";
+                       seqpacket sockets go through the dgram functions; a send with MSG_SPLICE_PAGES (6.5+) or \
+                       through unix_stream_sendpage (before) is a splice: moved, not copied";
 const RULE_SYSCALL: &str = "bytes = return values of write/writev/sendto/sendmsg (read/readv/recvfrom/recvmsg) on an \
                             fd that is an AF_UNIX socket; sendfile into one is counted as moved";
 
@@ -56,6 +63,10 @@ static PROBES: &[LogicalProbe] = &[
                     Attach::Fexit { prog: "fexit_unix_stream_send", func: STREAM_SEND },
                     Attach::Fentry { prog: "fentry_unix_dgram_send", func: DGRAM_SEND },
                     Attach::Fexit { prog: "fexit_unix_dgram_send", func: DGRAM_SEND },
+                    Attach::IfPresent(&Attach::Fentry { prog: "fentry_unix_stream_sendpage", func: STREAM_SENDPAGE }),
+                    Attach::IfPresent(&Attach::Fexit { prog: "fexit_unix_stream_sendpage", func: STREAM_SENDPAGE }),
+                    Attach::IfPresent(&Attach::Fentry { prog: "fentry_unix_seqpacket_send", func: SEQ_SEND }),
+                    Attach::IfPresent(&Attach::Fexit { prog: "fexit_unix_seqpacket_send", func: SEQ_SEND }),
                 ],
             ),
             imp(
@@ -67,6 +78,10 @@ static PROBES: &[LogicalProbe] = &[
                     Attach::Kprobe { prog: "kprobe_unix_dgram_send", func: DGRAM_SEND },
                     Attach::Kretprobe { prog: "kretprobe_unix_sock", func: STREAM_SEND },
                     Attach::Kretprobe { prog: "kretprobe_unix_sock", func: DGRAM_SEND },
+                    Attach::IfPresent(&Attach::Kprobe { prog: "kprobe_unix_stream_sendpage", func: STREAM_SENDPAGE }),
+                    Attach::IfPresent(&Attach::Kretprobe { prog: "kretprobe_unix_sock", func: STREAM_SENDPAGE }),
+                    Attach::IfPresent(&Attach::Kprobe { prog: "kprobe_unix_seqpacket_send", func: SEQ_SEND }),
+                    Attach::IfPresent(&Attach::Kretprobe { prog: "kretprobe_unix_sock", func: SEQ_SEND }),
                 ],
             ),
             imp(
@@ -102,6 +117,8 @@ static PROBES: &[LogicalProbe] = &[
                     Attach::Fexit { prog: "fexit_unix_stream_recv", func: STREAM_RECV },
                     Attach::Fentry { prog: "fentry_unix_dgram_recv", func: DGRAM_RECV },
                     Attach::Fexit { prog: "fexit_unix_dgram_recv", func: DGRAM_RECV },
+                    Attach::IfPresent(&Attach::Fentry { prog: "fentry_unix_seqpacket_recv", func: SEQ_RECV }),
+                    Attach::IfPresent(&Attach::Fexit { prog: "fexit_unix_seqpacket_recv", func: SEQ_RECV }),
                 ],
             ),
             imp(
@@ -113,6 +130,8 @@ static PROBES: &[LogicalProbe] = &[
                     Attach::Kprobe { prog: "kprobe_unix_dgram_recv", func: DGRAM_RECV },
                     Attach::Kretprobe { prog: "kretprobe_unix_sock", func: STREAM_RECV },
                     Attach::Kretprobe { prog: "kretprobe_unix_sock", func: DGRAM_RECV },
+                    Attach::IfPresent(&Attach::Kprobe { prog: "kprobe_unix_seqpacket_recv", func: SEQ_RECV }),
+                    Attach::IfPresent(&Attach::Kretprobe { prog: "kretprobe_unix_sock", func: SEQ_RECV }),
                 ],
             ),
             imp(
@@ -335,7 +354,13 @@ impl Family for Socket {
         if p.role == "producer" {
             let s = o.sum_of(INTO);
             push(out, p, "send bytes", s.bytes, w.bytes, 0.0);
-            push(out, p, "send calls", s.calls, w.calls, 0.0);
+            // A sendfile seen inside the kernel comes in pieces (sendpage per page before 6.5,
+            // sendmsg per splice batch after): its calls are the system calls only at the
+            // syscall tier.
+            let moved = o.sum(ProbeId::SockSendfile, None);
+            if moved.calls == 0 || o.label(ProbeId::SockSendfile) == Some(Label::Derived) {
+                push(out, p, "send calls", s.calls, w.calls, 0.0);
+            }
             let layer = o.sum(ProbeId::SockSendBytes, None);
             if layer.calls > 0 {
                 push(out, p, "bytes the socket layer sent (sock_send_length)", layer.bytes, w.bytes, 0.0);

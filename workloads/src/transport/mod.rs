@@ -81,6 +81,11 @@ impl Transport {
         matches!(self.kind(), ChannelKind::AnonPipe | ChannelKind::Fifo)
     }
 
+    /// Whether `--sendfile-producer` applies (a stream socket).
+    pub fn can_sendfile(self) -> bool {
+        self.kind() == ChannelKind::UnixStream
+    }
+
     /// Whether `--socket-path` applies.
     pub fn is_socket(self) -> bool {
         matches!(self.kind(), ChannelKind::UnixStream | ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket)
