@@ -78,6 +78,7 @@ impl Stat {
 
 #[derive(Default)]
 struct Samples {
+    not_run: Option<String>,
     gib_s: Vec<f64>,
     msgs_s: Vec<f64>,
     cpu_s_per_gib: Vec<f64>,
@@ -90,6 +91,9 @@ struct Row {
     transport: String,
     msg_size: u64,
     placement: String,
+    /// Why this point was not measured (a datagram above what the socket takes here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_run: Option<String>,
     throughput_gib_s: Stat,
     messages_per_s: Stat,
     cpu_s_per_gib: Stat,
@@ -157,6 +161,13 @@ fn base_launch(cpus: [usize; 2]) -> Launch {
 }
 
 fn measure(s: &mut Samples, p: Point, cpus: [usize; 2], a: &BenchArgs) -> Result<()> {
+    if s.not_run.is_some() {
+        return Ok(());
+    }
+    if let Some((max, why)) = p.transport.max_message().filter(|(m, _)| p.msg_size > *m) {
+        s.not_run = Some(format!("n/a: above the largest message ({max} bytes, set by {why})"));
+        return Ok(());
+    }
     let mut base = base_launch(cpus);
     let (_, m) = run_point(&base, p, a.run_ms, |_| Ok(()))?;
     if !m.ok {
@@ -280,7 +291,15 @@ fn chart(path: &Path, rows: &[Row], memcpy: f64) -> Result<()> {
     root_area.fill(&WHITE)?;
     let panels = root_area.split_evenly((1, 2));
     let ymax = rows.iter().map(|r| r.throughput_gib_s.max).fold(memcpy, f64::max) * 1.1;
-    let colors = [RED, BLUE, GREEN, MAGENTA];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        RGBColor(230, 140, 0),
+        RGBColor(120, 80, 40),
+    ];
     for (panel, (place, _)) in panels.iter().zip(PLACEMENTS) {
         let mut c = ChartBuilder::on(panel)
             .caption(format!("throughput vs message size ({place})"), ("sans-serif", 18))
@@ -296,7 +315,7 @@ fn chart(path: &Path, rows: &[Row], memcpy: f64) -> Result<()> {
         for (t, color) in TRANSPORTS.iter().map(|t| t.name()).zip(colors) {
             let pts: Vec<(f64, f64)> = rows
                 .iter()
-                .filter(|r| r.transport == t && r.placement == place)
+                .filter(|r| r.transport == t && r.placement == place && r.not_run.is_none())
                 .map(|r| ((r.msg_size as f64).log2(), r.throughput_gib_s.median))
                 .collect();
             c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
@@ -360,6 +379,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             transport: t,
             msg_size: msg,
             placement: place.into(),
+            not_run: s.not_run,
             throughput_gib_s: Stat::of(&s.gib_s),
             messages_per_s: Stat::of(&s.msgs_s),
             cpu_s_per_gib: Stat::of(&s.cpu_s_per_gib),
@@ -372,6 +392,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             transport: "dd | dd".into(),
             msg_size: *msg,
             placement: (*place).into(),
+            not_run: None,
             throughput_gib_s: Stat::of(v),
             messages_per_s: Stat::of(&v.iter().map(|g| g * GIB / *msg as f64).collect::<Vec<_>>()),
             cpu_s_per_gib: Stat::default(),
