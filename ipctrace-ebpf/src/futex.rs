@@ -44,6 +44,9 @@ fn start(uaddr: u64, probe: ProbeId) -> u32 {
 /// futex(uaddr, op, val, utime, uaddr2, val3)
 #[tracepoint(category = "syscalls", name = "sys_enter_futex")]
 pub fn sys_enter_futex(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let p = match arg(&ctx, 1) & FUTEX_CMD_MASK & 0xffff_ffff {
         FUTEX_WAIT | FUTEX_WAIT_BITSET => ProbeId::FutexWait,
         FUTEX_WAKE | FUTEX_WAKE_BITSET => ProbeId::FutexWake,
@@ -54,63 +57,99 @@ pub fn sys_enter_futex(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_futex")]
 pub fn sys_exit_futex(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 /// futex2: futex_wait(uaddr, val, mask, flags, timeout, clockid)
 #[tracepoint(category = "syscalls", name = "sys_enter_futex_wait")]
 pub fn sys_enter_futex_wait(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     start(arg(&ctx, 0), ProbeId::FutexWait)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_futex_wait")]
 pub fn sys_exit_futex_wait(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 /// futex2: futex_wake(uaddr, mask, nr, flags)
 #[tracepoint(category = "syscalls", name = "sys_enter_futex_wake")]
 pub fn sys_enter_futex_wake(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     start(arg(&ctx, 0), ProbeId::FutexWake)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_futex_wake")]
 pub fn sys_exit_futex_wake(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 #[fentry(function = "futex_wait")]
 pub fn fentry_futex_wait(ctx: FEntryContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     start(ctx.arg(0), ProbeId::FutexWait)
 }
 
 #[fexit(function = "futex_wait")]
 pub fn fexit_futex_wait(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     call_exit(ctx.ret::<i64>().unwrap_or(-1) as i32 as i64)
 }
 
 #[fentry(function = "futex_wake")]
 pub fn fentry_futex_wake(ctx: FEntryContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     start(ctx.arg(0), ProbeId::FutexWake)
 }
 
 #[fexit(function = "futex_wake")]
 pub fn fexit_futex_wake(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     call_exit(ctx.ret::<i64>().unwrap_or(-1) as i32 as i64)
 }
 
 #[kprobe]
 pub fn kprobe_futex_wait(ctx: ProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     start(ctx.arg(0).unwrap_or(0), ProbeId::FutexWait)
 }
 
 #[kprobe]
 pub fn kprobe_futex_wake(ctx: ProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     start(ctx.arg(0).unwrap_or(0), ProbeId::FutexWake)
 }
 
 /// futex functions return int: sign-extend the low 32 bits.
 #[kretprobe]
 pub fn kretprobe_futex(ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     call_exit(ctx.ret::<i64>() as i32 as i64)
 }

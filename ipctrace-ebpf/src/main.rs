@@ -96,6 +96,25 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[unsafe(no_mangle)]
 static EVENTS_ON: u8 = 0;
 
+/// Set to 1 by the loader for the benchmark's floor: every program returns at once, so the
+/// hooks' own cost can be measured apart from what the programs do.
+#[unsafe(no_mangle)]
+static FLOOR: u8 = 0;
+
+/// Set to 0 by the loader for `--without block-stacks`.
+#[unsafe(no_mangle)]
+static BLOCK_STACKS: u8 = 1;
+
+#[inline(always)]
+fn block_stacks() -> bool {
+    unsafe { core::ptr::read_volatile(&BLOCK_STACKS) != 0 }
+}
+
+#[inline(always)]
+fn floor() -> bool {
+    unsafe { core::ptr::read_volatile(&FLOOR) != 0 }
+}
+
 /// Dropped-event counters, indexed by `ipctrace_common::loss::*`.
 #[map]
 static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);

@@ -12,6 +12,9 @@ use crate::{
 
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;

@@ -77,47 +77,74 @@ fn flush_pages(tgid: u32, p: &Pending) {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_write")]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     enter_fd(&ctx, ProbeId::PipeWrite)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_write")]
 pub fn sys_exit_write(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_writev")]
 pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     enter_fd(&ctx, ProbeId::PipeWrite)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_writev")]
 pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_read")]
 pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     enter_fd(&ctx, ProbeId::PipeRead)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_read")]
 pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_readv")]
 pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     enter_fd(&ctx, ProbeId::PipeRead)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_readv")]
 pub fn sys_exit_readv(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 /// splice(fd_in, off_in, fd_out, off_out, len, flags): pages move, no user copy.
 #[tracepoint(category = "syscalls", name = "sys_enter_splice")]
 pub fn sys_enter_splice(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     if !is_target(current().0) {
         return 0;
     }
@@ -133,16 +160,25 @@ pub fn sys_enter_splice(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_splice")]
 pub fn sys_exit_splice(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_vmsplice")]
 pub fn sys_enter_vmsplice(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     enter_fd(&ctx, ProbeId::Vmsplice)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_vmsplice")]
 pub fn sys_exit_vmsplice(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     exit_call(&ctx)
 }
 
@@ -170,40 +206,64 @@ fn pipe_entry(iocb: *const u8, probe: ProbeId) -> u32 {
 
 #[fentry(function = "anon_pipe_write")]
 pub fn fentry_pipe_write(ctx: FEntryContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     pipe_entry(ctx.arg(0), ProbeId::PipeWrite)
 }
 
 #[fexit(function = "anon_pipe_write")]
 pub fn fexit_pipe_write(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     call_exit(ctx.arg::<i64>(2))
 }
 
 #[fentry(function = "anon_pipe_read")]
 pub fn fentry_pipe_read(ctx: FEntryContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     pipe_entry(ctx.arg(0), ProbeId::PipeRead)
 }
 
 #[fexit(function = "anon_pipe_read")]
 pub fn fexit_pipe_read(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     call_exit(ctx.arg::<i64>(2))
 }
 
 #[kprobe]
 pub fn kprobe_pipe_write(ctx: ProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     pipe_entry(ctx.arg(0).unwrap_or(core::ptr::null()), ProbeId::PipeWrite)
 }
 
 #[kprobe]
 pub fn kprobe_pipe_read(ctx: ProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     pipe_entry(ctx.arg(0).unwrap_or(core::ptr::null()), ProbeId::PipeRead)
 }
 
 #[kretprobe]
 pub fn kretprobe_pipe_write(ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     call_exit(ctx.ret::<i64>())
 }
 
 #[kretprobe]
 pub fn kretprobe_pipe_read(ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     call_exit(ctx.ret::<i64>())
 }

@@ -9,6 +9,9 @@ use crate::{PENDING, current, is_target, stack_add, stack_id};
 
 #[perf_event]
 pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;

@@ -17,6 +17,9 @@ const TASK_REPORT_MAX: i64 = 0x100;
 /// BLOCK_STACK_EVERY of the others (per CPU).
 #[inline(always)]
 fn take_block_stack(explained: bool) -> bool {
+    if !crate::block_stacks() {
+        return false;
+    }
     if !explained {
         return true;
     }
@@ -31,6 +34,9 @@ fn take_block_stack(explained: bool) -> bool {
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let t = tp_offsets();
     // The task leaving the CPU is `current`.
     let (tgid, tid) = current();
@@ -88,6 +94,9 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
 /// sched_wakeup, which may run on the target CPU): count it against the waker.
 #[tracepoint(category = "sched", name = "sched_waking")]
 pub fn sched_waking(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let pid: u32 = unsafe { tp_field(&ctx, tp_offsets().wakeup_pid) }.unwrap_or(0);
     if pid == 0 {
         return 0;
@@ -103,6 +112,9 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
 /// Children of targets become targets before they run.
 #[tracepoint(category = "sched", name = "sched_process_fork")]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
@@ -122,6 +134,9 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 /// status in bits 8-15, or the signal in bits 0-6), for the process tree of the report.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, tid) = current();
     if tid != tgid || !is_target(tgid) {
         return 0;
@@ -136,6 +151,9 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
 /// A target exec'd: remember its new name (processes may be gone when the report is made).
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if is_target(tgid)
         && let Ok(comm) = bpf_get_current_comm()

@@ -37,6 +37,9 @@ fn is_dev_shm(ptr: u64) -> bool {
 /// openat(dfd, filename, ...): shm_open becomes an openat of /dev/shm/NAME.
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if is_target(tgid) && is_dev_shm(arg(&ctx, 1)) {
         agg_event(tgid, ProbeId::ShmOpen as u16, SHM, 0, 0);
@@ -47,6 +50,9 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 /// unlink(pathname): shm_unlink becomes an unlink of /dev/shm/NAME.
 #[tracepoint(category = "syscalls", name = "sys_enter_unlink")]
 pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if is_target(tgid) && is_dev_shm(arg(&ctx, 0)) {
         agg_event(tgid, ProbeId::ShmUnlink as u16, SHM, 0, 0);
@@ -56,6 +62,9 @@ pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
 pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
@@ -69,6 +78,9 @@ pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
 /// mmap(addr, len, prot, flags, fd, off) of a shmem fd: remember the length until the exit.
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     if !is_target(current().0) {
         return 0;
     }
@@ -92,6 +104,9 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 /// ... and at the exit, record the mapping [ret, ret + len) as the object's.
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let Some((tgid, p)) = pending_take() else { return 0 };
     let addr = ret(&ctx);
     if addr < 0 && addr > -4096 {
@@ -117,6 +132,9 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
 pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
@@ -153,11 +171,17 @@ fn on_fault(ctx: &TracePointContext, probe: ProbeId) -> u32 {
 
 #[tracepoint(category = "exceptions", name = "page_fault_user")]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     on_fault(&ctx, ProbeId::FaultUser)
 }
 
 #[tracepoint(category = "exceptions", name = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     on_fault(&ctx, ProbeId::FaultKernel)
 }
 
@@ -199,20 +223,32 @@ fn fault_exit() -> u32 {
 
 #[fentry(function = "handle_mm_fault")]
 pub fn fentry_mm_fault(ctx: FEntryContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     fault_entry(ctx.arg(0))
 }
 
 #[fexit(function = "handle_mm_fault")]
 pub fn fexit_mm_fault(_ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     fault_exit()
 }
 
 #[kprobe]
 pub fn kprobe_mm_fault(ctx: ProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     fault_entry(ctx.arg(0).unwrap_or(core::ptr::null()))
 }
 
 #[kretprobe]
 pub fn kretprobe_mm_fault(_ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     fault_exit()
 }

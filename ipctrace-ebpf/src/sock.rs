@@ -98,11 +98,17 @@ macro_rules! syscall_pair {
     ($enter:ident, $exit:ident, $name:literal, $exit_name:literal, $fd:expr, $probe:expr) => {
         #[tracepoint(category = "syscalls", name = $name)]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            if crate::floor() {
+                return 0;
+            }
             enter(&ctx, $fd, $probe)
         }
 
         #[tracepoint(category = "syscalls", name = $exit_name)]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            if crate::floor() {
+                return 0;
+            }
             exit_call(&ctx)
         }
     };
@@ -168,17 +174,26 @@ fn length(ctx: &TracePointContext, send: bool) -> u32 {
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     length(&ctx, true)
 }
 
 #[tracepoint(category = "sock", name = "sock_recv_length")]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     length(&ctx, false)
 }
 
 /// sock:sk_data_ready in the sender's context: one skb queued for the receiver.
 #[tracepoint(category = "sock", name = "sk_data_ready")]
 pub fn sk_data_ready(_ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     if let Some(p) = inflight(&[ProbeId::SockSend, ProbeId::SockSendfile]) {
         unsafe { (*p)._pad += 1 };
     }
@@ -188,6 +203,9 @@ pub fn sk_data_ready(_ctx: TracePointContext) -> u32 {
 /// skb:skb_copy_datagram_iovec(skbaddr, len) inside a receive: the bytes copied skb -> user.
 #[tracepoint(category = "skb", name = "skb_copy_datagram_iovec")]
 pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     if let Some(p) = inflight(&[ProbeId::SockRecv]) {
         let len: i32 = unsafe { tp_field(&ctx, tp_offsets().skb_copy_len) }.unwrap_or(0);
         if len > 0 {
@@ -200,6 +218,9 @@ pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
 /// skb:consume_skb inside a receive: an skb freed once read.
 #[tracepoint(category = "skb", name = "consume_skb")]
 pub fn consume_skb(_ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     if let Some(p) = inflight(&[ProbeId::SockRecv]) {
         // A receive counts freed skbs in `_pad` (a send counts queued ones there).
         unsafe { (*p)._pad += 1 };
@@ -263,16 +284,25 @@ fn sendpage_entry(sock: *const u8) -> u32 {
 
 #[fentry(function = "unix_stream_sendpage")]
 pub fn fentry_unix_stream_sendpage(ctx: FEntryContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     sendpage_entry(ctx.arg(0))
 }
 
 #[fexit(function = "unix_stream_sendpage")]
 pub fn fexit_unix_stream_sendpage(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     fn_exit(ctx.ret::<i64>().unwrap_or(-1))
 }
 
 #[kprobe]
 pub fn kprobe_unix_stream_sendpage(ctx: ProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     sendpage_entry(ctx.arg(0).unwrap_or(core::ptr::null()))
 }
 
@@ -286,16 +316,25 @@ macro_rules! function_probes {
     ($fentry:ident, $fexit:ident, $kprobe:ident, $func:literal, $send:expr) => {
         #[fentry(function = $func)]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
+            if crate::floor() {
+                return 0;
+            }
             fn_entry(ctx.arg(0), ctx.arg(1), $send)
         }
 
         #[fexit(function = $func)]
         pub fn $fexit(ctx: FExitContext) -> u32 {
+            if crate::floor() {
+                return 0;
+            }
             fn_exit(ctx.ret::<i64>().unwrap_or(-1))
         }
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            if crate::floor() {
+                return 0;
+            }
             fn_entry(ctx.arg(0).unwrap_or(core::ptr::null()), ctx.arg(1).unwrap_or(core::ptr::null()), $send)
         }
     };
@@ -328,5 +367,8 @@ function_probes!(
 
 #[kretprobe]
 pub fn kretprobe_unix_sock(ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     fn_exit(ctx.ret::<i64>())
 }

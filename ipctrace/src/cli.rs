@@ -80,6 +80,31 @@ pub struct ProbeArgs {
     /// Size of the --events ring buffer (rounded up to a power of two, 4 KiB to 256 MiB).
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     pub events_buffer: u64,
+    /// Leave probe groups out, comma-separated (to see what each costs; the report then lacks
+    /// their stages): sampling (= --sample-hz 0), page-alloc, block-stacks.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub without: Vec<ProbeGroup>,
+    /// Benchmark floor: attach every program but let each return at once (no figures).
+    #[arg(long, hide = true)]
+    pub floor: bool,
+}
+
+/// Probe groups that can be left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeGroup {
+    /// cpu-clock sampling of kernel stacks.
+    Sampling,
+    /// kmem:mm_page_alloc (pipe buffer pages, shmem page stacks).
+    PageAlloc,
+    /// The kernel stacks of blocked time (the blocked-time call tree).
+    BlockStacks,
+}
+
+impl ProbeArgs {
+    /// The sampling frequency in effect (0 when sampling is left out).
+    pub fn sampling_hz(&self) -> u64 {
+        if self.without.contains(&ProbeGroup::Sampling) { 0 } else { self.sample_hz }
+    }
 }
 
 /// Where and how the report goes.

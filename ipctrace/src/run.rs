@@ -316,11 +316,17 @@ pub fn open_session(
 ) -> Result<Session> {
     let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
     let events = events.map(|f| (f, p.events_buffer));
-    let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets(), events)?;
+    let block_stacks = !p.without.contains(&crate::cli::ProbeGroup::BlockStacks);
+    let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets(), events, p.floor, block_stacks)?;
+    let mut without_rows = Vec::new();
+    if p.without.contains(&crate::cli::ProbeGroup::PageAlloc) {
+        without_rows.push("page_alloc");
+    }
     session.attach(ProbeOptions {
+        without_rows,
         tier: p.tier,
         no_fentry: p.no_fentry,
-        sample_hz: p.sample_hz,
+        sample_hz: p.sampling_hz(),
         families: families.to_vec(),
     })?;
     Ok(session)

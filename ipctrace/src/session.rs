@@ -36,6 +36,8 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 /// Options that decide which implementations are tried.
 #[derive(Clone)]
 pub struct ProbeOptions {
+    /// Probe-table rows left out (`--without`).
+    pub without_rows: Vec<&'static str>,
     pub tier: Tier,
     pub no_fentry: bool,
     /// cpu-clock sampling frequency (Hz); 0 disables sampling.
@@ -125,18 +127,25 @@ struct Kernel {
 impl Session {
     /// Loads the object (maps created, programs not yet loaded). `events`: stream every event
     /// into this (opened) JSON-lines file through a ring buffer of `buffer` bytes.
+    /// `floor`: every program returns at once (the benchmark's floor); `block_stacks`: capture
+    /// the kernel stacks of blocked time.
     pub fn load(
         offsets: &Offsets,
         tp_offsets: &TpOffsets,
         events: Option<(&mut crate::outputs::OutFile, u64)>,
+        floor: bool,
+        block_stacks: bool,
     ) -> Result<Self> {
         bump_memlock();
         let mut loader = EbpfLoader::new();
         let fops = crate::kernel::symbols::file_ops();
+        let (floor, block_stacks) = (u8::from(floor), u8::from(block_stacks));
         loader
             .override_global("OFFSETS", offsets, true)
             .override_global("TP_OFFSETS", tp_offsets, true)
-            .override_global("FILE_OPS", &fops, true);
+            .override_global("FILE_OPS", &fops, true)
+            .override_global("FLOOR", &floor, true)
+            .override_global("BLOCK_STACKS", &block_stacks, true);
         // A ring buffer is a power-of-two number of pages.
         let buffer_bytes = events.as_ref().map(|(_, b)| b.max(&4096).next_power_of_two() as u32);
         if let Some(b) = buffer_bytes {
@@ -359,6 +368,14 @@ impl Session {
         let k = Kernel { funcs: KernelFunctions::load(), btf, btf_err, cpus };
         for p in table(&opts.families) {
             let mut choice = Choice { probe: p.name.into(), what: p.what.into(), chosen: None, skipped: Vec::new() };
+            if opts.without_rows.contains(&p.name) {
+                choice.skipped.push(Skipped {
+                    mechanism: p.impls[0].mechanism,
+                    reason: format!("skipped: --without {}", p.name.replace('_', "-")),
+                });
+                self.choices.push(choice);
+                continue;
+            }
             for i in p.impls {
                 if choice.chosen.is_some() {
                     choice

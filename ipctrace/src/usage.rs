@@ -141,10 +141,10 @@ fn check_probes(p: &ProbeArgs) -> Result<(), String> {
 }
 
 fn check_outputs(o: &OutputArgs, probes: Option<&ProbeArgs>) -> Result<(), String> {
-    if probes.is_some_and(|p| p.sample_hz == 0) {
+    if probes.is_some_and(|p| p.sampling_hz() == 0) {
         for (flag, set) in [("--flamegraph", o.flamegraph.is_some()), ("--folded", o.folded.is_some())] {
             if set {
-                return Err(format!("{flag} draws the sampled stacks, but --sample-hz 0 turns sampling off"));
+                return Err(format!("{flag} draws the sampled stacks, but sampling is off (--sample-hz 0 or --without sampling)"));
             }
         }
     }

@@ -39,9 +39,16 @@ pub struct BenchArgs {
     /// Length of each ping-pong run, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub pingpong_ms: u64,
-    /// Traced/untraced pairs for the tracing-overhead figure (needs root; 0 skips it).
-    #[arg(long, default_value_t = 5)]
-    pub overhead_pairs: usize,
+    /// Only the tracing-overhead measurement (as root), not the transport table.
+    #[arg(long)]
+    pub overhead: bool,
+    /// Rounds of the overhead measurement (every configuration once per round, interleaved;
+    /// 0 skips it).
+    #[arg(long, default_value_t = 9)]
+    pub overhead_rounds: usize,
+    /// Another ipctrace binary to compare with, round by round (e.g. the build before a change).
+    #[arg(long, value_name = "IPCTRACE")]
+    pub compare: Option<PathBuf>,
     /// Output directory for bench.json and throughput.svg.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -111,35 +118,13 @@ struct Report {
     memcpy_4mib_gib_s: Stat,
     rows: Vec<Row>,
     targets: Vec<(String, String)>,
-    tracing_overhead: Option<Overhead>,
-}
-
-#[derive(Serialize)]
-pub struct Overhead {
-    pub config: String,
-    pub untraced_gib_s: Stat,
-    pub traced_gib_s: Stat,
-    /// traced / untraced of each interleaved pair.
-    pub ratio: Stat,
+    tracing_overhead: Option<crate::overhead::OverheadReport>,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
 
 fn workloads_bin() -> PathBuf {
     root().join("target/release/workloads")
-}
-
-/// One untraced workload run; returns the launcher's JSON.
-pub fn workload_json(transport: &str, msg: u64, cpus: [usize; 2], extra: &[&str]) -> Result<Value> {
-    let out = Command::new(workloads_bin())
-        .args([transport, "--json", "--msg-size", &msg.to_string(), "--shm-prefix", "ipctrace-bench"])
-        .arg(format!("--cpus={},{}", cpus[0], cpus[1]))
-        .args(extra)
-        .output()?;
-    if !out.status.success() {
-        bail!("workloads {transport} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// The launch every point starts from: the release `workloads` binary, pinned.
@@ -229,54 +214,6 @@ fn memcpy_gib_s(ms: u64, size: usize) -> f64 {
     (n as f64 * size as f64) / GIB / t0.elapsed().as_secs_f64()
 }
 
-/// Traced (ipctrace run) vs untraced (workloads) pipe 64 KiB same-CPU, interleaved pairs,
-/// throughput from the workloads' own clocks in both cases.
-pub fn tracing_overhead(pairs: usize) -> Result<Overhead> {
-    let ipctrace = root().join("target/release/ipctrace");
-    let total = "1GiB";
-    let (mut un, mut tr, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
-    let witness_rate = |ws: &[Value]| -> f64 {
-        let bytes = ws.iter().find(|w| w["role"] == "consumer").and_then(|w| w["bytes"].as_f64()).unwrap_or(0.0);
-        let ns = ws.iter().filter_map(|w| w["elapsed_ns"].as_f64()).fold(0.0, f64::max);
-        bytes / GIB / (ns / 1e9)
-    };
-    for _ in 0..pairs {
-        let v = workload_json("pipe", 65536, [0, 0], &["--total", total])?;
-        let u = witness_rate(v["witnesses"].as_array().context("witnesses")?);
-        let out = Command::new(&ipctrace)
-            .args([
-                "run",
-                "--format",
-                "json",
-                "--transport",
-                "pipe",
-                "--msg-size",
-                "64KiB",
-                "--cpus",
-                "0,0",
-                "--total",
-                total,
-            ])
-            .output()?;
-        if !out.status.success() {
-            bail!("ipctrace run failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let r: Value = serde_json::from_slice(&out.stdout)?;
-        let ws: Vec<Value> =
-            r["runs"][0]["processes"].as_array().context("processes")?.iter().map(|p| p["witness"].clone()).collect();
-        let t = witness_rate(&ws);
-        un.push(u);
-        tr.push(t);
-        ratio.push(t / u);
-    }
-    Ok(Overhead {
-        config: "pipe, 64 KiB messages, 1 GiB, producer and consumer on CPU 0, `ipctrace run` default probes".into(),
-        untraced_gib_s: Stat::of(&un),
-        traced_gib_s: Stat::of(&tr),
-        ratio: Stat::of(&ratio),
-    })
-}
-
 fn size_label(s: u64) -> String {
     match s {
         s if s >= 1 << 20 => format!("{} MiB", s >> 20),
@@ -345,8 +282,34 @@ fn machine() -> String {
     format!("{n} x {cpu}")
 }
 
+/// The overhead part alone (`--overhead`), or none when not root.
+fn overhead_part(a: &BenchArgs) -> Result<Option<crate::overhead::OverheadReport>> {
+    if a.overhead_rounds == 0 {
+        return Ok(None);
+    }
+    if !is_root() {
+        eprintln!("bench: skipping the tracing overhead (ipctrace needs root)");
+        return Ok(None);
+    }
+    let o = crate::overhead::overhead(a.overhead_rounds, a.compare.as_deref())?;
+    println!("tracing overhead: {} · {} interleaved rounds · median (interquartile range)", o.workload, o.rounds);
+    println!("{}", crate::overhead::table(&o));
+    println!("default / floor: {}", o.default_over_floor.show(2));
+    if let Some(c) = &o.this_over_compare {
+        println!("this build / --compare build: {}", c.show(2));
+    }
+    Ok(Some(o))
+}
+
 pub fn bench(a: &BenchArgs) -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "workloads", "-p", "ipctrace"]))?;
+    if a.overhead {
+        let o = overhead_part(a)?;
+        std::fs::create_dir_all(&a.out)?;
+        std::fs::write(a.out.join("overhead.json"), serde_json::to_string_pretty(&o)?)?;
+        eprintln!("bench: wrote {}", a.out.join("overhead.json").display());
+        return Ok(());
+    }
     let started = Instant::now();
     let memcpy: Vec<f64> = (0..a.reps).map(|_| memcpy_gib_s(300, 64 << 20)).collect();
     let memcpy_cached: Vec<f64> = (0..a.reps).map(|_| memcpy_gib_s(300, 4 << 20)).collect();
@@ -435,14 +398,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             ));
         }
     }
-    let overhead = if a.overhead_pairs == 0 {
-        None
-    } else if !is_root() {
-        eprintln!("bench: skipping traced vs untraced (ipctrace needs root)");
-        None
-    } else {
-        Some(tracing_overhead(a.overhead_pairs)?)
-    };
+    let overhead = overhead_part(a)?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let report = Report {
         machine: machine(),
@@ -484,15 +440,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     for (k, v) in &report.targets {
         println!("target {k}: {v}");
     }
-    if let Some(o) = &report.tracing_overhead {
-        println!(
-            "tracing overhead ({}): untraced {} GiB/s, traced {} GiB/s, traced/untraced {}",
-            o.config,
-            o.untraced_gib_s.show(1.0, 2),
-            o.traced_gib_s.show(1.0, 2),
-            o.ratio.show(1.0, 2)
-        );
-    }
+
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
     chart(&a.out.join("throughput.svg"), &report.rows, report.memcpy_gib_s.median)?;

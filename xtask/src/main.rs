@@ -3,6 +3,7 @@
 //! Each command sets up first, so the README's two commands work on a fresh machine.
 
 mod bench;
+mod overhead;
 mod package;
 mod setup;
 mod test;

@@ -1,0 +1,323 @@
+//! `cargo xtask bench --overhead`: what tracing costs, in one interleaved sitting. Every
+//! configuration runs the same pipe workload (64 KiB messages, 1 GiB, both sides on CPU 0) and
+//! its throughput comes from the workload's own clock; configurations take turns, round after
+//! round, and each round's runs are divided by that round's untraced run. Besides the default
+//! run: each probe group left out in turn, the floor (the same hooks with programs that return
+//! at once), an untargeted workload while ipctrace traces something else, and optionally
+//! another ipctrace build (`--compare`). Reported as medians with interquartile ranges.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::util::root;
+
+const GIB: f64 = (1u64 << 30) as f64;
+const TOTAL: &str = "1GiB";
+
+/// Median and quartiles of repeated measurements.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Quartiles {
+    pub median: f64,
+    pub p25: f64,
+    pub p75: f64,
+    pub n: usize,
+}
+
+impl Quartiles {
+    pub fn of(v: &[f64]) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let q = |p: f64| {
+            let x = p * (s.len() - 1) as f64;
+            let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+            s[lo] + (s[hi] - s[lo]) * (x - lo as f64)
+        };
+        Self { median: q(0.5), p25: q(0.25), p75: q(0.75), n: s.len() }
+    }
+
+    pub fn show(&self, digits: usize) -> String {
+        if self.n == 0 {
+            return "-".into();
+        }
+        format!("{:.d$} ({:.d$}-{:.d$})", self.median, self.p25, self.p75, d = digits)
+    }
+}
+
+/// One configuration's results over the rounds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConfigResult {
+    pub name: String,
+    pub what: String,
+    pub gib_s: Quartiles,
+    /// This configuration / the same round's untraced run.
+    pub ratio: Quartiles,
+    /// Workload CPU seconds per GiB (both processes, wait4 rusage).
+    pub cpu_s_per_gib: Quartiles,
+    /// ipctrace's own CPU seconds (user + system) per run, and its peak RSS in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracer_cpu_s: Option<Quartiles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracer_max_rss_mib: Option<Quartiles>,
+    /// Events the tracer had to drop (should be 0).
+    pub events_lost: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OverheadReport {
+    pub workload: String,
+    pub rounds: usize,
+    pub configs: Vec<ConfigResult>,
+    /// The default run / the floor, per round: what ipctrace's programs add to their hooks.
+    pub default_over_floor: Quartiles,
+    /// `--compare`: this build's default run / the other build's, per round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_over_compare: Option<Quartiles>,
+}
+
+/// How a configuration runs.
+enum Kind {
+    Untraced,
+    /// `ipctrace run` with these extra arguments, of this binary.
+    Traced { bin: PathBuf, args: Vec<&'static str> },
+    /// The untraced workload while `ipctrace attach` traces an idle process.
+    Untargeted,
+}
+
+struct Config {
+    name: &'static str,
+    what: String,
+    kind: Kind,
+}
+
+/// One measurement.
+#[derive(Default)]
+struct Sample {
+    gib_s: f64,
+    cpu_s_per_gib: f64,
+    tracer: Option<(f64, f64)>,
+    lost: u64,
+}
+
+fn rate_of(witnesses: &[Value]) -> Result<f64> {
+    let bytes = witnesses.iter().find(|w| w["role"] == "consumer").and_then(|w| w["bytes"].as_f64()).context("bytes")?;
+    let ns = witnesses.iter().filter_map(|w| w["elapsed_ns"].as_f64()).fold(0.0, f64::max);
+    Ok(bytes / GIB / (ns / 1e9))
+}
+
+fn cpu_per_gib(rusages: &[&Value], witnesses: &[Value]) -> f64 {
+    let bytes = witnesses.iter().find(|w| w["role"] == "consumer").and_then(|w| w["bytes"].as_f64()).unwrap_or(0.0);
+    let us: f64 =
+        rusages.iter().map(|r| r["utime_us"].as_f64().unwrap_or(0.0) + r["stime_us"].as_f64().unwrap_or(0.0)).sum();
+    us / 1e6 / (bytes / GIB).max(1e-9)
+}
+
+fn untraced() -> Result<Sample> {
+    let out = Command::new(root().join("target/release/workloads"))
+        .args(["pipe", "--json", "--msg-size", "64KiB", "--cpus", "0,0", "--total", TOTAL])
+        .output()?;
+    if !out.status.success() {
+        bail!("workloads pipe failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let ws = v["witnesses"].as_array().context("witnesses")?.clone();
+    let rus: Vec<&Value> = v["processes"].as_array().context("processes")?.iter().map(|p| &p["rusage"]).collect();
+    Ok(Sample { gib_s: rate_of(&ws)?, cpu_s_per_gib: cpu_per_gib(&rus, &ws), ..Default::default() })
+}
+
+/// Runs a command to its end; its stdout and its own rusage (CPU seconds, peak RSS MiB).
+fn run_with_rusage(cmd: &mut Command) -> Result<(Vec<u8>, f64, f64)> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as i32;
+    let out = {
+        let mut child = child;
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(child.stdout.as_mut().context("stdout")?, &mut buf)?;
+        // Reap by hand to get the rusage (std::process::Child does not give it).
+        let mut st = 0;
+        // SAFETY: wait4 on our own child into locals.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut st, 0, &mut ru) };
+        if r != pid || !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+            let mut err = String::new();
+            if let Some(e) = child.stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(e, &mut err);
+            }
+            bail!("{:?} failed: {err}", cmd.get_program());
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (buf, secs(ru.ru_utime) + secs(ru.ru_stime), ru.ru_maxrss as f64 / 1024.0)
+    };
+    Ok(out)
+}
+
+fn traced(bin: &Path, extra: &[&str]) -> Result<Sample> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--format", "json", "--transport", "pipe", "--msg-size", "64KiB", "--cpus", "0,0", "--total", TOTAL]);
+    cmd.args(extra);
+    let (stdout, cpu, rss) = run_with_rusage(&mut cmd)?;
+    let r: Value = serde_json::from_slice(&stdout)?;
+    let procs = r["runs"][0]["processes"].as_array().context("processes")?;
+    let ws: Vec<Value> = procs.iter().map(|p| p["witness"].clone()).collect();
+    let rus: Vec<&Value> = procs.iter().map(|p| &p["exit"]["rusage"]).collect();
+    Ok(Sample {
+        gib_s: rate_of(&ws)?,
+        cpu_s_per_gib: cpu_per_gib(&rus, &ws),
+        tracer: Some((cpu, rss)),
+        lost: r["loss"]["events"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The untraced workload while ipctrace attaches to an idle `sleep`: what its hooks cost a
+/// process it does not trace.
+fn untargeted(bin: &Path) -> Result<Sample> {
+    let mut sleeper = Command::new("sleep").arg("120").spawn()?;
+    let mut tracer = Command::new(bin)
+        .args(["attach", "-p", &sleeper.id().to_string(), "--format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Tracing starts with the READY line.
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(tracer.stderr.take().context("stderr")?);
+    while !line.contains("READY") {
+        line.clear();
+        if std::io::BufRead::read_line(&mut err, &mut line)? == 0 {
+            bail!("ipctrace attach ended before tracing");
+        }
+    }
+    let s = untraced();
+    // SAFETY: signalling our own children.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let _ = tracer.wait();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    s
+}
+
+pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport> {
+    let this = root().join("target/release/ipctrace");
+    let mut configs = vec![
+        Config { name: "untraced", what: "the workload alone".into(), kind: Kind::Untraced },
+        Config {
+            name: "default",
+            what: "`ipctrace run`, default probes".into(),
+            kind: Kind::Traced { bin: this.clone(), args: vec![] },
+        },
+        Config {
+            name: "floor",
+            what: "the default run's hooks, every program returning at once".into(),
+            kind: Kind::Traced { bin: this.clone(), args: vec!["--floor"] },
+        },
+        Config {
+            name: "without sampling",
+            what: "default, no cpu-clock sampling".into(),
+            kind: Kind::Traced { bin: this.clone(), args: vec!["--without", "sampling"] },
+        },
+        Config {
+            name: "without page-alloc",
+            what: "default, no kmem:mm_page_alloc".into(),
+            kind: Kind::Traced { bin: this.clone(), args: vec!["--without", "page-alloc"] },
+        },
+        Config {
+            name: "without block-stacks",
+            what: "default, no kernel stacks of blocked time".into(),
+            kind: Kind::Traced { bin: this.clone(), args: vec!["--without", "block-stacks"] },
+        },
+        Config {
+            name: "untargeted",
+            what: "the workload alone while ipctrace traces an idle process".into(),
+            kind: Kind::Untargeted,
+        },
+    ];
+    if let Some(other) = compare {
+        configs.push(Config {
+            name: "compare",
+            what: format!("`ipctrace run` default, of {}", other.display()),
+            kind: Kind::Traced { bin: other.to_path_buf(), args: vec![] },
+        });
+    }
+    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for (i, c) in configs.iter().enumerate() {
+            eprint!("\rbench overhead: round {}/{rounds} · {:<22}", round + 1, c.name);
+            let s = match &c.kind {
+                Kind::Untraced => untraced()?,
+                Kind::Traced { bin, args } => traced(bin, args)?,
+                Kind::Untargeted => untargeted(&this)?,
+            };
+            samples[i].push(s);
+            // Let the machine settle between runs (program release is asynchronous).
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    eprintln!();
+    let base: Vec<f64> = samples[0].iter().map(|s| s.gib_s).collect();
+    let results = configs
+        .iter()
+        .zip(&samples)
+        .map(|(c, ss)| {
+            let tracer: Vec<(f64, f64)> = ss.iter().filter_map(|s| s.tracer).collect();
+            ConfigResult {
+                name: c.name.into(),
+                what: c.what.clone(),
+                gib_s: Quartiles::of(&ss.iter().map(|s| s.gib_s).collect::<Vec<_>>()),
+                ratio: Quartiles::of(&ss.iter().zip(&base).map(|(s, b)| s.gib_s / b).collect::<Vec<_>>()),
+                cpu_s_per_gib: Quartiles::of(&ss.iter().map(|s| s.cpu_s_per_gib).collect::<Vec<_>>()),
+                tracer_cpu_s: (!tracer.is_empty())
+                    .then(|| Quartiles::of(&tracer.iter().map(|t| t.0).collect::<Vec<_>>())),
+                tracer_max_rss_mib: (!tracer.is_empty())
+                    .then(|| Quartiles::of(&tracer.iter().map(|t| t.1).collect::<Vec<_>>())),
+                events_lost: ss.iter().map(|s| s.lost).sum(),
+            }
+        })
+        .collect();
+    let per_round = |a: usize, b: usize| {
+        Quartiles::of(&samples[a].iter().zip(&samples[b]).map(|(x, y)| x.gib_s / y.gib_s).collect::<Vec<_>>())
+    };
+    let idx = |n: &str| configs.iter().position(|c| c.name == n);
+    let (default, floor) = (idx("default").unwrap_or(1), idx("floor").unwrap_or(2));
+    Ok(OverheadReport {
+        workload: format!("pipe, 64 KiB messages, {TOTAL} per run, producer and consumer on CPU 0"),
+        rounds,
+        configs: results,
+        default_over_floor: per_round(default, floor),
+        this_over_compare: idx("compare").map(|c| per_round(default, c)),
+    })
+}
+
+/// The overhead table, as printed and put in the README.
+pub fn table(r: &OverheadReport) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "configuration",
+        "GiB/s",
+        "/ untraced",
+        "workload CPU s/GiB",
+        "ipctrace CPU s",
+        "ipctrace peak RSS MiB",
+        "events lost",
+    ]);
+    for c in &r.configs {
+        t.add_row(vec![
+            format!("{} ({})", c.name, c.what),
+            c.gib_s.show(2),
+            c.ratio.show(2),
+            c.cpu_s_per_gib.show(2),
+            c.tracer_cpu_s.as_ref().map_or("-".into(), |q| q.show(2)),
+            c.tracer_max_rss_mib.as_ref().map_or("-".into(), |q| q.show(0)),
+            c.events_lost.to_string(),
+        ]);
+    }
+    t
+}
