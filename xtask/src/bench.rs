@@ -14,7 +14,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
-use serde_json::Value;
 
 use workloads::{
     spawn::Launch,
