@@ -41,6 +41,19 @@ pub struct Offsets {
     pub socket_alloc_inode: u32,
     /// `struct msghdr.msg_flags` (MSG_SPLICE_PAGES: a splice/sendfile into the socket).
     pub msghdr_flags: u32,
+    /// `struct pt_regs`: the six syscall arguments (di, si, dx, r10, r8, r9) and `orig_ax`
+    /// (the syscall number at sys_exit), for the raw syscall tracepoints.
+    pub regs_args: [u32; 6],
+    pub regs_orig_ax: u32,
+    /// `struct task_struct.pid` and `.tgid` (raw scheduler tracepoints name tasks by pointer).
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `struct task_struct.__state` (`.state` before 5.14): sched_switch's prev_state on
+    /// kernels whose raw tracepoint does not pass it (before 5.18).
+    pub task_state: u32,
+    /// `struct task_struct.thread_info.status` (x86: TS_COMPAT marks a 32-bit syscall, whose
+    /// numbers differ); UNKNOWN elsewhere.
+    pub task_ti_status: u32,
 }
 
 /// Kernel addresses the classification compares `file->f_op->read_iter` with (from
@@ -79,43 +92,51 @@ impl Offsets {
         unix_peer: u32::MAX,
         socket_alloc_inode: u32::MAX,
         msghdr_flags: u32::MAX,
+        regs_args: [u32::MAX; 6],
+        regs_orig_ax: u32::MAX,
+        task_pid: u32::MAX,
+        task_tgid: u32::MAX,
+        task_state: u32::MAX,
+        task_ti_status: u32::MAX,
     };
 }
 
-/// Field offsets inside tracepoint records, read from tracefs `format` files at start-up
-/// (they move between kernels, e.g. `sched_process_fork` since 6.x).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TpOffsets {
-    /// `sock:sock_{send,recv}_length`: `sk`, `family`, `ret`.
-    pub sock_len_sk: u32,
-    pub sock_len_family: u32,
-    pub sock_len_ret: u32,
-    /// `skb:skb_copy_datagram_iovec`: `len`.
-    pub skb_copy_len: u32,
-    pub fork_parent_pid: u32,
-    pub fork_child_pid: u32,
-    pub switch_prev_state: u32,
-    pub switch_next_pid: u32,
-    pub wakeup_pid: u32,
-    pub fault_address: u32,
-    pub alloc_order: u32,
+/// What the raw syscall dispatcher does for a syscall number (`SYSCALLS[nr]`, filled by the
+/// loader): the low byte is the operation (`sysop::*`), the bits above it the probe-table rows
+/// (`sysrow::*`) whose syscall tier was chosen and that want this operation. 0: not traced.
+pub const SYSCALL_SLOTS: u32 = 1024;
+
+/// Operations the syscall dispatcher knows, by what they do (the loader maps each to this
+/// architecture's syscall number).
+pub mod sysop {
+    pub const WRITE: u32 = 1;
+    pub const READ: u32 = 2;
+    pub const SPLICE: u32 = 3;
+    pub const VMSPLICE: u32 = 4;
+    pub const OPENAT: u32 = 5;
+    pub const UNLINK: u32 = 6;
+    pub const FTRUNCATE: u32 = 7;
+    pub const MMAP: u32 = 8;
+    pub const MUNMAP: u32 = 9;
+    pub const FUTEX: u32 = 10;
+    pub const FUTEX_WAIT: u32 = 11;
+    pub const FUTEX_WAKE: u32 = 12;
+    pub const SEND: u32 = 13;
+    pub const RECV: u32 = 14;
+    pub const SENDFILE: u32 = 15;
+    pub const OPEN: u32 = 16;
+    pub const MASK: u32 = 0xff;
 }
 
-impl TpOffsets {
-    pub const UNKNOWN: Self = Self {
-        sock_len_sk: u32::MAX,
-        sock_len_family: u32::MAX,
-        sock_len_ret: u32::MAX,
-        skb_copy_len: u32::MAX,
-        fork_parent_pid: u32::MAX,
-        fork_child_pid: u32::MAX,
-        switch_prev_state: u32::MAX,
-        switch_next_pid: u32::MAX,
-        wakeup_pid: u32::MAX,
-        fault_address: u32::MAX,
-        alloc_order: u32::MAX,
-    };
+/// Probe-table rows served by the syscall dispatcher (bits above `sysop::MASK`).
+pub mod sysrow {
+    pub const PIPE_WRITE: u32 = 1 << 8;
+    pub const PIPE_READ: u32 = 1 << 9;
+    pub const PIPE_SPLICE: u32 = 1 << 10;
+    pub const SHM_SETUP: u32 = 1 << 11;
+    pub const FUTEX: u32 = 1 << 12;
+    pub const UNIX_SEND: u32 = 1 << 13;
+    pub const UNIX_RECV: u32 = 1 << 14;
 }
 
 /// Defines a `#[repr(u16)]` id enum with its list, its decoder and its names, so a value
@@ -476,7 +497,6 @@ pub fn log2_bucket(v: u64) -> usize {
 mod pod {
     use super::*;
     unsafe impl aya::Pod for Offsets {}
-    unsafe impl aya::Pod for TpOffsets {}
     unsafe impl aya::Pod for FileOps {}
     unsafe impl aya::Pod for AggKey {}
     unsafe impl aya::Pod for AggVal {}

@@ -67,57 +67,99 @@ pub(crate) unsafe fn classify_file(file: *const u8) -> Result<Option<(u64, Chann
     unsafe {
         let inode: *const u8 = read_at(file, o.file_inode)?;
         let mode: u16 = read_at(inode, o.inode_mode)?;
-        let ino: u64 = read_at(inode, o.inode_ino)?;
         let kind = match mode & S_IFMT {
-            S_IFIFO => {
-                let pipe: u64 = read_at(inode, o.inode_pipe)?;
-                let sb: *const u8 = read_at(inode, o.inode_sb)?;
-                let magic: u64 = read_at(sb, o.sb_magic)?;
-                match (pipe, magic) {
-                    (0, _) => ChannelKind::Other,
-                    (_, PIPEFS_MAGIC) => ChannelKind::AnonPipe,
-                    _ => ChannelKind::Fifo,
-                }
-            }
             S_IFSOCK => socket_kind(file)?,
-            _ => {
-                let sb: *const u8 = read_at(inode, o.inode_sb)?;
-                let magic: u64 = read_at(sb, o.sb_magic)?;
-                if magic == MQUEUE_MAGIC {
-                    ChannelKind::MsgQueue
-                } else if magic == TMPFS_MAGIC && mode & S_IFMT == S_IFREG {
-                    ChannelKind::Shm
-                } else {
-                    // eventfd and signalfd share the anon inode: their read function tells them apart.
-                    let fops = file_ops();
-                    let f_op: *const u8 = read_at(file, o.file_f_op)?;
-                    let read_iter: u64 = read_at(f_op, o.fops_read_iter)?;
-                    if fops.eventfd != 0 && read_iter == fops.eventfd {
-                        ChannelKind::EventFd
-                    } else if fops.signalfd != 0 && read_iter == fops.signalfd {
-                        ChannelKind::SignalFd
-                    } else {
-                        ChannelKind::Other
-                    }
-                }
-            }
+            _ => inode_kind(file, inode, mode)?,
         };
         Ok(match kind {
             ChannelKind::Other => None,
-            k => Some((ino, k)),
+            k => Some((read_at(inode, o.inode_ino)?, k)),
         })
     }
 }
 
-/// The current task's `struct file *` for `fd` (None: no such fd; a failed read is loss).
+/// The kind of a file that is not a socket, from its inode.
 #[inline(always)]
-pub(crate) fn file_of(fd: u64) -> Option<*const u8> {
-    match unsafe { file_of_fd(fd) } {
-        Ok(f) if !f.is_null() => Some(f),
-        Ok(_) => None,
+unsafe fn inode_kind(file: *const u8, inode: *const u8, mode: u16) -> Result<ChannelKind, i32> {
+    let o = offsets();
+    unsafe {
+        if mode & S_IFMT == S_IFIFO {
+            let pipe: u64 = read_at(inode, o.inode_pipe)?;
+            if pipe == 0 {
+                return Ok(ChannelKind::Other);
+            }
+            let sb: *const u8 = read_at(inode, o.inode_sb)?;
+            let magic: u64 = read_at(sb, o.sb_magic)?;
+            return Ok(if magic == PIPEFS_MAGIC { ChannelKind::AnonPipe } else { ChannelKind::Fifo });
+        }
+        let sb: *const u8 = read_at(inode, o.inode_sb)?;
+        let magic: u64 = read_at(sb, o.sb_magic)?;
+        Ok(if magic == MQUEUE_MAGIC {
+            ChannelKind::MsgQueue
+        } else if magic == TMPFS_MAGIC && mode & S_IFMT == S_IFREG {
+            ChannelKind::Shm
+        } else {
+            // eventfd and signalfd share the anon inode: their read function tells them apart.
+            let fops = file_ops();
+            let f_op: *const u8 = read_at(file, o.file_f_op)?;
+            let read_iter: u64 = read_at(f_op, o.fops_read_iter)?;
+            if fops.eventfd != 0 && read_iter == fops.eventfd {
+                ChannelKind::EventFd
+            } else if fops.signalfd != 0 && read_iter == fops.signalfd {
+                ChannelKind::SignalFd
+            } else {
+                ChannelKind::Other
+            }
+        })
+    }
+}
+
+/// What a syscall's fd is, as its programs need it: a channel (`kind`, `ino`), or an
+/// AF_UNIX-or-other socket by its `struct sock *` (`sk`, whose channel depends on the
+/// direction: `sock::unix_channel`). A plain struct, every field set: an enum with payloads
+/// here makes LLVM store undefined registers, which the verifier refuses.
+pub(crate) struct Fd {
+    pub kind: ChannelKind,
+    pub ino: u64,
+    pub sk: *const u8,
+}
+
+impl Fd {
+    const NONE: Fd = Fd { kind: ChannelKind::Other, ino: 0, sk: core::ptr::null() };
+}
+
+#[inline(always)]
+unsafe fn fd_info(fd: u64) -> Result<Fd, i32> {
+    let o = offsets();
+    unsafe {
+        let file = file_of_fd(fd)?;
+        if file.is_null() {
+            return Ok(Fd::NONE);
+        }
+        let inode: *const u8 = read_at(file, o.file_inode)?;
+        let mode: u16 = read_at(inode, o.inode_mode)?;
+        if mode & S_IFMT == S_IFSOCK {
+            let sock: *const u8 = read_at(file, o.file_private_data)?;
+            let sk: *const u8 = read_at(sock, o.socket_sk)?;
+            return Ok(Fd { kind: ChannelKind::Other, ino: 0, sk });
+        }
+        let kind = inode_kind(file, inode, mode)?;
+        if kind == ChannelKind::Other {
+            return Ok(Fd::NONE);
+        }
+        Ok(Fd { kind, ino: read_at(inode, o.inode_ino)?, sk: core::ptr::null() })
+    }
+}
+
+/// fd of the current task -> `Fd` (kind `Other` and a null `sk`: none of the traced kinds);
+/// a failed read is loss.
+#[inline(always)]
+pub(crate) fn fd_of_call(fd: u64) -> Fd {
+    match unsafe { fd_info(fd) } {
+        Ok(f) => f,
         Err(_) => {
             count_loss(loss::READ_FAILED);
-            None
+            Fd::NONE
         }
     }
 }

@@ -1,8 +1,11 @@
-//! ipctrace's kernel-side programs. Every program first drops processes not in `TARGETS`,
-//! then classifies what it sees (`classify`: an fd's kind, positively) and aggregates into
-//! per-CPU maps; stacks go to `STACKS` and are counted in `STACK_COUNTS`. Every dropped event
-//! is counted in `LOSS`. One module per transport (`pipe`, `shm`, `futex`: all tiers of its
-//! probes) plus the shared subjects (`sched`, `sample`); this file holds maps and helpers.
+//! ipctrace's kernel-side programs. Every program first does the cheapest check that drops
+//! what it does not want (a syscall number, a call in flight, a target process), then
+//! classifies what it sees (`classify`: an fd's kind, positively) and aggregates into per-CPU
+//! maps; stacks go to `STACKS` and are counted in `STACK_COUNTS`. Every dropped event is
+//! counted in `LOSS`. The syscall tier of every transport is one pair of raw tracepoints
+//! (`syscalls`); one module per transport holds what it does on entry and exit and its other
+//! tiers (`pipe`, `shm`, `futex`, `sock`), plus the shared subjects (`sched`, `pages`,
+//! `sample`); this file holds maps and helpers.
 #![no_std]
 #![no_main]
 
@@ -14,26 +17,31 @@ mod sample;
 mod sched;
 mod shm;
 mod sock;
+mod syscalls;
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use ipctrace_common::{
-    AggKey, AggVal, Event, FileOps, HIST_BUCKETS, OffCpu, Offsets, Pending, Ranges, StackKey, StackVal, TpOffsets,
-    log2_bucket, loss,
+    AggKey, AggVal, Event, FileOps, HIST_BUCKETS, OffCpu, Offsets, Pending, ProbeId, Ranges, SYSCALL_SLOTS, StackKey,
+    StackVal, log2_bucket, loss,
 };
 
 /// Filled by the loader from BTF before loading (global data).
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets::UNKNOWN;
 
-/// Filled by the loader from tracefs format files.
+/// Set to 1 by the loader when sched_switch's raw tracepoint passes prev_state (5.18+).
 #[unsafe(no_mangle)]
-static TP_OFFSETS: TpOffsets = TpOffsets::UNKNOWN;
+static SWITCH_STATE_ARG: u8 = 0;
+
+/// What the syscall dispatcher does per syscall number (`ipctrace_common::sysop`/`sysrow`);
+/// filled by the loader as the probe table is walked. 0: the syscall is not looked at.
+#[map]
+static SYSCALLS: Array<u32> = Array::with_max_entries(SYSCALL_SLOTS, 0);
 
 /// Filled by the loader from /proc/kallsyms (eventfd and signalfd file operations).
 #[unsafe(no_mangle)]
@@ -146,8 +154,8 @@ fn offsets() -> Offsets {
 }
 
 #[inline(always)]
-fn tp_offsets() -> TpOffsets {
-    unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
+fn switch_state_arg() -> bool {
+    unsafe { core::ptr::read_volatile(&SWITCH_STATE_ARG) != 0 }
 }
 
 #[inline(always)]
@@ -163,10 +171,10 @@ unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const T) }
 }
 
-/// Reads a tracepoint field at an offset from `TP_OFFSETS`.
+/// A field of a `struct task_struct` (null task or unknown offset: Err).
 #[inline(always)]
-unsafe fn tp_field<T, C: EbpfContext>(ctx: &C, off: u32) -> Result<T, i32> {
-    unsafe { read_at(ctx.as_ptr() as *const u8, off) }
+fn task_field<T>(task: *const u8, off: u32) -> Result<T, i32> {
+    unsafe { read_at(task, off) }
 }
 
 /// The traced shm mapping of `tgid` that holds `addr`, as its object's inode.
@@ -273,6 +281,29 @@ fn pending_start(p: Pending) {
     if PENDING.insert(&id, &p, 0).is_err() {
         count_loss(loss::PENDING_FULL);
     }
+}
+
+/// Ends the current thread's call with its return value: counts it, and what it added up
+/// while in flight (pipe buffer pages, socket buffers). Every tier's exit ends here.
+#[inline(always)]
+fn call_exit(ret: i64) -> u32 {
+    if let Some((tgid, p)) = pending_take() {
+        finish(tgid, &p, ret);
+    }
+    0
+}
+
+#[inline(always)]
+fn finish(tgid: u32, p: &Pending, ret: i64) {
+    agg_call(tgid, p, ret, now().saturating_sub(p.start_ns));
+    pipe::flush_pages(tgid, p);
+    sock::flush(tgid, p);
+}
+
+/// Starts a call on a channel for the current thread.
+#[inline(always)]
+fn start_call(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
+    pending_start(Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 });
 }
 
 /// Ends the current thread's call: (tgid, pending) if one was started.

@@ -1,8 +1,9 @@
-//! Sampling: a cpu-clock perf event on every CPU; samples of targets count their kernel and
-//! user stacks (a sampled figure: where the CPU time went, statistically), each with the
-//! channel whose call the thread had in flight (none: the process's own time).
+//! Sampling: a cpu-clock perf event on every CPU; samples of targets count their kernel
+//! stacks (a sampled figure: where the CPU time went, statistically), each with the channel
+//! whose call the thread had in flight (none: the process's own time). User stacks are not
+//! walked: they were never symbolized, and the walk was most of a sample's cost.
 
-use aya_ebpf::{bindings::BPF_F_USER_STACK, macros::perf_event, programs::PerfEventContext};
+use aya_ebpf::{macros::perf_event, programs::PerfEventContext};
 use ipctrace_common::{ProbeId, StackKey};
 
 use crate::{PENDING, current, is_target, stack_add, stack_id};
@@ -17,13 +18,12 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         return 0;
     }
     let kstack = stack_id(&ctx, 0);
-    let ustack = stack_id(&ctx, BPF_F_USER_STACK as u64);
     // The channel whose call this thread has in flight, if any: the sample is that channel's.
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     let (kind, ino) = match unsafe { PENDING.get(&id) } {
         Some(p) => (p.kind, p.ino),
         None => (0, 0),
     };
-    stack_add(&StackKey { tgid, probe: ProbeId::Sample as u16, kind, kstack, ustack, ino }, 0);
+    stack_add(&StackKey { tgid, probe: ProbeId::Sample as u16, kind, kstack, ustack: -1, ino }, 0);
     0
 }

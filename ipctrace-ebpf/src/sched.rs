@@ -2,16 +2,13 @@
 //! blocked, and for how long), who woke whom, fork-following of the target set (with each
 //! child's parent) and the exit code of every target.
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext};
 use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched};
 
 use crate::{
     BLOCK_TICK, COMMS, EXITS, OFFCPU, PARENTS, PENDING, TARGETS, agg_call, agg_event, count_loss, current, is_target,
-    now, offsets, read_at, stack_add, stack_id, tp_field, tp_offsets,
+    now, offsets, stack_add, stack_id, task_field,
 };
-
-/// `TASK_REPORT_MAX`: the state sched_switch reports for a preempted task.
-const TASK_REPORT_MAX: i64 = 0x100;
 
 /// Is this block's stack to be captured? Every block no in-flight call explains, and one in
 /// BLOCK_STACK_EVERY of the others (per CPU).
@@ -32,17 +29,24 @@ fn take_block_stack(explained: bool) -> bool {
     }
 }
 
-#[tracepoint(category = "sched", name = "sched_switch")]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
+/// sched_switch(preempt, prev, next[, prev_state]): `prev` is `current`.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let t = tp_offsets();
     // The task leaving the CPU is `current`.
     let (tgid, tid) = current();
     if tid != 0 && is_target(tgid) {
-        let state: i64 = unsafe { tp_field(&ctx, t.switch_prev_state) }.unwrap_or(0);
-        let voluntary = state != 0 && state & TASK_REPORT_MAX == 0;
+        let preempt = ctx.arg::<u64>(0) & 1 != 0;
+        // Blocked = not preempted and not left runnable (a yield). Before 5.18 the state is
+        // not an argument and is read from the task.
+        let state = if crate::switch_state_arg() {
+            ctx.arg::<u64>(3) as u32
+        } else {
+            task_field::<u32>(ctx.arg(1), offsets().task_state).unwrap_or(0)
+        };
+        let voluntary = !preempt && state != 0;
         let sub = if voluntary { sched::VOLUNTARY } else { sched::INVOLUNTARY };
         agg_event(tgid, ProbeId::SchedOut as u16, sub, 0, 0);
         if voluntary {
@@ -60,7 +64,7 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         }
     }
     // The task coming in: close its off-CPU interval.
-    let next: u32 = unsafe { tp_field(&ctx, t.switch_next_pid) }.unwrap_or(0);
+    let next: u32 = task_field(ctx.arg(2), offsets().task_pid).unwrap_or(0);
     if next != 0
         && let Some(o) = unsafe { OFFCPU.get(&next) }.copied()
     {
@@ -92,12 +96,12 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
 
 /// A blocked target thread is being woken (sched_waking runs in the waker's context, unlike
 /// sched_wakeup, which may run on the target CPU): count it against the waker.
-#[tracepoint(category = "sched", name = "sched_waking")]
-pub fn sched_waking(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_waking")]
+pub fn sched_waking(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let pid: u32 = unsafe { tp_field(&ctx, tp_offsets().wakeup_pid) }.unwrap_or(0);
+    let pid: u32 = task_field(ctx.arg(0), offsets().task_pid).unwrap_or(0);
     if pid == 0 {
         return 0;
     }
@@ -109,9 +113,10 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Children of targets become targets before they run.
-#[tracepoint(category = "sched", name = "sched_process_fork")]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+/// Children of targets become targets before they run (sched_process_fork(parent, child); a
+/// new thread of a target is already one).
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
@@ -119,8 +124,8 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    let child: u32 = unsafe { tp_field(&ctx, tp_offsets().fork_child_pid) }.unwrap_or(0);
-    if child != 0 {
+    let child: u32 = task_field(ctx.arg(1), offsets().task_tgid).unwrap_or(0);
+    if child != 0 && child != tgid {
         let _ = TARGETS.insert(&child, &1, 0);
         let _ = PARENTS.insert(&child, &tgid, 0);
         if let Ok(comm) = bpf_get_current_comm() {
@@ -132,8 +137,8 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 
 /// A target's thread-group leader exits: keep its exit code (wait(2) encoding: the exit
 /// status in bits 8-15, or the signal in bits 0-6), for the process tree of the report.
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
@@ -142,15 +147,15 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
-    if let Ok(code) = unsafe { read_at::<i32>(task, offsets().task_exit_code) } {
+    if let Ok(code) = task_field::<i32>(task, offsets().task_exit_code) {
         let _ = EXITS.insert(&tgid, &(code as u32), 0);
     }
     0
 }
 
 /// A target exec'd: remember its new name (processes may be gone when the report is made).
-#[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }

@@ -1,23 +1,21 @@
 //! The shared-memory transport: set-up and teardown syscalls on shmem objects (openat and
-//! unlink of /dev/shm paths, ftruncate, mmap, munmap), the mappings they create (kept in
-//! `SHM_RANGES`), and page faults in those mappings — as tracepoints, and on the function tier
-//! as fentry/fexit, then kprobes, on handle_mm_fault (exact, with fault latency). The futex
-//! sync stage is in `futex`.
+//! unlink of /dev/shm paths, ftruncate, mmap, munmap; entered from `syscalls`), the mappings
+//! they create (kept in `SHM_RANGES`), and page faults in those mappings — as raw
+//! tracepoints, and on the function tier as fentry/fexit, then kprobes, on handle_mm_fault
+//! (exact, with fault latency). The futex sync stage is in `futex`.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes,
-    macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
     maps::HashMap,
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use ipctrace_common::{ChannelKind, Pending, ProbeId, Range, Ranges, loss};
 
 use crate::{
     SHM_RANGES, agg_call, agg_event,
     classify::{classify_fd, classify_file},
-    count_loss, current, is_target, now, offsets, pending_start, pending_take,
-    pipe::{arg, ret},
-    read_at, shm_ino_of, tp_field, tp_offsets,
+    count_loss, current, is_target, now, offsets, pending_start, read_at, shm_ino_of,
 };
 
 const SHM: u16 = ChannelKind::Shm as u16;
@@ -35,82 +33,45 @@ fn is_dev_shm(ptr: u64) -> bool {
 }
 
 /// openat(dfd, filename, ...): shm_open becomes an openat of /dev/shm/NAME.
-#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    if crate::floor() {
-        return 0;
-    }
-    let (tgid, _) = current();
-    if is_target(tgid) && is_dev_shm(arg(&ctx, 1)) {
+#[inline(always)]
+pub(crate) fn open_enter(tgid: u32, filename: u64) {
+    if is_dev_shm(filename) {
         agg_event(tgid, ProbeId::ShmOpen as u16, SHM, 0, 0);
     }
-    0
 }
 
 /// unlink(pathname): shm_unlink becomes an unlink of /dev/shm/NAME.
-#[tracepoint(category = "syscalls", name = "sys_enter_unlink")]
-pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
-    if crate::floor() {
-        return 0;
-    }
-    let (tgid, _) = current();
-    if is_target(tgid) && is_dev_shm(arg(&ctx, 0)) {
+#[inline(always)]
+pub(crate) fn unlink_enter(tgid: u32, pathname: u64) {
+    if is_dev_shm(pathname) {
         agg_event(tgid, ProbeId::ShmUnlink as u16, SHM, 0, 0);
     }
-    0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
-pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
-    if crate::floor() {
-        return 0;
+/// ftruncate(fd, length) of a shmem fd.
+#[inline(always)]
+pub(crate) fn ftruncate_enter(tgid: u32, fd: u64, length: u64) {
+    if let Some((ino, ChannelKind::Shm)) = classify_fd(fd) {
+        agg_event(tgid, ProbeId::ShmFtruncate as u16, SHM, ino, length);
     }
-    let (tgid, _) = current();
-    if !is_target(tgid) {
-        return 0;
-    }
-    if let Some((ino, ChannelKind::Shm)) = classify_fd(arg(&ctx, 0)) {
-        agg_event(tgid, ProbeId::ShmFtruncate as u16, SHM, ino, arg(&ctx, 1));
-    }
-    0
 }
 
 /// mmap(addr, len, prot, flags, fd, off) of a shmem fd: remember the length until the exit.
-#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
-pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    if crate::floor() {
-        return 0;
-    }
-    if !is_target(current().0) {
-        return 0;
-    }
-    let fd = arg(&ctx, 4);
+#[inline(always)]
+pub(crate) fn mmap_enter(fd: u64, len: u64) {
     if fd as i64 == -1 || fd == u32::MAX as u64 {
-        return 0;
+        return;
     }
     if let Some((ino, ChannelKind::Shm)) = classify_fd(fd) {
-        pending_start(Pending {
-            ino,
-            start_ns: now(),
-            len: arg(&ctx, 1),
-            probe: ProbeId::ShmMmap as u16,
-            kind: SHM,
-            _pad: 0,
-        });
+        pending_start(Pending { ino, start_ns: now(), len, probe: ProbeId::ShmMmap as u16, kind: SHM, _pad: 0 });
     }
-    0
 }
 
-/// ... and at the exit, record the mapping [ret, ret + len) as the object's.
-#[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
-pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
-    if crate::floor() {
-        return 0;
-    }
-    let Some((tgid, p)) = pending_take() else { return 0 };
-    let addr = ret(&ctx);
+/// ... and at the exit, record the mapping [addr, addr + len) as the object's.
+#[inline(always)]
+pub(crate) fn mmap_exit(tgid: u32, p: &Pending, addr: i64) {
     if addr < 0 && addr > -4096 {
-        return 0;
+        return;
     }
     agg_event(tgid, ProbeId::ShmMmap as u16, SHM, p.ino, p.len);
     let mut rs = unsafe { SHM_RANGES.get(&tgid) }.copied().unwrap_or(Ranges::default());
@@ -124,40 +85,29 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     }
     if !placed {
         count_loss(loss::RANGES_FULL);
-        return 0;
+        return;
     }
     let _ = SHM_RANGES.insert(&tgid, &rs, 0);
-    0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
-pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
-    if crate::floor() {
-        return 0;
-    }
-    let (tgid, _) = current();
-    if !is_target(tgid) {
-        return 0;
-    }
-    let addr = arg(&ctx, 0);
+/// munmap(addr, len) of a traced mapping.
+#[inline(always)]
+pub(crate) fn munmap_enter(tgid: u32, addr: u64, len: u64) {
     if let Some(ino) = shm_ino_of(tgid, addr) {
-        agg_event(tgid, ProbeId::ShmMunmap as u16, SHM, ino, arg(&ctx, 1));
+        agg_event(tgid, ProbeId::ShmMunmap as u16, SHM, ino, len);
         // The range stays: the report keys faults by the object, and a reused address
         // would need a fresh mmap (which gets its own slot).
     }
-    0
 }
 
+/// exceptions:page_fault_{user,kernel}(address, regs, error_code), as raw tracepoints.
 #[inline(always)]
-fn on_fault(ctx: &TracePointContext, probe: ProbeId) -> u32 {
+fn on_fault(ctx: &RawTracePointContext, probe: ProbeId) -> u32 {
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
     }
-    let Ok(addr) = (unsafe { tp_field::<u64, _>(ctx, tp_offsets().fault_address) }) else {
-        count_loss(loss::READ_FAILED);
-        return 0;
-    };
+    let addr: u64 = ctx.arg(0);
     // Kernel-mode faults on kernel addresses are not the process's memory.
     if addr >= 0x0000_8000_0000_0000 {
         return 0;
@@ -169,16 +119,16 @@ fn on_fault(ctx: &TracePointContext, probe: ProbeId) -> u32 {
     0
 }
 
-#[tracepoint(category = "exceptions", name = "page_fault_user")]
-pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "page_fault_user")]
+pub fn page_fault_user(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
     on_fault(&ctx, ProbeId::FaultUser)
 }
 
-#[tracepoint(category = "exceptions", name = "page_fault_kernel")]
-pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "page_fault_kernel")]
+pub fn page_fault_kernel(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }

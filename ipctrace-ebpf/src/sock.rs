@@ -1,25 +1,22 @@
 //! The Unix-socket transports, every tier. A channel is one direction: its id is the inode of
 //! the socket that receives (a send is counted on the peer's inode, a receive on its own), so
-//! both ends of a direction share it as a pipe's ends do. Syscall tier: send/recv-family
-//! calls and read/write on AF_UNIX socket fds (bytes = return values, derived), sendfile into a
-//! socket (moved, not copied; a splice between a pipe and a socket is the pipe's call). Function tier: fentry/fexit, then kprobes, on
-//! unix_{stream,dgram}_{send,recv}msg (exact; seqpacket goes through the dgram functions).
-//! Socket-layer tracepoints, where the kernel has them: sock_{send,recv}_length (exact bytes),
+//! both ends of a direction share it as a pipe's ends do. Syscall tier (entered from
+//! `syscalls`): send/recv-family calls and read/write on AF_UNIX socket fds (bytes = return
+//! values, derived), sendfile into a socket (moved, not copied; a splice between a pipe and a
+//! socket is the pipe's call). Function tier: fentry/fexit, then kprobes, on
+//! unix_{stream,dgram,seqpacket}_{send,recv}msg (exact). Socket-layer raw tracepoints, where
+//! the kernel has them: sock_{send,recv}_length (exact bytes),
 //! and during a call in flight sk_data_ready (an skb queued for the receiver),
 //! skb_copy_datagram_iovec (bytes copied skb -> user) and consume_skb (skbs freed), added up in
 //! the call and counted at its exit.
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint},
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use ipctrace_common::{AF_UNIX, ChannelKind, MSG_SPLICE_PAGES, Pending, ProbeId, S_IFMT, S_IFSOCK, loss};
+use ipctrace_common::{AF_UNIX, ChannelKind, MSG_SPLICE_PAGES, Pending, ProbeId, loss};
 
-use crate::{
-    PENDING, agg_event, count_loss, current, is_target, now, offsets, pending_start,
-    pipe::{arg, call_exit, exit_call},
-    read_at, tp_field, tp_offsets,
-};
+use crate::{PENDING, agg_event, call_exit, count_loss, current, is_target, offsets, read_at, start_call};
 
 /// The channel of a send (`send`) or receive on AF_UNIX socket `sk`: the receiving socket's
 /// inode and the kind; None for another family or a socket being torn down.
@@ -57,80 +54,15 @@ pub(crate) unsafe fn unix_channel(sk: *const u8, send: bool) -> Option<(u64, Cha
     }
 }
 
-/// The `struct sock *` behind an fd of the current task, if it is a socket.
+/// A call on AF_UNIX socket `sk` (the syscall tier enters here from `syscalls` with the
+/// fd's socket; the function tier with the function's).
 #[inline(always)]
-fn sk_of_fd(fd: u64) -> Option<*const u8> {
-    let file = crate::classify::file_of(fd)?;
-    let o = offsets();
-    unsafe {
-        let inode: *const u8 = read_at(file, o.file_inode).ok()?;
-        let mode: u16 = read_at(inode, o.inode_mode).ok()?;
-        if mode & S_IFMT != S_IFSOCK {
-            return None;
-        }
-        let sock: *const u8 = read_at(file, o.file_private_data).ok()?;
-        let sk: *const u8 = read_at(sock, o.socket_sk).ok()?;
-        (!sk.is_null()).then_some(sk)
-    }
-}
-
-#[inline(always)]
-fn start(sk: *const u8, probe: ProbeId) {
+pub(crate) fn start(sk: *const u8, probe: ProbeId) {
     let send = probe != ProbeId::SockRecv;
     if let Some((ino, k)) = unsafe { unix_channel(sk, send) } {
-        pending_start(Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: k as u16, _pad: 0 });
+        start_call(ino, probe, k);
     }
 }
-
-/// Syscall tier: a call on fd `arg(fd_arg)` that is an AF_UNIX socket.
-#[inline(always)]
-fn enter(ctx: &TracePointContext, fd_arg: usize, probe: ProbeId) -> u32 {
-    if !is_target(current().0) {
-        return 0;
-    }
-    if let Some(sk) = sk_of_fd(arg(ctx, fd_arg)) {
-        start(sk, probe);
-    }
-    0
-}
-
-macro_rules! syscall_pair {
-    ($enter:ident, $exit:ident, $name:literal, $exit_name:literal, $fd:expr, $probe:expr) => {
-        #[tracepoint(category = "syscalls", name = $name)]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            if crate::floor() {
-                return 0;
-            }
-            enter(&ctx, $fd, $probe)
-        }
-
-        #[tracepoint(category = "syscalls", name = $exit_name)]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            if crate::floor() {
-                return 0;
-            }
-            exit_call(&ctx)
-        }
-    };
-}
-
-syscall_pair!(sock_enter_write, sock_exit_write, "sys_enter_write", "sys_exit_write", 0, ProbeId::SockSend);
-syscall_pair!(sock_enter_writev, sock_exit_writev, "sys_enter_writev", "sys_exit_writev", 0, ProbeId::SockSend);
-syscall_pair!(sock_enter_sendto, sock_exit_sendto, "sys_enter_sendto", "sys_exit_sendto", 0, ProbeId::SockSend);
-syscall_pair!(sock_enter_sendmsg, sock_exit_sendmsg, "sys_enter_sendmsg", "sys_exit_sendmsg", 0, ProbeId::SockSend);
-syscall_pair!(sock_enter_read, sock_exit_read, "sys_enter_read", "sys_exit_read", 0, ProbeId::SockRecv);
-syscall_pair!(sock_enter_readv, sock_exit_readv, "sys_enter_readv", "sys_exit_readv", 0, ProbeId::SockRecv);
-syscall_pair!(sock_enter_recvfrom, sock_exit_recvfrom, "sys_enter_recvfrom", "sys_exit_recvfrom", 0, ProbeId::SockRecv);
-syscall_pair!(sock_enter_recvmsg, sock_exit_recvmsg, "sys_enter_recvmsg", "sys_exit_recvmsg", 0, ProbeId::SockRecv);
-// sendfile(out_fd, in_fd, offset, count): out_fd is the socket.
-syscall_pair!(
-    sock_enter_sendfile,
-    sock_exit_sendfile,
-    "sys_enter_sendfile64",
-    "sys_exit_sendfile64",
-    0,
-    ProbeId::SockSendfile
-);
 
 /// The thread's call in flight, if it is one of `probes`.
 #[inline(always)]
@@ -141,56 +73,48 @@ fn inflight(probes: &[ProbeId]) -> Option<*mut Pending> {
     probes.iter().any(|x| *x as u16 == probe).then_some(p)
 }
 
-/// sock:sock_{send,recv}_length(sk, family, protocol, ret, flags): the socket layer's count.
+/// sock:sock_{send,recv}_length(sk, ret, flags): the socket layer's count.
 #[inline(always)]
-fn length(ctx: &TracePointContext, send: bool) -> u32 {
+fn length(ctx: &RawTracePointContext, send: bool) -> u32 {
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
     }
-    let t = tp_offsets();
-    let family: u16 = unsafe { tp_field(ctx, t.sock_len_family) }.unwrap_or(0);
-    if family != AF_UNIX {
+    let sk: *const u8 = ctx.arg(0);
+    let ret = ctx.arg::<u64>(1) as i32;
+    if ret <= 0 {
         return 0;
     }
-    let (Ok(sk), Ok(ret)) =
-        (unsafe { tp_field::<u64, _>(ctx, t.sock_len_sk) }, unsafe { tp_field::<i32, _>(ctx, t.sock_len_ret) })
-    else {
-        count_loss(loss::READ_FAILED);
-        return 0;
-    };
     // Bytes spliced in by sendfile/splice are not copies: counted with that call, not here.
     if send && inflight(&[ProbeId::SockSendfile]).is_some() {
         return 0;
     }
-    if ret > 0
-        && let Some((ino, k)) = unsafe { unix_channel(sk as *const u8, send) }
-    {
+    if let Some((ino, k)) = unsafe { unix_channel(sk, send) } {
         let probe = if send { ProbeId::SockSendBytes } else { ProbeId::SockRecvBytes };
         agg_event(tgid, probe as u16, k as u16, ino, ret as u64);
     }
     0
 }
 
-#[tracepoint(category = "sock", name = "sock_send_length")]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
     length(&ctx, true)
 }
 
-#[tracepoint(category = "sock", name = "sock_recv_length")]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
     length(&ctx, false)
 }
 
-/// sock:sk_data_ready in the sender's context: one skb queued for the receiver.
-#[tracepoint(category = "sock", name = "sk_data_ready")]
-pub fn sk_data_ready(_ctx: TracePointContext) -> u32 {
+/// sock:sk_data_ready(sk) in the sender's context: one skb queued for the receiver.
+#[raw_tracepoint(tracepoint = "sk_data_ready")]
+pub fn sk_data_ready(_ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
@@ -200,14 +124,14 @@ pub fn sk_data_ready(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// skb:skb_copy_datagram_iovec(skbaddr, len) inside a receive: the bytes copied skb -> user.
-#[tracepoint(category = "skb", name = "skb_copy_datagram_iovec")]
-pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
+/// skb:skb_copy_datagram_iovec(skb, len) inside a receive: the bytes copied skb -> user.
+#[raw_tracepoint(tracepoint = "skb_copy_datagram_iovec")]
+pub fn skb_copy_datagram_iovec(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
     if let Some(p) = inflight(&[ProbeId::SockRecv]) {
-        let len: i32 = unsafe { tp_field(&ctx, tp_offsets().skb_copy_len) }.unwrap_or(0);
+        let len = ctx.arg::<u64>(1) as i32;
         if len > 0 {
             unsafe { (*p).len += len as u64 };
         }
@@ -215,9 +139,9 @@ pub fn skb_copy_datagram_iovec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// skb:consume_skb inside a receive: an skb freed once read.
-#[tracepoint(category = "skb", name = "consume_skb")]
-pub fn consume_skb(_ctx: TracePointContext) -> u32 {
+/// skb:consume_skb(skb[, location]) inside a receive: an skb freed once read.
+#[raw_tracepoint(tracepoint = "consume_skb")]
+pub fn consume_skb(_ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }

@@ -47,12 +47,21 @@ pub enum Attach {
         prog: &'static str,
         func: &'static [&'static str],
     },
-    /// `required: false`: attached if the kernel has it (e.g. the futex2 syscalls).
-    Tracepoint {
+    /// A raw tracepoint: the program gets the tracepoint's own arguments, with no perf record
+    /// filled. `category` is where tracefs lists it; `required: false`: attached if the kernel
+    /// has it.
+    RawTracepoint {
         prog: &'static str,
         category: &'static str,
         name: &'static str,
         required: bool,
+    },
+    /// The syscall dispatcher (`raw_syscalls` sys_enter/sys_exit as raw tracepoints, attached
+    /// once for every row that uses it) serving row `row` (`ipctrace_common::sysrow`) for the
+    /// operations `ops` (`ipctrace_common::sysop`).
+    Syscalls {
+        row: u32,
+        ops: &'static [u32],
     },
     CpuClock {
         prog: &'static str,
@@ -96,11 +105,43 @@ pub const fn imp(mechanism: Mechanism, label: Label, rule: &'static str, attach:
 }
 
 pub const fn tp(prog: &'static str, category: &'static str, name: &'static str) -> Attach {
-    Attach::Tracepoint { prog, category, name, required: true }
+    Attach::RawTracepoint { prog, category, name, required: true }
 }
 
 pub const fn tp_opt(prog: &'static str, category: &'static str, name: &'static str) -> Attach {
-    Attach::Tracepoint { prog, category, name, required: false }
+    Attach::RawTracepoint { prog, category, name, required: false }
+}
+
+/// The programs of the syscall dispatcher.
+pub const SYSCALL_PROGS: [&str; 2] = ["raw_sys_enter", "raw_sys_exit"];
+
+/// The syscalls an operation of the dispatcher stands for, by name and by this
+/// architecture's number.
+pub fn syscalls_of(op: u32) -> &'static [(&'static str, i64)] {
+    use ipctrace_common::sysop;
+    match op {
+        sysop::WRITE => &[("write", libc::SYS_write), ("writev", libc::SYS_writev)],
+        sysop::READ => &[("read", libc::SYS_read), ("readv", libc::SYS_readv)],
+        sysop::SEND => &[("sendto", libc::SYS_sendto), ("sendmsg", libc::SYS_sendmsg)],
+        sysop::RECV => &[("recvfrom", libc::SYS_recvfrom), ("recvmsg", libc::SYS_recvmsg)],
+        sysop::SENDFILE => &[("sendfile", libc::SYS_sendfile)],
+        sysop::SPLICE => &[("splice", libc::SYS_splice)],
+        sysop::VMSPLICE => &[("vmsplice", libc::SYS_vmsplice)],
+        #[cfg(target_arch = "x86_64")]
+        sysop::OPEN => &[("open", libc::SYS_open)],
+        sysop::OPENAT => &[("openat", libc::SYS_openat)],
+        #[cfg(target_arch = "x86_64")]
+        sysop::UNLINK => &[("unlink", libc::SYS_unlink)],
+        sysop::FTRUNCATE => &[("ftruncate", libc::SYS_ftruncate)],
+        sysop::MMAP => &[("mmap", libc::SYS_mmap)],
+        sysop::MUNMAP => &[("munmap", libc::SYS_munmap)],
+        sysop::FUTEX => &[("futex", libc::SYS_futex)],
+        // futex2 (6.7+), numbered alike on every architecture; a kernel without it never
+        // calls them.
+        sysop::FUTEX_WAIT => &[("futex_wait", 455)],
+        sysop::FUTEX_WAKE => &[("futex_wake", 454)],
+        _ => &[],
+    }
 }
 
 /// The rows of `families` (every family when empty), then the rows every run needs.
@@ -167,7 +208,7 @@ static COMMON: &[LogicalProbe] = &[
     },
     LogicalProbe {
         name: "cpu_sample",
-        what: "where the targets' CPU time goes (kernel and user stacks)",
+        what: "where the targets' CPU time goes (kernel stacks)",
         ids: &[ProbeId::Sample],
         impls: &[imp(
             Mechanism::PerfEvent,
@@ -230,18 +271,19 @@ pub fn program_names() -> Vec<&'static str> {
         .iter()
         .flat_map(|p| p.impls.iter())
         .flat_map(|i| i.attach.iter())
-        .filter_map(|a| match *a {
+        .flat_map(|a| match *a {
             Attach::Fentry { prog, .. }
             | Attach::Fexit { prog, .. }
             | Attach::Kprobe { prog, .. }
             | Attach::Kretprobe { prog, .. }
-            | Attach::Tracepoint { prog, .. }
-            | Attach::CpuClock { prog } => Some(prog),
+            | Attach::RawTracepoint { prog, .. }
+            | Attach::CpuClock { prog } => vec![prog],
             Attach::IfPresent(Attach::Fentry { prog, .. })
             | Attach::IfPresent(Attach::Fexit { prog, .. })
             | Attach::IfPresent(Attach::Kprobe { prog, .. })
-            | Attach::IfPresent(Attach::Kretprobe { prog, .. }) => Some(prog),
-            Attach::IfPresent(_) | Attach::CheckOnly { .. } => None,
+            | Attach::IfPresent(Attach::Kretprobe { prog, .. }) => vec![*prog],
+            Attach::Syscalls { .. } => SYSCALL_PROGS.to_vec(),
+            Attach::IfPresent(_) | Attach::CheckOnly { .. } => Vec::new(),
         })
         .collect();
     v.sort();

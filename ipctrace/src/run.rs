@@ -132,11 +132,7 @@ fn base_launch(args: &RunArgs) -> Launch {
 fn collect(session: &Session, pair: &Pair, unknown: &mut u64) -> Result<(Vec<Process>, Vec<ChannelId>)> {
     let snap = session.snapshot()?;
     let mut syms = KernelSymbols::default();
-    let mut stack = |id: i32| -> Vec<String> {
-        let mut frames = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
-        frames.reverse();
-        frames
-    };
+    let mut stack = |id: i32| -> Vec<String> { session.stack(id).map(|ips| syms.stack(&ips)).unwrap_or_default() };
     let mut channels: Vec<ChannelId> = Vec::new();
     let processes: Vec<Process> = pair
         .workers
@@ -317,7 +313,7 @@ pub fn open_session(
     let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
     let events = events.map(|f| (f, p.events_buffer));
     let block_stacks = !p.without.contains(&crate::cli::ProbeGroup::BlockStacks);
-    let mut session = Session::load(&offsets, &kernel::tracefs::tp_offsets(), events, p.floor, block_stacks)?;
+    let mut session = Session::load(&offsets, events, p.floor, block_stacks)?;
     let mut without_rows = Vec::new();
     if p.without.contains(&crate::cli::ProbeGroup::PageAlloc) {
         without_rows.push("page_alloc");

@@ -134,11 +134,7 @@ pub fn build(
     tgids.extend(snap.aggs.keys().map(|k| k.tgid));
     tgids.extend(found.keys().copied());
     let mut syms = KernelSymbols::default();
-    let mut stack = |id: i32| -> Vec<String> {
-        let mut f = session.stack(id).map(|ips| syms.names(&ips)).unwrap_or_default();
-        f.reverse();
-        f
-    };
+    let mut stack = |id: i32| -> Vec<String> { session.stack(id).map(|ips| syms.stack(&ips)).unwrap_or_default() };
     let observed: BTreeMap<u32, Observed> = tgids
         .iter()
         .map(|&t| (t, observe::observe(t, &snap.aggs, &snap.stacks, &session.choices, &mut stack, unknown)))

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::{
-        FEntry, FExit, KProbe, PerfEvent, Program, TracePoint,
+        FEntry, FExit, KProbe, PerfEvent, Program, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
@@ -18,7 +18,7 @@ use std::io::Write;
 
 use aya::maps::{MapData, RingBuf};
 use ipctrace_common::{
-    AggKey, AggVal, ChannelKind, Event, Offsets, ProbeId, Ranges, StackKey, StackVal, TpOffsets, loss,
+    AggKey, AggVal, ChannelKind, Event, Offsets, ProbeId, Ranges, SYSCALL_SLOTS, StackKey, StackVal, loss, sysop,
 };
 
 use crate::{
@@ -28,7 +28,7 @@ use crate::{
         StreamSummary,
         probe::{Choice, Chosen, Skipped},
     },
-    probes::{Attach, Impl, Tier, allowed, table},
+    probes::{Attach, Impl, SYSCALL_PROGS, Tier, allowed, syscalls_of, table},
 };
 
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipctrace-ebpf.o"));
@@ -50,6 +50,8 @@ pub struct Session {
     bpf: Ebpf,
     pub choices: Vec<Choice>,
     stream: Option<Stream>,
+    /// The syscall dispatcher's raw tracepoints are attached (once, for every row using them).
+    syscalls_attached: bool,
 }
 
 /// `--events`: the ring buffer and the JSON-lines file it is drained into.
@@ -92,17 +94,25 @@ fn unload(bpf: &mut Ebpf, prog: &str) {
         Some(Program::FEntry(p)) => p.unload(),
         Some(Program::FExit(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
-        Some(Program::TracePoint(p)) => p.unload(),
+        Some(Program::RawTracePoint(p)) => p.unload(),
         Some(Program::PerfEvent(p)) => p.unload(),
         _ => Ok(()),
     };
 }
 
-/// An error and its causes on one line (aya puts the errno in the source chain); an empty
-/// verifier log and causes repeated by their parent are dropped.
+/// An error and its causes on one line (aya puts the errno in the source chain); a verifier
+/// log is cut to the line that says why, and causes repeated by their parent are dropped.
 fn short<E: std::error::Error>(e: E) -> String {
-    let clean =
-        |s: String| s.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string();
+    let clean = |s: String| {
+        let s = match s.split_once("Verifier output:") {
+            Some((head, log)) => match verifier_reason(log) {
+                Some(why) => format!("{}: verifier: {why}", head.trim_end().trim_end_matches('.')),
+                None => head.to_string(),
+            },
+            None => s,
+        };
+        s.trim_end().trim_end_matches('.').to_string()
+    };
     let mut parts = vec![clean(e.to_string())];
     let mut src = e.source();
     while let Some(s) = src {
@@ -114,6 +124,17 @@ fn short<E: std::error::Error>(e: E) -> String {
     }
     let s = parts.join(": ");
     if s.is_empty() { "unknown error".into() } else { s }
+}
+
+/// The verifier's reason for a refusal: the last line of its log that is not an instruction,
+/// a source comment, register state or the closing statistics.
+fn verifier_reason(log: &str) -> Option<&str> {
+    let stats = ["verification time", "stack depth", "processed ", "caller", "callee", "frame", "R10=", "from "];
+    log.lines().map(str::trim).rev().find(|l| {
+        !l.is_empty()
+            && !l.starts_with(|c: char| c.is_ascii_digit() || c == ';')
+            && !stats.iter().any(|p| l.starts_with(p))
+    })
 }
 
 /// Kernel-side state an attempt needs.
@@ -131,7 +152,6 @@ impl Session {
     /// the kernel stacks of blocked time.
     pub fn load(
         offsets: &Offsets,
-        tp_offsets: &TpOffsets,
         events: Option<(&mut crate::outputs::OutFile, u64)>,
         floor: bool,
         block_stacks: bool,
@@ -140,9 +160,11 @@ impl Session {
         let mut loader = EbpfLoader::new();
         let fops = crate::kernel::symbols::file_ops();
         let (floor, block_stacks) = (u8::from(floor), u8::from(block_stacks));
+        // sched_switch passes prev_state from 5.18; before, the programs read it from the task.
+        let switch_state_arg = u8::from(crate::kernel::btf::raw_tp_args("sched_switch") == Some(4));
         loader
             .override_global("OFFSETS", offsets, true)
-            .override_global("TP_OFFSETS", tp_offsets, true)
+            .override_global("SWITCH_STATE_ARG", &switch_state_arg, true)
             .override_global("FILE_OPS", &fops, true)
             .override_global("FLOOR", &floor, true)
             .override_global("BLOCK_STACKS", &block_stacks, true);
@@ -168,7 +190,7 @@ impl Session {
             }
             _ => None,
         };
-        Ok(Self { bpf, choices: Vec::new(), stream })
+        Ok(Self { bpf, choices: Vec::new(), stream, syscalls_attached: false })
     }
 
     /// `--events`: moves what the ring buffer holds into the file.
@@ -284,7 +306,7 @@ impl Session {
                 let kind = if matches!(a, Attach::Kprobe { .. }) { "kprobe" } else { "kretprobe" };
                 Ok(format!("{kind}:{name}"))
             }
-            Attach::Tracepoint { prog, category, name, required } => {
+            Attach::RawTracepoint { prog, category, name, required } => {
                 if !tracefs::event_exists(category, name) {
                     return if required {
                         Err(format!("tracepoint {category}:{name} does not exist on this kernel"))
@@ -293,10 +315,21 @@ impl Session {
                     };
                 }
                 loaded.push(prog);
-                let p: &mut TracePoint = Self::prog(&mut self.bpf, prog)?;
-                p.load().map_err(|e| format!("load of {prog} refused: {}", short(e)))?;
-                p.attach(category, name).map_err(|e| format!("attach to {category}:{name} failed: {}", short(e)))?;
-                Ok(format!("{category}:{name}"))
+                self.attach_raw(prog, name)?;
+                Ok(format!("raw_tp:{category}:{name}"))
+            }
+            Attach::Syscalls { row, ops } => {
+                if !self.syscalls_attached {
+                    for (prog, name) in SYSCALL_PROGS.into_iter().zip(["sys_enter", "sys_exit"]) {
+                        if let Err(e) = self.attach_raw(prog, name) {
+                            SYSCALL_PROGS.into_iter().for_each(|p| unload(&mut self.bpf, p));
+                            return Err(e);
+                        }
+                    }
+                    self.syscalls_attached = true;
+                }
+                let names = self.want_syscalls(row, ops)?;
+                Ok(format!("raw_tp:raw_syscalls:sys_enter+sys_exit ({})", names.join(", ")))
             }
             Attach::CpuClock { prog } => {
                 if sample_hz == 0 {
@@ -335,6 +368,34 @@ impl Session {
                 Err(why_no_program.into())
             }
         }
+    }
+
+    /// Loads raw tracepoint program `prog` and attaches it to tracepoint `name`.
+    fn attach_raw(&mut self, prog: &str, name: &str) -> Result<(), String> {
+        let p: &mut RawTracePoint = Self::prog(&mut self.bpf, prog)?;
+        p.load().map_err(|e| format!("load of {prog} refused: {}", short(e)))?;
+        p.attach(name).map_err(|e| format!("attach to raw tracepoint {name} failed: {}", short(e)))?;
+        Ok(())
+    }
+
+    /// Tells the syscall dispatcher that row `row` wants operations `ops`; returns the
+    /// syscalls they stand for.
+    fn want_syscalls(&mut self, row: u32, ops: &[u32]) -> Result<Vec<&'static str>, String> {
+        let map = self.bpf.map_mut("SYSCALLS").ok_or("SYSCALLS map missing from the eBPF object")?;
+        let mut m: Array<_, u32> = Array::try_from(map).map_err(short)?;
+        let mut names = Vec::new();
+        for &op in ops {
+            for &(name, nr) in syscalls_of(op) {
+                let Ok(nr) = u32::try_from(nr) else { continue };
+                if nr >= SYSCALL_SLOTS {
+                    continue;
+                }
+                let cur = m.get(&nr, 0).map_err(short)?;
+                m.set(nr, (cur & !sysop::MASK) | row | op, 0).map_err(short)?;
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 
     /// Tries one implementation; on failure detaches what it attached.
@@ -534,5 +595,18 @@ impl Session {
     pub fn losses(&self) -> Result<Vec<u64>> {
         let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.bpf.map("LOSS").context("LOSS map")?)?;
         (0..loss::COUNT).map(|i| Ok(m.get(&i, 0)?.iter().sum())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_logs_are_cut_to_the_reason() {
+        let log = "0: R1=ctx() R10=fp0\n; x @ a.rs:1\n6165: (7b) *(u64 *)(r4 +8) = r3\nR3 !read_ok\n\
+                   verification time 13255 usec\nstack depth 0+368\nprocessed 1017 insns (limit 1000000)\n";
+        assert_eq!(verifier_reason(log), Some("R3 !read_ok"));
+        assert_eq!(verifier_reason("0: (85) call pc+2\nprocessed 3 insns\n"), None);
     }
 }

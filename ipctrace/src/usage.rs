@@ -144,7 +144,9 @@ fn check_outputs(o: &OutputArgs, probes: Option<&ProbeArgs>) -> Result<(), Strin
     if probes.is_some_and(|p| p.sampling_hz() == 0) {
         for (flag, set) in [("--flamegraph", o.flamegraph.is_some()), ("--folded", o.folded.is_some())] {
             if set {
-                return Err(format!("{flag} draws the sampled stacks, but sampling is off (--sample-hz 0 or --without sampling)"));
+                return Err(format!(
+                    "{flag} draws the sampled stacks, but sampling is off (--sample-hz 0 or --without sampling)"
+                ));
             }
         }
     }

@@ -227,15 +227,7 @@ fn chart(path: &Path, rows: &[Row], memcpy: f64) -> Result<()> {
     root_area.fill(&WHITE)?;
     let panels = root_area.split_evenly((1, 2));
     let ymax = rows.iter().map(|r| r.throughput_gib_s.max).fold(memcpy, f64::max) * 1.1;
-    let colors = [
-        RED,
-        BLUE,
-        GREEN,
-        MAGENTA,
-        CYAN,
-        RGBColor(230, 140, 0),
-        RGBColor(120, 80, 40),
-    ];
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN, RGBColor(230, 140, 0), RGBColor(120, 80, 40)];
     for (panel, (place, _)) in panels.iter().zip(PLACEMENTS) {
         let mut c = ChartBuilder::on(panel)
             .caption(format!("throughput vs message size ({place})"), ("sans-serif", 18))

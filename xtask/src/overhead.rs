@@ -88,7 +88,10 @@ pub struct OverheadReport {
 enum Kind {
     Untraced,
     /// `ipctrace run` with these extra arguments, of this binary.
-    Traced { bin: PathBuf, args: Vec<&'static str> },
+    Traced {
+        bin: PathBuf,
+        args: Vec<&'static str>,
+    },
     /// The untraced workload while `ipctrace attach` traces an idle process.
     Untargeted,
 }
@@ -109,7 +112,8 @@ struct Sample {
 }
 
 fn rate_of(witnesses: &[Value]) -> Result<f64> {
-    let bytes = witnesses.iter().find(|w| w["role"] == "consumer").and_then(|w| w["bytes"].as_f64()).context("bytes")?;
+    let bytes =
+        witnesses.iter().find(|w| w["role"] == "consumer").and_then(|w| w["bytes"].as_f64()).context("bytes")?;
     let ns = witnesses.iter().filter_map(|w| w["elapsed_ns"].as_f64()).fold(0.0, f64::max);
     Ok(bytes / GIB / (ns / 1e9))
 }
@@ -162,7 +166,19 @@ fn run_with_rusage(cmd: &mut Command) -> Result<(Vec<u8>, f64, f64)> {
 
 fn traced(bin: &Path, extra: &[&str]) -> Result<Sample> {
     let mut cmd = Command::new(bin);
-    cmd.args(["run", "--format", "json", "--transport", "pipe", "--msg-size", "64KiB", "--cpus", "0,0", "--total", TOTAL]);
+    cmd.args([
+        "run",
+        "--format",
+        "json",
+        "--transport",
+        "pipe",
+        "--msg-size",
+        "64KiB",
+        "--cpus",
+        "0,0",
+        "--total",
+        TOTAL,
+    ]);
     cmd.args(extra);
     let (stdout, cpu, rss) = run_with_rusage(&mut cmd)?;
     let r: Value = serde_json::from_slice(&stdout)?;

@@ -82,7 +82,38 @@ pub fn offsets() -> Result<Offsets> {
         unix_peer: offset(&btf, "unix_sock", "peer").unwrap_or(u32::MAX),
         socket_alloc_inode: offset(&btf, "socket_alloc", "vfs_inode").unwrap_or(u32::MAX),
         msghdr_flags: offset(&btf, "msghdr", "msg_flags").unwrap_or(u32::MAX),
+        regs_args: {
+            let mut a = [u32::MAX; 6];
+            for (i, f) in ["di", "si", "dx", "r10", "r8", "r9"].into_iter().enumerate() {
+                a[i] = offset(&btf, "pt_regs", f)?;
+            }
+            a
+        },
+        regs_orig_ax: offset(&btf, "pt_regs", "orig_ax")?,
+        task_pid: offset(&btf, "task_struct", "pid")?,
+        task_tgid: offset(&btf, "task_struct", "tgid")?,
+        task_state: offset(&btf, "task_struct", "__state").or_else(|_| offset(&btf, "task_struct", "state"))?,
+        task_ti_status: offset(&btf, "task_struct", "thread_info")
+            .and_then(|t| Ok(t + offset(&btf, "thread_info", "status")?))
+            .unwrap_or(u32::MAX),
     })
+}
+
+/// How many arguments raw tracepoint `name` passes (its `btf_trace_NAME` typedef is a pointer
+/// to a function whose first parameter is the program context); None if BTF does not say.
+pub fn raw_tp_args(name: &str) -> Option<usize> {
+    let btf = Btf::from_file(VMLINUX).ok()?;
+    let mut t = btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?.into_iter().next()?;
+    for _ in 0..4 {
+        match t {
+            Type::FuncProto(f) => return Some(f.parameters.len().saturating_sub(1)),
+            Type::Typedef(_) | Type::Ptr(_) | Type::Const(_) => {
+                t = btf.resolve_chained_type(t.as_btf_type()?).ok()?;
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -113,8 +144,12 @@ mod tests {
             ("unix_sock.peer", o.unix_peer),
             ("socket_alloc.vfs_inode", o.socket_alloc_inode),
             ("msghdr.msg_flags", o.msghdr_flags),
+            ("task_struct.__state", o.task_state),
         ] {
             assert!(v < 4096, "{name} found in BTF: {v}");
         }
+        // sys_enter(regs, id); sched_switch(preempt, prev, next[, prev_state]).
+        assert_eq!(raw_tp_args("sys_enter"), Some(2));
+        assert!(matches!(raw_tp_args("sched_switch"), Some(3 | 4)));
     }
 }

@@ -38,6 +38,25 @@ impl KernelSymbols {
         }
         addrs.iter().map(|a| self.cache.get(a).cloned().unwrap_or_else(|| format!("0x{a:x}"))).collect()
     }
+
+    /// A captured stack (innermost first) as frames outermost first, without the tracing
+    /// machinery on top (the program, the raw tracepoint's dispatch): those are ipctrace's
+    /// frames, not the traced path.
+    pub fn stack(&mut self, addrs: &[u64]) -> Vec<String> {
+        let mut frames = self.names(addrs);
+        let tracing = frames.iter().take_while(|f| is_tracing_frame(f)).count();
+        frames.drain(..tracing);
+        frames.reverse();
+        frames
+    }
+}
+
+/// Frames a BPF program's stack capture adds above the tracepoint's caller.
+fn is_tracing_frame(f: &str) -> bool {
+    ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_get_stack", "__bpf_get_stack", "bpf_perf_"]
+        .iter()
+        .any(|p| f.starts_with(p))
+        || f.starts_with("0x")
 }
 
 /// Function names of the running kernel that kprobes/fentry could target, from

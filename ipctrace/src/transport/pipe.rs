@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, os::unix::fs::FileTypeExt, path::Path};
 
-use ipctrace_common::{ChannelKind, ProbeId};
+use ipctrace_common::{ChannelKind, ProbeId, sysop, sysrow};
 
 use super::{Ends, Family};
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     discover::Found,
     model::{Agreement, Label, Observed, Process, Stage, StageTime},
     path::{chain, copy_sample_share, latency, pct, stage, woken_by},
-    probes::{Attach, LogicalProbe, imp, tp},
+    probes::{Attach, LogicalProbe, imp},
 };
 
 pub struct Pipe;
@@ -71,12 +71,7 @@ static PROBES: &[LogicalProbe] = &[
                 crate::model::probe::Mechanism::Tracepoint,
                 Label::Derived,
                 RULE_PIPE_SYSCALL,
-                &[
-                    tp("sys_enter_write", "syscalls", "sys_enter_write"),
-                    tp("sys_exit_write", "syscalls", "sys_exit_write"),
-                    tp("sys_enter_writev", "syscalls", "sys_enter_writev"),
-                    tp("sys_exit_writev", "syscalls", "sys_exit_writev"),
-                ],
+                &[Attach::Syscalls { row: sysrow::PIPE_WRITE, ops: &[sysop::WRITE] }],
             ),
         ],
     },
@@ -107,12 +102,7 @@ static PROBES: &[LogicalProbe] = &[
                 crate::model::probe::Mechanism::Tracepoint,
                 Label::Derived,
                 RULE_PIPE_SYSCALL,
-                &[
-                    tp("sys_enter_read", "syscalls", "sys_enter_read"),
-                    tp("sys_exit_read", "syscalls", "sys_exit_read"),
-                    tp("sys_enter_readv", "syscalls", "sys_enter_readv"),
-                    tp("sys_exit_readv", "syscalls", "sys_exit_readv"),
-                ],
+                &[Attach::Syscalls { row: sysrow::PIPE_READ, ops: &[sysop::READ] }],
             ),
         ],
     },
@@ -125,12 +115,7 @@ static PROBES: &[LogicalProbe] = &[
             Label::Derived,
             "bytes = return values of splice/vmsplice with a pipe fd; counted as moved, not copied \
              (vmsplice without SPLICE_F_GIFT still copies on the way in: counted as vmsplice bytes)",
-            &[
-                tp("sys_enter_splice", "syscalls", "sys_enter_splice"),
-                tp("sys_exit_splice", "syscalls", "sys_exit_splice"),
-                tp("sys_enter_vmsplice", "syscalls", "sys_enter_vmsplice"),
-                tp("sys_exit_vmsplice", "syscalls", "sys_exit_vmsplice"),
-            ],
+            &[Attach::Syscalls { row: sysrow::PIPE_SPLICE, ops: &[sysop::SPLICE, sysop::VMSPLICE] }],
         )],
     },
 ];

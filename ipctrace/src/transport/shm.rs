@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ipctrace_common::{ChannelKind, ProbeId};
+use ipctrace_common::{ChannelKind, ProbeId, sysop, sysrow};
 
 use super::{Ends, Family};
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     discover::Found,
     model::{Agreement, Label, Observed, Process, Stage, probe::Mechanism},
     path::{chain, hist_of, is_clear_frame, latency, stacks_with, stage},
-    probes::{Attach, LogicalProbe, imp, tp, tp_opt},
+    probes::{Attach, LogicalProbe, imp, tp},
 };
 
 pub struct Shm;
@@ -38,16 +38,12 @@ static PROBES: &[LogicalProbe] = &[
         impls: &[imp(
             Mechanism::Tracepoint,
             Label::Exact,
-            "calls counted at the syscall tracepoints; the mappings they return define what \
+            "calls counted at the raw syscall tracepoints; the mappings they return define what \
              counts as 'in the shm object' for faults and futexes",
-            &[
-                tp("sys_enter_openat", "syscalls", "sys_enter_openat"),
-                tp("sys_enter_unlink", "syscalls", "sys_enter_unlink"),
-                tp("sys_enter_ftruncate", "syscalls", "sys_enter_ftruncate"),
-                tp("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
-                tp("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
-                tp("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
-            ],
+            &[Attach::Syscalls {
+                row: sysrow::SHM_SETUP,
+                ops: &[sysop::OPEN, sysop::OPENAT, sysop::UNLINK, sysop::FTRUNCATE, sysop::MMAP, sysop::MUNMAP],
+            }],
         )],
     },
     LogicalProbe {
@@ -117,14 +113,7 @@ static PROBES: &[LogicalProbe] = &[
                 Label::Derived,
                 "futex(2) FUTEX_WAIT(_BITSET)/FUTEX_WAKE(_BITSET) (and futex2 futex_wait/futex_wake) \
                  on an address in a traced shm mapping; result = syscall return value",
-                &[
-                    tp("sys_enter_futex", "syscalls", "sys_enter_futex"),
-                    tp("sys_exit_futex", "syscalls", "sys_exit_futex"),
-                    tp_opt("sys_enter_futex_wait", "syscalls", "sys_enter_futex_wait"),
-                    tp_opt("sys_exit_futex_wait", "syscalls", "sys_exit_futex_wait"),
-                    tp_opt("sys_enter_futex_wake", "syscalls", "sys_enter_futex_wake"),
-                    tp_opt("sys_exit_futex_wake", "syscalls", "sys_exit_futex_wake"),
-                ],
+                &[Attach::Syscalls { row: sysrow::FUTEX, ops: &[sysop::FUTEX, sysop::FUTEX_WAIT, sysop::FUTEX_WAKE] }],
             ),
         ],
     },

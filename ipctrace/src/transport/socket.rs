@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use ipctrace_common::{ChannelKind, ProbeId};
+use ipctrace_common::{ChannelKind, ProbeId, sysop, sysrow};
 
 use super::{Ends, Family};
 use crate::{
@@ -88,18 +88,7 @@ static PROBES: &[LogicalProbe] = &[
                 Mechanism::Tracepoint,
                 Label::Derived,
                 RULE_SYSCALL,
-                &[
-                    tp("sock_enter_write", "syscalls", "sys_enter_write"),
-                    tp("sock_exit_write", "syscalls", "sys_exit_write"),
-                    tp("sock_enter_writev", "syscalls", "sys_enter_writev"),
-                    tp("sock_exit_writev", "syscalls", "sys_exit_writev"),
-                    tp("sock_enter_sendto", "syscalls", "sys_enter_sendto"),
-                    tp("sock_exit_sendto", "syscalls", "sys_exit_sendto"),
-                    tp("sock_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
-                    tp("sock_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
-                    tp("sock_enter_sendfile", "syscalls", "sys_enter_sendfile64"),
-                    tp("sock_exit_sendfile", "syscalls", "sys_exit_sendfile64"),
-                ],
+                &[Attach::Syscalls { row: sysrow::UNIX_SEND, ops: &[sysop::WRITE, sysop::SEND, sysop::SENDFILE] }],
             ),
         ],
     },
@@ -138,16 +127,7 @@ static PROBES: &[LogicalProbe] = &[
                 Mechanism::Tracepoint,
                 Label::Derived,
                 RULE_SYSCALL,
-                &[
-                    tp("sock_enter_read", "syscalls", "sys_enter_read"),
-                    tp("sock_exit_read", "syscalls", "sys_exit_read"),
-                    tp("sock_enter_readv", "syscalls", "sys_enter_readv"),
-                    tp("sock_exit_readv", "syscalls", "sys_exit_readv"),
-                    tp("sock_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
-                    tp("sock_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
-                    tp("sock_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
-                    tp("sock_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
-                ],
+                &[Attach::Syscalls { row: sysrow::UNIX_RECV, ops: &[sysop::READ, sysop::RECV] }],
             ),
         ],
     },

@@ -1,0 +1,121 @@
+//! The syscall tier of every transport: one pair of raw tracepoints on raw_syscalls
+//! sys_enter/sys_exit instead of a classic `syscalls:*` tracepoint per call (which fills a
+//! perf record on every call of every process). The cheapest check comes first: the syscall
+//! number is looked up in `SYSCALLS` (an array the loader fills with what each number means
+//! and which probe-table rows want it); then the target filter; then the fd is classified
+//! once and the call handed to its transport (`pipe`, `shm`, `futex`, `sock`). The exit ends
+//! whatever the entry started.
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use ipctrace_common::{ChannelKind, ProbeId, SYSCALL_SLOTS, sysop, sysrow};
+
+use crate::{
+    SYSCALLS, classify::fd_of_call, current, finish, futex, is_target, offsets, pending_take, pipe, read_at, shm, sock,
+};
+
+/// x86's TS_COMPAT: the task is in a 32-bit syscall, whose numbers are not these.
+const TS_COMPAT: u32 = 0x0002;
+
+/// What the loader asked for syscall `nr` (0: nothing).
+#[inline(always)]
+fn wanted(nr: i64) -> u32 {
+    if nr < 0 || nr >= SYSCALL_SLOTS as i64 {
+        return 0;
+    }
+    SYSCALLS.get(nr as u32).copied().unwrap_or(0)
+}
+
+/// Syscall argument `i` from the saved registers.
+#[inline(always)]
+fn arg(regs: *const u8, i: usize) -> u64 {
+    let off = offsets().regs_args.get(i).copied().unwrap_or(u32::MAX);
+    unsafe { read_at::<u64>(regs, off) }.unwrap_or(u64::MAX)
+}
+
+/// Is the current task in a 32-bit compat syscall?
+#[inline(always)]
+fn compat() -> bool {
+    let off = offsets().task_ti_status;
+    if off == u32::MAX {
+        return false;
+    }
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    crate::task_field::<u32>(task, off).is_ok_and(|s| s & TS_COMPAT != 0)
+}
+
+/// A call on an fd that the pipe row `pipe_row` counts as `pipe_probe` when it is a pipe and
+/// the socket row `sock_row` as `sock_probe` when it is an AF_UNIX socket.
+#[inline(always)]
+fn on_fd(w: u32, fd: u64, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe: ProbeId) {
+    let f = fd_of_call(fd);
+    if !f.sk.is_null() {
+        if w & sock_row != 0 {
+            sock::start(f.sk, sock_probe);
+        }
+    } else if f.kind != ChannelKind::Other && w & pipe_row != 0 {
+        pipe::enter(f.ino, f.kind, pipe_probe);
+    }
+}
+
+/// sys_enter(regs, id).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    let w = wanted(ctx.arg::<u64>(1) as i64);
+    if w == 0 {
+        return 0;
+    }
+    let (tgid, _) = current();
+    if !is_target(tgid) || compat() {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    match w & sysop::MASK {
+        sysop::WRITE => {
+            on_fd(w, arg(regs, 0), sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend)
+        }
+        sysop::READ => {
+            on_fd(w, arg(regs, 0), sysrow::PIPE_READ, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv)
+        }
+        sysop::SEND => on_fd(w, arg(regs, 0), 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend),
+        sysop::RECV => on_fd(w, arg(regs, 0), 0, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv),
+        // sendfile(out_fd, in_fd, offset, count): into a socket, pages move without a copy.
+        sysop::SENDFILE => on_fd(w, arg(regs, 0), 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSendfile),
+        sysop::VMSPLICE => on_fd(w, arg(regs, 0), sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend),
+        sysop::SPLICE => pipe::splice_enter(arg(regs, 0), arg(regs, 2)),
+        sysop::OPEN => shm::open_enter(tgid, arg(regs, 0)),
+        sysop::OPENAT => shm::open_enter(tgid, arg(regs, 1)),
+        sysop::UNLINK => shm::unlink_enter(tgid, arg(regs, 0)),
+        sysop::FTRUNCATE => shm::ftruncate_enter(tgid, arg(regs, 0), arg(regs, 1)),
+        sysop::MMAP => shm::mmap_enter(arg(regs, 4), arg(regs, 1)),
+        sysop::MUNMAP => shm::munmap_enter(tgid, arg(regs, 0), arg(regs, 1)),
+        sysop::FUTEX => futex::futex_enter(tgid, arg(regs, 0), arg(regs, 1)),
+        sysop::FUTEX_WAIT => futex::start(tgid, arg(regs, 0), ProbeId::FutexWait),
+        sysop::FUTEX_WAKE => futex::start(tgid, arg(regs, 0), ProbeId::FutexWake),
+        _ => {}
+    }
+    0
+}
+
+/// sys_exit(regs, ret): the number is the saved orig_ax.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let Ok(nr) = (unsafe { read_at::<i64>(regs, offsets().regs_orig_ax) }) else { return 0 };
+    if wanted(nr) == 0 {
+        return 0;
+    }
+    let Some((tgid, p)) = pending_take() else { return 0 };
+    let ret = ctx.arg::<u64>(1) as i64;
+    if p.probe == ProbeId::ShmMmap as u16 {
+        shm::mmap_exit(tgid, &p, ret);
+    } else {
+        finish(tgid, &p, ret);
+    }
+    0
+}
