@@ -125,7 +125,29 @@ pub mod sysop {
     pub const RECV: u32 = 14;
     pub const SENDFILE: u32 = 15;
     pub const OPEN: u32 = 16;
+    /// What the fd cache must see: an fd closed (`close`), replaced (`dup2`/`dup3`: the new
+    /// fd is the second argument), a range closed (`close_range`), fds changed behind the
+    /// syscalls' back (`io_uring_setup`: the process is never cached).
+    pub const CLOSE: u32 = 17;
+    pub const DUP2: u32 = 18;
+    pub const CLOSE_RANGE: u32 = 19;
+    pub const IO_URING: u32 = 20;
     pub const MASK: u32 = 0xff;
+}
+
+/// `TARGETS` values: bit flags in the low byte, the process's fd-cache generation above
+/// (random, changed at exec and close_range, so a reused pid or fd table never meets an old
+/// entry).
+pub mod target {
+    /// A target (what the loader inserts, with a generation).
+    pub const IS: u32 = 1;
+    /// Its syscalls' bitness was checked (the syscall dispatcher, at its first call).
+    pub const CHECKED: u32 = 2;
+    /// It makes 32-bit syscalls, whose numbers and arguments are not traced.
+    pub const COMPAT: u32 = 4;
+    /// Its fds are never cached (io_uring, or an fd table shared with another process).
+    pub const NOCACHE: u32 = 8;
+    pub const GEN_SHIFT: u32 = 8;
 }
 
 /// Probe-table rows served by the syscall dispatcher (bits above `sysop::MASK`).

@@ -114,18 +114,33 @@ unsafe fn inode_kind(file: *const u8, inode: *const u8, mode: u16) -> Result<Cha
     }
 }
 
-/// What a syscall's fd is, as its programs need it: a channel (`kind`, `ino`), or an
-/// AF_UNIX-or-other socket by its `struct sock *` (`sk`, whose channel depends on the
-/// direction: `sock::unix_channel`). A plain struct, every field set: an enum with payloads
-/// here makes LLVM store undefined registers, which the verifier refuses.
+/// What a syscall's fd is, as its programs need it: a channel (`kind`, `ino`), or a socket by
+/// its `struct sock *` (`sk`, whose channel depends on the direction: `sock::unix_channel`).
+/// `open` 0: no file at that fd (or it could not be read), a state an open can change without
+/// a close, so never cached. A plain struct, every field set: an enum with payloads here makes
+/// LLVM store undefined registers, which the verifier refuses; and the fd cache keeps it as is.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub(crate) struct Fd {
-    pub kind: ChannelKind,
+    pub kind: u16,
+    pub open: u16,
+    pub _pad: u32,
     pub ino: u64,
-    pub sk: *const u8,
+    pub sk: u64,
 }
 
 impl Fd {
-    const NONE: Fd = Fd { kind: ChannelKind::Other, ino: 0, sk: core::ptr::null() };
+    const ABSENT: Fd = Fd { kind: ChannelKind::Other as u16, open: 0, _pad: 0, ino: 0, sk: 0 };
+    const UNTRACED: Fd = Fd { kind: ChannelKind::Other as u16, open: 1, _pad: 0, ino: 0, sk: 0 };
+
+    /// The channel kind, if the fd is one (a socket is not: its channel needs a direction).
+    #[inline(always)]
+    pub fn channel(&self) -> Option<ChannelKind> {
+        match ChannelKind::from_u16(self.kind) {
+            Some(ChannelKind::Other) | None => None,
+            k => k,
+        }
+    }
 }
 
 #[inline(always)]
@@ -134,32 +149,31 @@ unsafe fn fd_info(fd: u64) -> Result<Fd, i32> {
     unsafe {
         let file = file_of_fd(fd)?;
         if file.is_null() {
-            return Ok(Fd::NONE);
+            return Ok(Fd::ABSENT);
         }
         let inode: *const u8 = read_at(file, o.file_inode)?;
         let mode: u16 = read_at(inode, o.inode_mode)?;
         if mode & S_IFMT == S_IFSOCK {
             let sock: *const u8 = read_at(file, o.file_private_data)?;
-            let sk: *const u8 = read_at(sock, o.socket_sk)?;
-            return Ok(Fd { kind: ChannelKind::Other, ino: 0, sk });
+            let sk: u64 = read_at(sock, o.socket_sk)?;
+            return Ok(Fd { sk, ..Fd::UNTRACED });
         }
         let kind = inode_kind(file, inode, mode)?;
         if kind == ChannelKind::Other {
-            return Ok(Fd::NONE);
+            return Ok(Fd::UNTRACED);
         }
-        Ok(Fd { kind, ino: read_at(inode, o.inode_ino)?, sk: core::ptr::null() })
+        Ok(Fd { kind: kind as u16, ino: read_at(inode, o.inode_ino)?, ..Fd::UNTRACED })
     }
 }
 
-/// fd of the current task -> `Fd` (kind `Other` and a null `sk`: none of the traced kinds);
-/// a failed read is loss.
+/// fd of the current task -> `Fd`; a failed read is loss (and the fd counts as absent).
 #[inline(always)]
 pub(crate) fn fd_of_call(fd: u64) -> Fd {
     match unsafe { fd_info(fd) } {
         Ok(f) => f,
         Err(_) => {
             count_loss(loss::READ_FAILED);
-            Fd::NONE
+            Fd::ABSENT
         }
     }
 }

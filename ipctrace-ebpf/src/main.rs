@@ -10,6 +10,7 @@
 #![no_main]
 
 mod classify;
+mod fdcache;
 mod futex;
 mod pages;
 mod pipe;
@@ -47,9 +48,10 @@ static SYSCALLS: Array<u32> = Array::with_max_entries(SYSCALL_SLOTS, 0);
 #[unsafe(no_mangle)]
 static FILE_OPS: FileOps = FileOps { eventfd: 0, signalfd: 0 };
 
-/// Target processes (tgid -> 1); filled before the workload's start gate opens, extended on fork.
+/// Target processes (tgid -> `ipctrace_common::target` flags and fd-cache generation); filled
+/// before the workload's start gate opens, extended on fork.
 #[map]
-static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
 /// Process names of targets (set at fork and exec), for reports after they exited.
 #[map]
@@ -68,7 +70,9 @@ static PARENTS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map]
 static EXITS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
-/// Calls in flight, by thread.
+/// Calls in flight, by thread. A thread's entry stays once made (`probe` 0: nothing in
+/// flight) and is overwritten in place: an update of a hash map costs several times a lookup,
+/// and a traced pipe makes four of them per message otherwise. Removed when the thread exits.
 #[map]
 static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 
@@ -112,6 +116,11 @@ static FLOOR: u8 = 0;
 /// Set to 0 by the loader for `--without block-stacks`.
 #[unsafe(no_mangle)]
 static BLOCK_STACKS: u8 = 1;
+
+#[inline(always)]
+fn events_on() -> bool {
+    unsafe { core::ptr::read_volatile(&EVENTS_ON) != 0 }
+}
 
 #[inline(always)]
 fn block_stacks() -> bool {
@@ -210,7 +219,7 @@ fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
 /// `--events`: one record per counted call or event; a full ring buffer is counted as loss.
 #[inline(always)]
 fn emit(tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64) {
-    if unsafe { core::ptr::read_volatile(&EVENTS_ON) } == 0 {
+    if !events_on() {
         return;
     }
     match EVENTS.reserve::<Event>(0) {
@@ -278,9 +287,23 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
 #[inline(always)]
 fn pending_start(p: Pending) {
     let id = bpf_get_current_pid_tgid();
-    if PENDING.insert(&id, &p, 0).is_err() {
+    if let Some(slot) = PENDING.get_ptr_mut(&id) {
+        unsafe { *slot = p };
+    } else if PENDING.insert(&id, &p, 0).is_err() {
         count_loss(loss::PENDING_FULL);
+        return;
     }
+    if pipe::fills_pipe(p.probe) {
+        pages::claim();
+    }
+}
+
+/// The current thread's call in flight, if any.
+#[inline(always)]
+fn inflight() -> Option<*mut Pending> {
+    let id = bpf_get_current_pid_tgid();
+    let p = PENDING.get_ptr_mut(&id)?;
+    (unsafe { (*p).probe } != 0).then_some(p)
 }
 
 /// Ends the current thread's call with its return value: counts it, and what it added up
@@ -288,16 +311,19 @@ fn pending_start(p: Pending) {
 #[inline(always)]
 fn call_exit(ret: i64) -> u32 {
     if let Some((tgid, p)) = pending_take() {
-        finish(tgid, &p, ret);
+        finish(tgid, p, ret);
     }
     0
 }
 
 #[inline(always)]
-fn finish(tgid: u32, p: &Pending, ret: i64) {
-    agg_call(tgid, p, ret, now().saturating_sub(p.start_ns));
-    pipe::flush_pages(tgid, p);
-    sock::flush(tgid, p);
+fn finish(tgid: u32, mut p: Pending, ret: i64) {
+    if pipe::fills_pipe(p.probe) {
+        pages::settle(&mut p);
+    }
+    agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
+    pipe::flush_pages(tgid, &p);
+    sock::flush(tgid, &p);
 }
 
 /// Starts a call on a channel for the current thread.
@@ -310,8 +336,12 @@ fn start_call(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
 #[inline(always)]
 fn pending_take() -> Option<(u32, Pending)> {
     let id = bpf_get_current_pid_tgid();
-    let p = unsafe { PENDING.get(&id) }.copied()?;
-    let _ = PENDING.remove(&id);
+    let slot = PENDING.get_ptr_mut(&id)?;
+    let p = unsafe { *slot };
+    if p.probe == 0 {
+        return None;
+    }
+    unsafe { (*slot).probe = 0 };
     Some(((id >> 32) as u32, p))
 }
 

@@ -2,13 +2,65 @@
 //! while a pipe write is in flight is a pipe buffer page: added up in that call and counted
 //! against its channel at the call's exit, with no stack walk (a 1 GiB pipe run allocates
 //! 262,144 of them). Any other allocation keeps its kernel stack, which tells a shmem page
-//! from the rest. The call in flight is looked up first: it exists only for targets, so the
-//! hot case costs one lookup.
+//! from the rest.
+//!
+//! The write in flight is found without a hash lookup while it stays on its CPU: its start
+//! claims this CPU's `PIPE_PAGES` slot, where the pages are added up; the slot is emptied into
+//! the call (`PENDING`) when the writer leaves the CPU and at the call's exit. Allocations
+//! after the writer moved to another CPU find the call in `PENDING`.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use ipctrace_common::{ChannelKind, ProbeId, StackKey};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::map, macros::raw_tracepoint, maps::PerCpuArray,
+    programs::RawTracePointContext,
+};
+use ipctrace_common::{ChannelKind, Pending, ProbeId, StackKey};
 
-use crate::{PENDING, agg_event, emit, is_target, pipe::fills_pipe, stack_add, stack_id};
+use crate::{agg_event, emit, events_on, inflight, is_target, pipe::fills_pipe, stack_add, stack_id};
+
+/// Pages allocated by the pipe write that claimed this CPU (`id`: its pid_tgid, 0: none).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PageSlot {
+    id: u64,
+    pages: u64,
+    bytes: u64,
+}
+
+#[map]
+static PIPE_PAGES: PerCpuArray<PageSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// A pipe write of the current thread starts on this CPU: it owns the slot.
+#[inline(always)]
+pub(crate) fn claim() {
+    if let Some(s) = PIPE_PAGES.get_ptr_mut(0) {
+        unsafe { *s = PageSlot { id: bpf_get_current_pid_tgid(), pages: 0, bytes: 0 } };
+    }
+}
+
+/// Moves what this CPU's slot holds for the current thread into its call `p`.
+#[inline(always)]
+pub(crate) fn settle(p: &mut Pending) {
+    if let Some(s) = PIPE_PAGES.get_ptr_mut(0) {
+        unsafe {
+            if (*s).id == bpf_get_current_pid_tgid() {
+                p._pad += (*s).pages as u32;
+                p.len += (*s).bytes;
+                *s = PageSlot { id: 0, pages: 0, bytes: 0 };
+            }
+        }
+    }
+}
+
+/// The current thread leaves the CPU: a write in flight takes its pages with it.
+#[inline(always)]
+pub(crate) fn leave_cpu() {
+    if let Some(s) = PIPE_PAGES.get_ptr_mut(0)
+        && unsafe { (*s).id } == bpf_get_current_pid_tgid()
+        && let Some(p) = inflight()
+    {
+        unsafe { settle(&mut *p) };
+    }
+}
 
 /// mm_page_alloc(page, order, gfp_flags, migratetype).
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
@@ -16,18 +68,33 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let id = bpf_get_current_pid_tgid();
     let order = ctx.arg::<u64>(1) as u32;
     let bytes = 4096u64 << (order & 15);
     let tgid = (id >> 32) as u32;
-    if let Some(p) = PENDING.get_ptr_mut(&id)
+    let mut counted = false;
+    if let Some(s) = PIPE_PAGES.get_ptr_mut(0)
+        && unsafe { (*s).id } == id
+    {
+        unsafe {
+            (*s).pages += 1;
+            (*s).bytes += bytes;
+        }
+        counted = true;
+    }
+    if counted && !events_on() {
+        return 0;
+    }
+    if let Some(p) = inflight()
         && fills_pipe(unsafe { (*p).probe })
     {
         // Added up in the call in flight; counted once at its exit (`pipe::flush_pages`).
         emit(tgid, ProbeId::PageAlloc as u16, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0);
-        unsafe {
-            (*p)._pad += 1;
-            (*p).len += bytes;
+        if !counted {
+            unsafe {
+                (*p)._pad += 1;
+                (*p).len += bytes;
+            }
         }
         return 0;
     }

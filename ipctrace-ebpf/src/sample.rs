@@ -6,7 +6,7 @@
 use aya_ebpf::{macros::perf_event, programs::PerfEventContext};
 use ipctrace_common::{ProbeId, StackKey};
 
-use crate::{PENDING, current, is_target, stack_add, stack_id};
+use crate::{current, inflight, is_target, stack_add, stack_id};
 
 #[perf_event]
 pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
@@ -19,9 +19,8 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     }
     let kstack = stack_id(&ctx, 0);
     // The channel whose call this thread has in flight, if any: the sample is that channel's.
-    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let (kind, ino) = match unsafe { PENDING.get(&id) } {
-        Some(p) => (p.kind, p.ino),
+    let (kind, ino) = match inflight() {
+        Some(p) => unsafe { ((*p).kind, (*p).ino) },
         None => (0, 0),
     };
     stack_add(&StackKey { tgid, probe: ProbeId::Sample as u16, kind, kstack, ustack: -1, ino }, 0);

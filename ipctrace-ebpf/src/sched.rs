@@ -3,11 +3,11 @@
 //! child's parent) and the exit code of every target.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext};
-use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched};
+use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched, target};
 
 use crate::{
-    BLOCK_TICK, COMMS, EXITS, OFFCPU, PARENTS, PENDING, TARGETS, agg_call, agg_event, count_loss, current, is_target,
-    now, offsets, stack_add, stack_id, task_field,
+    BLOCK_TICK, COMMS, EXITS, OFFCPU, PARENTS, PENDING, TARGETS, agg_call, agg_event, count_loss, current, inflight,
+    is_target, now, offsets, stack_add, stack_id, task_field,
 };
 
 /// Is this block's stack to be captured? Every block no in-flight call explains, and one in
@@ -38,6 +38,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     // The task leaving the CPU is `current`.
     let (tgid, tid) = current();
     if tid != 0 && is_target(tgid) {
+        crate::pages::leave_cpu();
         let preempt = ctx.arg::<u64>(0) & 1 != 0;
         // Blocked = not preempted and not left runnable (a yield). Before 5.18 the state is
         // not an argument and is read from the task.
@@ -51,14 +52,16 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
         agg_event(tgid, ProbeId::SchedOut as u16, sub, 0, 0);
         if voluntary {
             // Where it blocked: the call in flight (pipe write, futex wait, ...) says it exactly.
-            let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-            let (p, k, ino) = match unsafe { PENDING.get(&id) } {
-                Some(p) => (p.probe, p.kind, p.ino),
+            let (p, k, ino) = match inflight() {
+                Some(p) => unsafe { ((*p).probe, (*p).kind, (*p).ino) },
                 None => (0, 0, 0),
             };
             let kstack = if take_block_stack(p != 0) { stack_id(&ctx, 0) } else { -1 };
             let o = OffCpu { ts: now(), tgid, kstack, probe: p, kind: k, _pad: 0, ino };
-            if OFFCPU.insert(&tid, &o, 0).is_err() {
+            // Like PENDING, a thread's entry is reused (ts 0: running) and removed at its exit.
+            if let Some(slot) = OFFCPU.get_ptr_mut(&tid) {
+                unsafe { *slot = o };
+            } else if OFFCPU.insert(&tid, &o, 0).is_err() {
                 count_loss(loss::OFFCPU_FULL);
             }
         }
@@ -66,9 +69,11 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     // The task coming in: close its off-CPU interval.
     let next: u32 = task_field(ctx.arg(2), offsets().task_pid).unwrap_or(0);
     if next != 0
-        && let Some(o) = unsafe { OFFCPU.get(&next) }.copied()
+        && let Some(slot) = OFFCPU.get_ptr_mut(&next)
+        && unsafe { (*slot).ts } != 0
     {
-        let _ = OFFCPU.remove(&next);
+        let o = unsafe { *slot };
+        unsafe { (*slot).ts = 0 };
         let dt = now().saturating_sub(o.ts);
         let p = Pending {
             ino: o.ino,
@@ -106,6 +111,9 @@ pub fn sched_waking(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let Some(o) = (unsafe { OFFCPU.get(&pid) }).copied() else { return 0 };
+    if o.ts == 0 {
+        return 0;
+    }
     let (waker, _) = current();
     // Counted by waker, without a stack walk: the blocked side's stack (OFFCPU) already says
     // where the wait was, and a walk per wake-up would double the cost of tracing a pipe.
@@ -124,9 +132,21 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    let child: u32 = task_field(ctx.arg(1), offsets().task_tgid).unwrap_or(0);
+    let child_task: *const u8 = ctx.arg(1);
+    let child: u32 = task_field(child_task, offsets().task_tgid).unwrap_or(0);
     if child != 0 && child != tgid {
-        let _ = TARGETS.insert(&child, &1, 0);
+        // A child sharing its parent's fd table (clone with CLONE_FILES) could close an fd
+        // of either without the other's syscalls showing it: neither is fd-cached.
+        let files = |task: *const u8| task_field::<u64>(task, offsets().task_files).unwrap_or(0);
+        let parent_task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+        let mut t = crate::fdcache::new_generation(target::IS);
+        if files(child_task) == files(parent_task)
+            && let Some(p) = TARGETS.get_ptr_mut(&tgid)
+        {
+            t |= target::NOCACHE;
+            unsafe { *p |= target::NOCACHE };
+        }
+        let _ = TARGETS.insert(&child, &t, 0);
         let _ = PARENTS.insert(&child, &tgid, 0);
         if let Ok(comm) = bpf_get_current_comm() {
             let _ = COMMS.insert(&child, &comm, 0);
@@ -135,15 +155,22 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// A target's thread-group leader exits: keep its exit code (wait(2) encoding: the exit
-/// status in bits 8-15, or the signal in bits 0-6), for the process tree of the report.
+/// A target's thread exits: its per-thread entries go. Its thread-group leader's exit keeps
+/// the exit code (wait(2) encoding: the exit status in bits 8-15, or the signal in bits 0-6),
+/// for the process tree of the report.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
     let (tgid, tid) = current();
-    if tid != tgid || !is_target(tgid) {
+    if !is_target(tgid) {
+        return 0;
+    }
+    let _ = PENDING.remove(&aya_ebpf::helpers::bpf_get_current_pid_tgid());
+    let _ = OFFCPU.remove(&tid);
+    crate::shm::thread_exit();
+    if tid != tgid {
         return 0;
     }
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
@@ -160,10 +187,13 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let (tgid, _) = current();
-    if is_target(tgid)
-        && let Ok(comm) = bpf_get_current_comm()
-    {
-        let _ = COMMS.insert(&tgid, &comm, 0);
+    if let Some(t) = TARGETS.get_ptr_mut(&tgid) {
+        // The new program's bitness is checked again at its first syscall; close-on-exec fds
+        // are gone, so cached ones are too (a new generation).
+        unsafe { *t = crate::fdcache::new_generation((*t & target::NOCACHE) | target::IS) };
+        if let Ok(comm) = bpf_get_current_comm() {
+            let _ = COMMS.insert(&tgid, &comm, 0);
+        }
     }
     0
 }

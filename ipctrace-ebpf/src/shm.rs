@@ -136,7 +136,8 @@ pub fn page_fault_kernel(ctx: RawTracePointContext) -> u32 {
 }
 
 /// Faults in flight, by thread: separate from `PENDING` because a fault nests inside a
-/// pipe write or read (copy_from_user/copy_to_user on a page not yet mapped).
+/// pipe write or read (copy_from_user/copy_to_user on a page not yet mapped). Entries are
+/// reused like `PENDING`'s (`probe` 0: none in flight).
 #[map]
 static PENDING_FAULT: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 
@@ -154,7 +155,9 @@ fn fault_entry(vma: *const u8) -> u32 {
     };
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     let p = Pending { ino, start_ns: now(), len: 0, probe: ProbeId::MmFault as u16, kind: k, _pad: 0 };
-    if PENDING_FAULT.insert(&id, &p, 0).is_err() {
+    if let Some(slot) = PENDING_FAULT.get_ptr_mut(&id) {
+        unsafe { *slot = p };
+    } else if PENDING_FAULT.insert(&id, &p, 0).is_err() {
         count_loss(loss::PENDING_FULL);
     }
     0
@@ -163,8 +166,11 @@ fn fault_entry(vma: *const u8) -> u32 {
 #[inline(always)]
 fn fault_exit() -> u32 {
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    if let Some(p) = unsafe { PENDING_FAULT.get(&id) }.copied() {
-        let _ = PENDING_FAULT.remove(&id);
+    if let Some(slot) = PENDING_FAULT.get_ptr_mut(&id)
+        && unsafe { (*slot).probe } != 0
+    {
+        let p = unsafe { *slot };
+        unsafe { (*slot).probe = 0 };
         // vm_fault_t is a bit mask, not a length: count the fault as completed (zero).
         agg_call((id >> 32) as u32, &p, 0, now().saturating_sub(p.start_ns));
     }
@@ -201,4 +207,10 @@ pub fn kretprobe_mm_fault(_ctx: RetProbeContext) -> u32 {
         return 0;
     }
     fault_exit()
+}
+
+/// The current thread exits: its fault entry goes.
+#[inline(always)]
+pub(crate) fn thread_exit() {
+    let _ = PENDING_FAULT.remove(&aya_ebpf::helpers::bpf_get_current_pid_tgid());
 }

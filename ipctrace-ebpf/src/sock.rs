@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use ipctrace_common::{AF_UNIX, ChannelKind, MSG_SPLICE_PAGES, Pending, ProbeId, loss};
 
-use crate::{PENDING, agg_event, call_exit, count_loss, current, is_target, offsets, read_at, start_call};
+use crate::{agg_event, call_exit, count_loss, current, is_target, offsets, read_at, start_call};
 
 /// The channel of a send (`send`) or receive on AF_UNIX socket `sk`: the receiving socket's
 /// inode and the kind; None for another family or a socket being torn down.
@@ -67,8 +67,7 @@ pub(crate) fn start(sk: *const u8, probe: ProbeId) {
 /// The thread's call in flight, if it is one of `probes`.
 #[inline(always)]
 fn inflight(probes: &[ProbeId]) -> Option<*mut Pending> {
-    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let p = PENDING.get_ptr_mut(&id)?;
+    let p = crate::inflight()?;
     let probe = unsafe { (*p).probe };
     probes.iter().any(|x| *x as u16 == probe).then_some(p)
 }

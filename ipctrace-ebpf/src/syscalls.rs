@@ -7,11 +7,9 @@
 //! whatever the entry started.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use ipctrace_common::{ChannelKind, ProbeId, SYSCALL_SLOTS, sysop, sysrow};
+use ipctrace_common::{ProbeId, SYSCALL_SLOTS, sysop, sysrow, target};
 
-use crate::{
-    SYSCALLS, classify::fd_of_call, current, finish, futex, is_target, offsets, pending_take, pipe, read_at, shm, sock,
-};
+use crate::{SYSCALLS, TARGETS, current, fdcache, finish, futex, offsets, pending_take, pipe, read_at, shm, sock};
 
 /// x86's TS_COMPAT: the task is in a 32-bit syscall, whose numbers are not these.
 const TS_COMPAT: u32 = 0x0002;
@@ -32,6 +30,22 @@ fn arg(regs: *const u8, i: usize) -> u64 {
     unsafe { read_at::<u64>(regs, off) }.unwrap_or(u64::MAX)
 }
 
+/// Target `tgid`'s `TARGETS` entry, if it is a target making 64-bit syscalls. Whether it
+/// makes 32-bit ones (whose numbers and arguments are not these) is read from the task at its
+/// first traced syscall (and again after an exec), then kept in the entry: a 32-bit process
+/// is one for life. (A 64-bit process entering by `int 0x80` is not told apart.)
+#[inline(always)]
+fn target64(tgid: u32) -> Option<*mut u32> {
+    let t = TARGETS.get_ptr_mut(&tgid)?;
+    let flags = unsafe { *t };
+    if flags & target::CHECKED == 0 {
+        let c = if compat() { target::COMPAT } else { 0 };
+        unsafe { *t = flags | target::CHECKED | c };
+        return (c == 0).then_some(t);
+    }
+    (flags & target::COMPAT == 0).then_some(t)
+}
+
 /// Is the current task in a 32-bit compat syscall?
 #[inline(always)]
 fn compat() -> bool {
@@ -43,17 +57,28 @@ fn compat() -> bool {
     crate::task_field::<u32>(task, off).is_ok_and(|s| s & TS_COMPAT != 0)
 }
 
-/// A call on an fd that the pipe row `pipe_row` counts as `pipe_probe` when it is a pipe and
-/// the socket row `sock_row` as `sock_probe` when it is an AF_UNIX socket.
+/// The syscall's target and what it asked for: the process, its `TARGETS` value, the rows
+/// and operation (`w`), the saved registers.
+struct Call {
+    tgid: u32,
+    t: u32,
+    w: u32,
+    regs: *const u8,
+}
+
+/// A call on an fd (the first argument) that the pipe row `pipe_row` counts as `pipe_probe`
+/// when it is a pipe and the socket row `sock_row` as `sock_probe` when it is a socket.
 #[inline(always)]
-fn on_fd(w: u32, fd: u64, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe: ProbeId) {
-    let f = fd_of_call(fd);
-    if !f.sk.is_null() {
-        if w & sock_row != 0 {
-            sock::start(f.sk, sock_probe);
+fn on_fd(c: &Call, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe: ProbeId) {
+    let f = fdcache::fd(c.tgid, c.t, arg(c.regs, 0));
+    if f.sk != 0 {
+        if c.w & sock_row != 0 {
+            sock::start(f.sk as *const u8, sock_probe);
         }
-    } else if f.kind != ChannelKind::Other && w & pipe_row != 0 {
-        pipe::enter(f.ino, f.kind, pipe_probe);
+    } else if c.w & pipe_row != 0
+        && let Some(kind) = f.channel()
+    {
+        pipe::enter(f.ino, kind, pipe_probe);
     }
 }
 
@@ -68,22 +93,17 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let (tgid, _) = current();
-    if !is_target(tgid) || compat() {
-        return 0;
-    }
+    let Some(tp) = target64(tgid) else { return 0 };
     let regs: *const u8 = ctx.arg(0);
+    let c = Call { tgid, t: unsafe { *tp }, w, regs };
     match w & sysop::MASK {
-        sysop::WRITE => {
-            on_fd(w, arg(regs, 0), sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend)
-        }
-        sysop::READ => {
-            on_fd(w, arg(regs, 0), sysrow::PIPE_READ, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv)
-        }
-        sysop::SEND => on_fd(w, arg(regs, 0), 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend),
-        sysop::RECV => on_fd(w, arg(regs, 0), 0, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv),
+        sysop::WRITE => on_fd(&c, sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend),
+        sysop::READ => on_fd(&c, sysrow::PIPE_READ, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv),
+        sysop::SEND => on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend),
+        sysop::RECV => on_fd(&c, 0, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv),
         // sendfile(out_fd, in_fd, offset, count): into a socket, pages move without a copy.
-        sysop::SENDFILE => on_fd(w, arg(regs, 0), 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSendfile),
-        sysop::VMSPLICE => on_fd(w, arg(regs, 0), sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend),
+        sysop::SENDFILE => on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSendfile),
+        sysop::VMSPLICE => on_fd(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend),
         sysop::SPLICE => pipe::splice_enter(arg(regs, 0), arg(regs, 2)),
         sysop::OPEN => shm::open_enter(tgid, arg(regs, 0)),
         sysop::OPENAT => shm::open_enter(tgid, arg(regs, 1)),
@@ -94,6 +114,10 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         sysop::FUTEX => futex::futex_enter(tgid, arg(regs, 0), arg(regs, 1)),
         sysop::FUTEX_WAIT => futex::start(tgid, arg(regs, 0), ProbeId::FutexWait),
         sysop::FUTEX_WAKE => futex::start(tgid, arg(regs, 0), ProbeId::FutexWake),
+        sysop::CLOSE => fdcache::forget(tgid, c.t, arg(regs, 0)),
+        sysop::DUP2 => fdcache::forget(tgid, c.t, arg(regs, 1)),
+        sysop::CLOSE_RANGE => unsafe { *tp = fdcache::new_generation(c.t) },
+        sysop::IO_URING => unsafe { *tp = c.t | target::NOCACHE },
         _ => {}
     }
     0
@@ -115,7 +139,7 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     if p.probe == ProbeId::ShmMmap as u16 {
         shm::mmap_exit(tgid, &p, ret);
     } else {
-        finish(tgid, &p, ret);
+        finish(tgid, p, ret);
     }
     0
 }

@@ -115,6 +115,14 @@ pub const fn tp_opt(prog: &'static str, category: &'static str, name: &'static s
 /// The programs of the syscall dispatcher.
 pub const SYSCALL_PROGS: [&str; 2] = ["raw_sys_enter", "raw_sys_exit"];
 
+/// What the dispatcher's fd cache must see, whichever rows use it (`ipctrace-ebpf` fdcache).
+pub const FD_CACHE_OPS: &[u32] = &[
+    ipctrace_common::sysop::CLOSE,
+    ipctrace_common::sysop::DUP2,
+    ipctrace_common::sysop::CLOSE_RANGE,
+    ipctrace_common::sysop::IO_URING,
+];
+
 /// The syscalls an operation of the dispatcher stands for, by name and by this
 /// architecture's number.
 pub fn syscalls_of(op: u32) -> &'static [(&'static str, i64)] {
@@ -140,6 +148,11 @@ pub fn syscalls_of(op: u32) -> &'static [(&'static str, i64)] {
         // calls them.
         sysop::FUTEX_WAIT => &[("futex_wait", 455)],
         sysop::FUTEX_WAKE => &[("futex_wake", 454)],
+        sysop::CLOSE => &[("close", libc::SYS_close)],
+        #[cfg(target_arch = "x86_64")]
+        sysop::DUP2 => &[("dup2", libc::SYS_dup2), ("dup3", libc::SYS_dup3)],
+        sysop::CLOSE_RANGE => &[("close_range", libc::SYS_close_range)],
+        sysop::IO_URING => &[("io_uring_setup", libc::SYS_io_uring_setup)],
         _ => &[],
     }
 }

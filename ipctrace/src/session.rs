@@ -28,7 +28,7 @@ use crate::{
         StreamSummary,
         probe::{Choice, Chosen, Skipped},
     },
-    probes::{Attach, Impl, SYSCALL_PROGS, Tier, allowed, syscalls_of, table},
+    probes::{Attach, FD_CACHE_OPS, Impl, SYSCALL_PROGS, Tier, allowed, syscalls_of, table},
 };
 
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipctrace-ebpf.o"));
@@ -327,6 +327,7 @@ impl Session {
                         }
                     }
                     self.syscalls_attached = true;
+                    self.want_syscalls(0, FD_CACHE_OPS)?;
                 }
                 let names = self.want_syscalls(row, ops)?;
                 Ok(format!("raw_tp:raw_syscalls:sys_enter+sys_exit ({})", names.join(", ")))
@@ -487,8 +488,13 @@ impl Session {
 
     /// Adds a process to the in-kernel filter.
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
-        let mut t: HashMap<_, u32, u8> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
-        t.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
+        let mut t: HashMap<_, u32, u32> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
+        // A random fd-cache generation: a reused pid never meets an earlier process's entries.
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ tgid.rotate_left(13));
+        let value = ipctrace_common::target::IS | (generation << ipctrace_common::target::GEN_SHIFT);
+        t.insert(tgid, value, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
     }
 
     /// A channel ipctrace itself uses with its targets (by inode): never counted.
@@ -500,7 +506,7 @@ impl Session {
     /// Every process in the in-kernel filter (those added, and every child they forked).
     pub fn targets(&self) -> Vec<u32> {
         let Some(m) = self.bpf.map("TARGETS") else { return Vec::new() };
-        let Ok(m) = HashMap::<_, u32, u8>::try_from(m) else { return Vec::new() };
+        let Ok(m) = HashMap::<_, u32, u32>::try_from(m) else { return Vec::new() };
         m.keys().flatten().collect()
     }
 

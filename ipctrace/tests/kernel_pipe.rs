@@ -115,3 +115,45 @@ fn kernel_pipe_corruption_is_detected() {
     assert_eq!(cons["witness"]["verified_bytes"], 70000);
     assert_eq!(observed(cons, "read").1, total);
 }
+
+/// An fd number that changes what it refers to is classified again: bash writes through fd 1
+/// dup2'd from fd 5, first an anonymous pipe, then (fd 5 closed and reopened) a FIFO. A cache
+/// of fd kinds that missed the close or the dup2 would count the FIFO's bytes on the pipe.
+#[test]
+fn kernel_pipe_reused_fd_numbers_are_classified_again() {
+    if !require_root("kernel_pipe_reused_fd_numbers_are_classified_again") {
+        return;
+    }
+    let fifo = std::env::temp_dir().join(format!("ipctrace-fdreuse-{}", std::process::id()));
+    let script = r#"set -e
+mkfifo "$1"
+cat "$1" > /dev/null &
+exec 5> >(cat > /dev/null)
+printf '%4096s' x >&5
+exec 5>&-
+exec 5> "$1"
+printf '%8192s' y >&5
+exec 5>&-
+wait
+rm -f "$1""#;
+    let out = Command::new(BIN)
+        .args(["trace", "--format", "json", "--", "bash", "-c", script, "bash"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bash = r["overview"]["processes"][0]["pid"].as_u64().expect("the traced bash");
+    let mut written = std::collections::BTreeMap::new();
+    for run in r["runs"].as_array().unwrap() {
+        for p in run["processes"].as_array().unwrap().iter().filter(|p| p["pid"].as_u64() == Some(bash)) {
+            for e in p["observed"]["events"].as_array().unwrap().iter().filter(|e| e["probe"] == "pipe_write") {
+                *written.entry(e["channel"]["kind"].as_str().unwrap().to_string()).or_insert(0) +=
+                    e["bytes"].as_u64().unwrap();
+            }
+        }
+    }
+    let expect: std::collections::BTreeMap<String, u64> = [("anon_pipe".into(), 4096), ("fifo".into(), 8192)].into();
+    assert_eq!(written, expect, "bytes bash wrote, by channel kind");
+}
