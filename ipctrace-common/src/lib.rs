@@ -54,6 +54,9 @@ pub struct Offsets {
     /// `struct task_struct.thread_info.status` (x86: TS_COMPAT marks a 32-bit syscall, whose
     /// numbers differ); UNKNOWN elsewhere.
     pub task_ti_status: u32,
+    /// 1 when sched_switch's raw tracepoint passes prev_state (5.18+); before, the programs
+    /// read it from the task (`task_state`).
+    pub switch_state_arg: u32,
 }
 
 /// Kernel addresses the classification compares `file->f_op->read_iter` with (from
@@ -98,6 +101,7 @@ impl Offsets {
         task_tgid: u32::MAX,
         task_state: u32::MAX,
         task_ti_status: u32::MAX,
+        switch_state_arg: 0,
     };
 }
 

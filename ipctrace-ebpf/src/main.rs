@@ -35,10 +35,6 @@ use ipctrace_common::{
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets::UNKNOWN;
 
-/// Set to 1 by the loader when sched_switch's raw tracepoint passes prev_state (5.18+).
-#[unsafe(no_mangle)]
-static SWITCH_STATE_ARG: u8 = 0;
-
 /// What the syscall dispatcher does per syscall number (`ipctrace_common::sysop`/`sysrow`);
 /// filled by the loader as the probe table is walked. 0: the syscall is not looked at.
 #[map]
@@ -160,11 +156,6 @@ fn is_target(tgid: u32) -> bool {
 #[inline(always)]
 fn offsets() -> Offsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
-}
-
-#[inline(always)]
-fn switch_state_arg() -> bool {
-    unsafe { core::ptr::read_volatile(&SWITCH_STATE_ARG) != 0 }
 }
 
 #[inline(always)]

@@ -42,7 +42,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
         let preempt = ctx.arg::<u64>(0) & 1 != 0;
         // Blocked = not preempted and not left runnable (a yield). Before 5.18 the state is
         // not an argument and is read from the task.
-        let state = if crate::switch_state_arg() {
+        let state = if offsets().switch_state_arg != 0 {
             ctx.arg::<u64>(3) as u32
         } else {
             task_field::<u32>(ctx.arg(1), offsets().task_state).unwrap_or(0)

@@ -160,11 +160,8 @@ impl Session {
         let mut loader = EbpfLoader::new();
         let fops = crate::kernel::symbols::file_ops();
         let (floor, block_stacks) = (u8::from(floor), u8::from(block_stacks));
-        // sched_switch passes prev_state from 5.18; before, the programs read it from the task.
-        let switch_state_arg = u8::from(crate::kernel::btf::raw_tp_args("sched_switch") == Some(4));
         loader
             .override_global("OFFSETS", offsets, true)
-            .override_global("SWITCH_STATE_ARG", &switch_state_arg, true)
             .override_global("FILE_OPS", &fops, true)
             .override_global("FLOOR", &floor, true)
             .override_global("BLOCK_STACKS", &block_stacks, true);

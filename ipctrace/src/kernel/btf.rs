@@ -96,13 +96,13 @@ pub fn offsets() -> Result<Offsets> {
         task_ti_status: offset(&btf, "task_struct", "thread_info")
             .and_then(|t| Ok(t + offset(&btf, "thread_info", "status")?))
             .unwrap_or(u32::MAX),
+        switch_state_arg: u32::from(raw_tp_args(&btf, "sched_switch") == Some(4)),
     })
 }
 
 /// How many arguments raw tracepoint `name` passes (its `btf_trace_NAME` typedef is a pointer
 /// to a function whose first parameter is the program context); None if BTF does not say.
-pub fn raw_tp_args(name: &str) -> Option<usize> {
-    let btf = Btf::from_file(VMLINUX).ok()?;
+fn raw_tp_args(btf: &Btf, name: &str) -> Option<usize> {
     let mut t = btf.resolve_types_by_name(&format!("btf_trace_{name}")).ok()?.into_iter().next()?;
     for _ in 0..4 {
         match t {
@@ -149,7 +149,8 @@ mod tests {
             assert!(v < 4096, "{name} found in BTF: {v}");
         }
         // sys_enter(regs, id); sched_switch(preempt, prev, next[, prev_state]).
-        assert_eq!(raw_tp_args("sys_enter"), Some(2));
-        assert!(matches!(raw_tp_args("sched_switch"), Some(3 | 4)));
+        let btf = Btf::from_file(VMLINUX).unwrap();
+        assert_eq!(raw_tp_args(&btf, "sys_enter"), Some(2));
+        assert!(matches!(raw_tp_args(&btf, "sched_switch"), Some(3 | 4)));
     }
 }
