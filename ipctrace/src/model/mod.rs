@@ -261,7 +261,8 @@ pub struct StackCount {
     pub time_ns: u64,
     /// Kernel frames, outermost first (`entry_SYSCALL_64 ... leaf`); empty if not captured.
     pub kernel: Vec<String>,
-    /// True when the sample also had a user stack (user frames are not symbolized yet).
+    /// True when the sample also had a user stack. User stacks are not walked (they were
+    /// never symbolized, and the walk was most of a sample's cost): false.
     pub user: bool,
     pub label: Label,
 }
