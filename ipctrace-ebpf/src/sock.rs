@@ -11,15 +11,23 @@
 //! the call and counted at its exit.
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint},
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
+    maps::LruHashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use ipctrace_common::{AF_UNIX, ChannelKind, MSG_SPLICE_PAGES, Pending, ProbeId, loss};
 
 use crate::{agg_event, call_exit, count_loss, current, is_target, offsets, read_at, start_call};
 
+/// Sockets sent to before they were accepted (their `struct sock` address), with the inode
+/// they got once accepted (0 until then): userspace moves what was counted under the address
+/// to the inode.
+#[map]
+static EMBRYOS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
 /// The channel of a send (`send`) or receive on AF_UNIX socket `sk`: the receiving socket's
-/// inode and the kind; None for another family or a socket being torn down.
+/// inode (or, before it is accepted, its address: `EMBRYOS`) and the kind; None for another
+/// family or a socket being torn down.
 #[inline(always)]
 pub(crate) unsafe fn unix_channel(sk: *const u8, send: bool) -> Option<(u64, ChannelKind)> {
     let o = offsets();
@@ -42,13 +50,31 @@ pub(crate) unsafe fn unix_channel(sk: *const u8, send: bool) -> Option<(u64, Cha
                 target = peer;
             }
         }
+        if o.socket_alloc_inode == u32::MAX {
+            return None;
+        }
         let socket: *const u8 = read_at(target, o.sock_socket).ok()?;
-        if socket.is_null() || o.socket_alloc_inode == u32::MAX {
+        let key = target as u64;
+        if socket.is_null() {
+            // A client may send before the server accepts: the peer is an embryo with no
+            // socket (and no inode) yet. Counted under its address until it has one.
+            if send && target != sk {
+                if EMBRYOS.get(&key).is_none() {
+                    let _ = EMBRYOS.insert(&key, &0, 0);
+                }
+                return Some((key, kind));
+            }
             return None;
         }
         let ino: u64 = read_at(socket.add(o.socket_alloc_inode as usize), o.inode_ino).ok()?;
         if crate::IGNORED.get(&ino).is_some() {
             return None;
+        }
+        // An accepted embryo: its address now names this inode.
+        if let Some(v) = EMBRYOS.get_ptr_mut(&key)
+            && *v == 0
+        {
+            *v = ino;
         }
         Some((ino, kind))
     }

@@ -44,13 +44,14 @@ async fn wait_until(
     stops: &mut Stops,
     found: &mut Discovery,
     deadline: Option<Instant>,
+    follow_peers: bool,
     mut done: impl FnMut() -> bool,
 ) -> Result<Stop> {
     let mut last_scan = Instant::now();
     loop {
         session.drain()?;
         if last_scan.elapsed() >= RESCAN {
-            rescan(session, found)?;
+            rescan(session, found, follow_peers)?;
             last_scan = Instant::now();
         }
         if done() {
@@ -65,10 +66,23 @@ async fn wait_until(
     }
 }
 
-/// Reads the live targets' channels again; new shm mappings go to the programs' range table.
-fn rescan(session: &mut Session, found: &mut Discovery) -> Result<()> {
-    for (pid, r) in found.scan(session.targets()) {
+/// Reads the live targets' channels again; new shm mappings go to the programs' range table,
+/// and with `follow_peers` the processes at the other end of their sockets become targets.
+fn rescan(session: &mut Session, found: &mut Discovery, follow_peers: bool) -> Result<()> {
+    let seen = found.scan(session.targets());
+    for (pid, r) in seen.ranges {
         session.add_ranges(pid, &r)?;
+    }
+    if follow_peers && !seen.new_peers.is_empty() {
+        for &pid in &seen.new_peers {
+            session.add_target(pid)?;
+        }
+        let names: Vec<String> = seen.new_peers.iter().map(|p| format!("{p} ({})", found.outside_names[p])).collect();
+        crate::warn(&format!("ipctrace: following socket peers: {}", names.join(", ")));
+        // Their channels and mappings, now.
+        for (pid, r) in found.scan(seen.new_peers.iter().copied()).ranges {
+            session.add_ranges(pid, &r)?;
+        }
     }
     Ok(())
 }
@@ -86,7 +100,7 @@ fn report(
     let mut unknown = 0;
     let procs = Processes::read(session, initial);
     let roots: Vec<u32> = initial.iter().map(|(p, _)| *p).collect();
-    let (runs, overview) = sections::build(session, &procs, &roots, &found.found, elapsed_ns, &mut unknown)?;
+    let (runs, overview) = sections::build(session, &procs, &roots, found, elapsed_ns, &mut unknown)?;
     let ended_by = match stop {
         Stop::Signal => EndedBy::Interrupted,
         Stop::Deadline => EndedBy::Duration,
@@ -161,7 +175,7 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
     for &pid in &pids {
         session.add_target(pid)?;
     }
-    rescan(&mut session, &mut found)?;
+    rescan(&mut session, &mut found, args.follow_peers)?;
     let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
     // Machine-readable: scripts and tests start the traffic after this line.
     let shown: Vec<String> = names.iter().map(|(p, n)| format!("{p} ({n})")).collect();
@@ -173,11 +187,13 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
     let targets = pids.clone();
-    let stop =
-        wait_until(&mut session, &mut stops, &mut found, deadline, || targets.iter().all(|&p| discover::exited(p)))
-            .await?;
+    let follow = args.follow_peers;
+    let stop = wait_until(&mut session, &mut stops, &mut found, deadline, follow, || {
+        targets.iter().all(|&p| discover::exited(p))
+    })
+    .await?;
     // Channels opened at the last moment count too.
-    rescan(&mut session, &mut found)?;
+    rescan(&mut session, &mut found, follow)?;
     let r = report(&mut session, "attach", &stop, &names, &found, t0.elapsed().as_nanos() as u64, None)?;
     let why = nothing_observed(&r, &pids);
     Ok((r, why))
@@ -314,7 +330,7 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
     let mut found = Discovery::default();
-    let stop = wait_until(&mut session, &mut stops, &mut found, deadline, || root.reap()).await?;
+    let stop = wait_until(&mut session, &mut stops, &mut found, deadline, false, || root.reap()).await?;
     let stopped = !matches!(stop, Stop::Exited);
     if stopped {
         end_tree(&session, &mut root);

@@ -147,6 +147,11 @@ pub struct AttachArgs {
     /// Stop after this long (e.g. 10s); by default at Ctrl-C or when every target has exited.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Also trace the processes at the other end of the targets' Unix sockets (found through
+    /// sock_diag and /proc while tracing, including peers that connect later); without it
+    /// they are named in the report as external peers.
+    #[arg(long)]
+    pub follow_peers: bool,
     #[command(flatten)]
     pub probes: ProbeArgs,
     #[command(flatten)]

@@ -1,8 +1,13 @@
 //! Finding out about processes ipctrace did not start: whether a PID exists and is a user
 //! process, its name, and its IPC channels from /proc — every fd and every shared mapping is
-//! offered to each transport family (`Family::find_in_fd`, `Family::find_in_maps`). Reads only.
+//! offered to each transport family (`Family::find_in_fd`, `Family::find_in_maps`), with what
+//! sock_diag says of the Unix sockets at the same moment (`Scan`); and who outside the
+//! targets holds a socket. Reads only.
 
-use std::path::Path;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use ipctrace_common::{RANGES_PER_PROCESS, Range, Ranges};
 use serde::{Deserialize, Serialize};
@@ -18,8 +23,49 @@ pub struct Found {
     /// A `ChannelKind` name.
     pub kind: String,
     pub ino: u64,
-    /// FIFO path, shm object path (`/dev/shm/NAME`, `/memfd:NAME`, `/SYSV...`).
+    /// FIFO path, shm object path (`/dev/shm/NAME`, `/memfd:NAME`, `/SYSV...`), socket name.
     pub path: Option<String>,
+    /// A connected socket's peer (its inode): the other direction of the conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<u64>,
+}
+
+/// What one look at the system says beyond /proc/PID/fd: every Unix socket's type, peer and
+/// name (sock_diag; empty if the dump failed).
+#[derive(Default)]
+pub struct Scan {
+    pub unix: BTreeMap<u64, crate::kernel::sockdiag::UnixSock>,
+}
+
+impl Scan {
+    pub fn now() -> Self {
+        Self { unix: crate::kernel::sockdiag::unix_sockets().unwrap_or_default() }
+    }
+}
+
+/// The processes holding each of `inodes` as a socket fd (`socket:[INO]`), among every
+/// process of the system: one walk of /proc/*/fd.
+pub fn socket_holders(inodes: &BTreeSet<u64>) -> BTreeMap<u64, u32> {
+    let mut out = BTreeMap::new();
+    if inodes.is_empty() {
+        return out;
+    }
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        for e in std::fs::read_dir(p.path().join("fd")).into_iter().flatten().flatten() {
+            let Ok(t) = std::fs::read_link(e.path()) else { continue };
+            let Some(ino) = t.to_str().and_then(|s| s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()) else {
+                continue;
+            };
+            if inodes.contains(&ino) {
+                out.entry(ino).or_insert(pid);
+            }
+        }
+        if out.len() == inodes.len() {
+            break;
+        }
+    }
+    out
 }
 
 /// The process a thread id belongs to (`Tgid:` in /proc/TID/status); None if there is no
@@ -59,12 +105,12 @@ pub fn exited(pid: u32) -> bool {
 }
 
 /// The channels among the process's open files.
-fn fd_channels(pid: u32) -> Vec<Found> {
+fn fd_channels(pid: u32, scan: &Scan) -> Vec<Found> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
         let Ok(target) = std::fs::read_link(e.path()) else { continue };
         let link = target.to_string_lossy();
-        if let Some(f) = FAMILIES.iter().find_map(|f| f.find_in_fd(&link, &e.path())) {
+        if let Some(f) = FAMILIES.iter().find_map(|f| f.find_in_fd(&link, &e.path(), scan)) {
             out.push(f);
         }
     }
@@ -83,8 +129,8 @@ fn map_channels(pid: u32) -> Vec<(Found, u64, u64)> {
 }
 
 /// Everything a process has open now; its shared mappings also as the programs' range table.
-pub fn channels(pid: u32) -> (Vec<Found>, Ranges) {
-    let mut found = fd_channels(pid);
+pub fn channels(pid: u32, scan: &Scan) -> (Vec<Found>, Ranges) {
+    let mut found = fd_channels(pid, scan);
     let mut ranges = Ranges::default();
     for (i, (c, start, end)) in map_channels(pid).into_iter().enumerate() {
         if i < RANGES_PER_PROCESS {

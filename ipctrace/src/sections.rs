@@ -22,21 +22,37 @@ use crate::{
 };
 
 /// Channels found in /proc while tracing, per process (scanned again while processes live,
-/// so short-lived ones and channels opened later keep their names and paths).
+/// so short-lived ones and channels opened later keep their names and paths), and who
+/// outside the targets holds the other end of their sockets.
 #[derive(Default)]
 pub struct Discovery {
     pub found: BTreeMap<u32, Vec<discover::Found>>,
+    /// Processes outside the targets holding a peer of a target's socket: inode -> pid.
+    pub outside: BTreeMap<u64, u32>,
+    /// Their names, read while they lived.
+    pub outside_names: BTreeMap<u32, String>,
+}
+
+/// What a scan saw that the session needs now.
+#[derive(Default)]
+pub struct Seen {
+    /// Shm mappings of the targets (for the programs' range table).
+    pub ranges: Vec<(u32, ipctrace_common::Ranges)>,
+    /// Processes outside the targets found holding a peer socket for the first time.
+    pub new_peers: Vec<u32>,
 }
 
 impl Discovery {
-    /// Looks at every live process of `pids` again; returns their shm ranges seen now.
-    pub fn scan(&mut self, pids: impl IntoIterator<Item = u32>) -> Vec<(u32, ipctrace_common::Ranges)> {
-        let mut ranges = Vec::new();
-        for pid in pids {
+    /// Looks at every live process of `pids` again, with one sock_diag dump for all.
+    pub fn scan(&mut self, pids: impl IntoIterator<Item = u32>) -> Seen {
+        let pids: BTreeSet<u32> = pids.into_iter().collect();
+        let scan = discover::Scan::now();
+        let mut seen = Seen::default();
+        for &pid in &pids {
             if discover::exited(pid) {
                 continue;
             }
-            let (now, r) = discover::channels(pid);
+            let (now, r) = discover::channels(pid, &scan);
             let f = self.found.entry(pid).or_default();
             for c in now {
                 if !f.contains(&c) {
@@ -44,10 +60,30 @@ impl Discovery {
                 }
             }
             if r.r.iter().any(|x| x.start != 0) {
-                ranges.push((pid, r));
+                seen.ranges.push((pid, r));
             }
         }
-        ranges
+        // Peers no target holds, not yet placed: one walk of /proc for all of them.
+        let held: BTreeSet<u64> = self.found.values().flatten().map(|f| f.ino).collect();
+        let unplaced: BTreeSet<u64> = self
+            .found
+            .values()
+            .flatten()
+            .filter_map(|f| f.peer)
+            .filter(|p| !held.contains(p) && !self.outside.contains_key(p))
+            .collect();
+        for (ino, pid) in discover::socket_holders(&unplaced) {
+            if pids.contains(&pid) {
+                continue;
+            }
+            self.outside.insert(ino, pid);
+            if !self.outside_names.contains_key(&pid) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                self.outside_names.insert(pid, comm.trim().to_string());
+                seen.new_peers.push(pid);
+            }
+        }
+        seen
     }
 }
 
@@ -125,10 +161,11 @@ pub fn build(
     session: &Session,
     procs: &Processes,
     roots: &[u32],
-    found: &BTreeMap<u32, Vec<discover::Found>>,
+    discovery: &Discovery,
     elapsed_ns: u64,
     unknown: &mut u64,
 ) -> Result<(Vec<TransportRun>, Overview)> {
+    let found = &discovery.found;
     let snap = session.snapshot()?;
     let mut tgids: BTreeSet<u32> = roots.iter().copied().collect();
     tgids.extend(snap.aggs.keys().map(|k| k.tgid));
@@ -157,9 +194,19 @@ pub fn build(
     let mut sections: Vec<(TransportRun, ChannelRow)> = Vec::new();
     for (ino, (kind_name, chan_path)) in chans {
         let Some((kind, family)) = transport::family_named(&kind_name) else { continue };
-        let holders: Vec<u32> =
-            found.iter().filter(|(_, fs)| fs.iter().any(|f| f.ino == ino)).map(|(p, _)| *p).collect();
-        let (producer, consumer) = family.pair(ino, &observed, &holders);
+        let holders = transport::holders(found, ino);
+        let (producer, consumer) = family.pair(ino, &observed, found);
+        // An end outside the targets, named where its object's holder is known.
+        let (w_obj, r_obj) = family.end_objects(ino, found);
+        let outside = |obj: Option<u64>| {
+            let pid = *discovery.outside.get(&obj?)?;
+            let comm = discovery.outside_names.get(&pid).cloned().unwrap_or_else(|| "?".into());
+            Some(Endpoint { pid, comm, external: true })
+        };
+        let (w_out, r_out) = (
+            producer.is_none().then(|| outside(w_obj)).flatten(),
+            consumer.is_none().then(|| outside(r_obj)).flatten(),
+        );
         let mut processes = Vec::new();
         for (pid, role) in [(producer, "producer"), (consumer, "consumer")] {
             if let Some(pid) = pid {
@@ -172,13 +219,17 @@ pub fn build(
                 });
             }
         }
-        let side = |p: Option<u32>| p.map_or("external peer".to_string(), |p| format!("{} {p}", procs.name(p)));
+        let side = |p: Option<u32>, out: &Option<Endpoint>| match (p, out) {
+            (Some(p), _) => format!("{} {p}", procs.name(p)),
+            (None, Some(e)) => format!("external peer {} {}", e.comm, e.pid),
+            (None, None) => "external peer".to_string(),
+        };
         let what = family.describe(kind, ino, chan_path.as_deref());
         let description = if producer.is_none() && consumer.is_none() {
             let held: Vec<String> = holders.iter().map(|p| format!("{} {p}", procs.name(*p))).collect();
             format!("{what} · held by {} · no traffic observed", held.join(", "))
         } else {
-            format!("{what} · {} -> {}", side(producer), side(consumer))
+            format!("{what} · {} -> {}", side(producer, &w_out), side(consumer, &r_out))
         };
         let run = conclude::section(
             family,
@@ -195,14 +246,16 @@ pub fn build(
             },
         );
         let (bytes, calls, blocked_ns) = row_figures(&run, family);
-        let end = |p: Option<u32>| p.map(|pid| Endpoint { pid, comm: procs.name(pid) });
+        let end = |p: Option<u32>, out: Option<Endpoint>| {
+            p.map(|pid| Endpoint { pid, comm: procs.name(pid), external: false }).or(out)
+        };
         let row = ChannelRow {
             id: 0,
             kind: kind_name,
             ino,
             name: what,
-            writer: end(producer),
-            reader: end(consumer),
+            writer: end(producer, w_out),
+            reader: end(consumer, r_out),
             bytes,
             calls,
             copies_per_byte: run.path.metrics.kernel_copies_per_byte,

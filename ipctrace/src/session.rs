@@ -510,10 +510,15 @@ impl Session {
     /// Aggregates summed over CPUs.
     pub fn aggregates(&self) -> Result<BTreeMap<AggKey, AggVal>> {
         let m: PerCpuHashMap<_, AggKey, AggVal> = PerCpuHashMap::try_from(self.bpf.map("AGG").context("AGG map")?)?;
-        let mut out = BTreeMap::new();
+        let embryos = self.embryos();
+        let mut out: BTreeMap<AggKey, AggVal> = BTreeMap::new();
         for item in m.iter() {
-            let (k, per_cpu) = item?;
-            let mut sum = AggVal::default();
+            let (mut k, per_cpu) = item?;
+            // Counted under a socket's address before it was accepted: moved to its inode.
+            if let Some(&ino) = embryos.get(&k.ino) {
+                k.ino = ino;
+            }
+            let sum = out.entry(k).or_default();
             for v in per_cpu.iter() {
                 sum.calls += v.calls;
                 sum.bytes += v.bytes;
@@ -527,23 +532,34 @@ impl Session {
                     *s += x;
                 }
             }
-            out.insert(k, sum);
         }
         Ok(out)
+    }
+
+    /// Sockets sent to before they were accepted: address -> the inode they got (accepted
+    /// ones only).
+    fn embryos(&self) -> BTreeMap<u64, u64> {
+        let Some(m) = self.bpf.map("EMBRYOS") else { return BTreeMap::new() };
+        let Ok(m) = HashMap::<_, u64, u64>::try_from(m) else { return BTreeMap::new() };
+        m.iter().flatten().filter(|(_, ino)| *ino != 0).collect()
     }
 
     /// Everything at once, for the report.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let m: PerCpuHashMap<_, StackKey, StackVal> =
             PerCpuHashMap::try_from(self.bpf.map("STACK_COUNTS").context("STACK_COUNTS map")?)?;
-        let mut stacks = BTreeMap::new();
+        let embryos = self.embryos();
+        let mut stacks: BTreeMap<StackKey, StackVal> = BTreeMap::new();
         for item in m.iter() {
-            let (k, per_cpu) = item?;
-            let v = per_cpu.iter().fold(StackVal::default(), |a, v| StackVal {
-                count: a.count + v.count,
-                time_ns: a.time_ns + v.time_ns,
-            });
-            stacks.insert(k, v);
+            let (mut k, per_cpu) = item?;
+            if let Some(&ino) = embryos.get(&k.ino) {
+                k.ino = ino;
+            }
+            let v = stacks.entry(k).or_default();
+            for x in per_cpu.iter() {
+                v.count += x.count;
+                v.time_ns += x.time_ns;
+            }
         }
         Ok(Snapshot { aggs: self.aggregates()?, stacks })
     }

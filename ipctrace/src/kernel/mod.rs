@@ -1,7 +1,9 @@
-//! What ipctrace reads from the running kernel: struct offsets from BTF, tracefs, version.
+//! What ipctrace reads from the running kernel: struct offsets from BTF, tracefs, version,
+//! Unix sockets (sock_diag).
 //! Read-only queries plus the one private-namespace tracefs mount.
 
 pub mod btf;
+pub mod sockdiag;
 pub mod symbols;
 pub mod tracefs;
 

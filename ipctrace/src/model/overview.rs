@@ -38,6 +38,9 @@ pub struct ProcessNode {
 pub struct Endpoint {
     pub pid: u32,
     pub comm: String,
+    /// A process outside the targets (named from /proc and sock_diag; nothing of it traced).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// One channel, as a row of the overview table.
@@ -49,7 +52,7 @@ pub struct ChannelRow {
     pub ino: u64,
     /// Path, POSIX name or `kind ino N`.
     pub name: String,
-    /// None: an external peer (not traced), or nobody wrote/read.
+    /// None: an external peer ipctrace could not name, or nobody wrote/read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<Endpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

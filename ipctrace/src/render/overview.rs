@@ -13,7 +13,11 @@ use crate::model::{
 };
 
 fn end(e: &Option<Endpoint>) -> String {
-    e.as_ref().map_or("external".into(), |e| format!("{} {}", e.comm, e.pid))
+    match e {
+        Some(e) if e.external => format!("{} {} (external)", e.comm, e.pid),
+        Some(e) => format!("{} {}", e.comm, e.pid),
+        None => "external".into(),
+    }
 }
 
 /// How a process ended, in a few words.

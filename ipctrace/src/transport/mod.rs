@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, path::Path};
 use ipctrace_common::{ChannelKind, ProbeId};
 
 use crate::{
-    discover::Found,
+    discover::{Found, Scan},
     model::{Agreement, Label, Observed, Process, Stage},
     probes::LogicalProbe,
 };
@@ -45,10 +45,20 @@ pub trait Family: Sync {
     /// Bytes seen leaving the channel at the consumer (None: the kernel cannot see them).
     fn delivered(&self, consumer: &Observed) -> Option<u64>;
     /// attach/trace: who writes and who reads channel `ino`, among the traced processes
-    /// (`observed`) and those that held it in /proc (`holders`).
-    fn pair(&self, ino: u64, observed: &BTreeMap<u32, Observed>, holders: &[u32]) -> (Option<u32>, Option<u32>);
+    /// (`observed`) and those that held it in /proc (`found`, by process).
+    fn pair(
+        &self,
+        ino: u64,
+        observed: &BTreeMap<u32, Observed>,
+        found: &BTreeMap<u32, Vec<Found>>,
+    ) -> (Option<u32>, Option<u32>);
+    /// attach/trace: the objects (inodes) whose holder is the writer and the reader of
+    /// channel `ino`, so an end outside the targets can be named (None: it cannot tell).
+    fn end_objects(&self, _ino: u64, _found: &BTreeMap<u32, Vec<Found>>) -> (Option<u64>, Option<u64>) {
+        (None, None)
+    }
     /// attach/trace: the channel behind an entry of /proc/PID/fd (its link text and path).
-    fn find_in_fd(&self, _link: &str, _fd: &Path) -> Option<Found> {
+    fn find_in_fd(&self, _link: &str, _fd: &Path, _scan: &Scan) -> Option<Found> {
         None
     }
     /// attach/trace: a channel in a /proc/PID/maps line's fields, with its address range.
@@ -63,6 +73,24 @@ pub trait Family: Sync {
     fn section_name(&self, kind: ChannelKind) -> &'static str;
     /// A channel in one phrase: `anon pipe ino 123`, `/dev/shm/NAME`.
     fn describe(&self, kind: ChannelKind, ino: u64, path: Option<&str>) -> String;
+}
+
+/// The traced process with the most traffic (bytes + calls) on channel `ino` through
+/// `probes`, if any.
+pub fn busiest(observed: &BTreeMap<u32, Observed>, ino: u64, probes: &[ProbeId]) -> Option<u32> {
+    let on = |o: &Observed| -> u64 {
+        o.events
+            .iter()
+            .filter(|e| probes.iter().any(|p| e.probe == p.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino))
+            .map(|e| e.bytes + e.calls)
+            .sum()
+    };
+    observed.iter().map(|(p, o)| (on(o), *p)).filter(|(b, _)| *b > 0).max().map(|x| x.1)
+}
+
+/// The processes that held object `ino` in /proc.
+pub fn holders(found: &BTreeMap<u32, Vec<Found>>, ino: u64) -> Vec<u32> {
+    found.iter().filter(|(_, fs)| fs.iter().any(|f| f.ino == ino)).map(|(p, _)| *p).collect()
 }
 
 /// Every family, in report order.

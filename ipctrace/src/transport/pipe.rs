@@ -7,10 +7,10 @@ use std::{collections::BTreeMap, os::unix::fs::FileTypeExt, path::Path};
 
 use ipctrace_common::{ChannelKind, ProbeId, sysop, sysrow};
 
-use super::{Ends, Family};
+use super::{Ends, Family, busiest};
 use crate::{
     agree::push,
-    discover::Found,
+    discover::{Found, Scan},
     model::{Agreement, Label, Observed, Process, Stage, StageTime},
     path::{chain, copy_sample_share, latency, pct, stage, woken_by},
     probes::{Attach, LogicalProbe, imp},
@@ -287,31 +287,25 @@ impl Family for Pipe {
         Some(consumer.sum_of(OUT).bytes)
     }
 
-    fn pair(&self, ino: u64, observed: &BTreeMap<u32, Observed>, _holders: &[u32]) -> (Option<u32>, Option<u32>) {
-        let on = |o: &Observed, probes: &[ProbeId]| -> u64 {
-            o.events
-                .iter()
-                .filter(|e| {
-                    probes.iter().any(|p| e.probe == p.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino)
-                })
-                .map(|e| e.bytes + e.calls)
-                .sum()
-        };
-        let pick = |probes: &[ProbeId]| {
-            observed.iter().map(|(p, o)| (on(o, probes), *p)).filter(|(b, _)| *b > 0).max().map(|x| x.1)
-        };
-        (pick(INTO), pick(OUT))
+    fn pair(
+        &self,
+        ino: u64,
+        observed: &BTreeMap<u32, Observed>,
+        _found: &BTreeMap<u32, Vec<Found>>,
+    ) -> (Option<u32>, Option<u32>) {
+        (busiest(observed, ino, INTO), busiest(observed, ino, OUT))
     }
 
-    fn find_in_fd(&self, link: &str, fd: &Path) -> Option<Found> {
+    fn find_in_fd(&self, link: &str, fd: &Path, _scan: &Scan) -> Option<Found> {
         if let Some(ino) = link.strip_prefix("pipe:[").and_then(|r| r.strip_suffix(']')).and_then(|i| i.parse().ok()) {
-            return Some(Found { kind: ChannelKind::AnonPipe.name().into(), ino, path: None });
+            return Some(Found { kind: ChannelKind::AnonPipe.name().into(), ino, path: None, peer: None });
         }
         let md = std::fs::metadata(fd).ok()?;
         (link.starts_with('/') && md.file_type().is_fifo()).then(|| Found {
             kind: ChannelKind::Fifo.name().into(),
             ino: std::os::unix::fs::MetadataExt::ino(&md),
             path: Some(link.to_string()),
+            peer: None,
         })
     }
 

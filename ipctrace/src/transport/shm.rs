@@ -295,7 +295,13 @@ impl Family for Shm {
         None
     }
 
-    fn pair(&self, ino: u64, observed: &BTreeMap<u32, Observed>, holders: &[u32]) -> (Option<u32>, Option<u32>) {
+    fn pair(
+        &self,
+        ino: u64,
+        observed: &BTreeMap<u32, Observed>,
+        found: &BTreeMap<u32, Vec<Found>>,
+    ) -> (Option<u32>, Option<u32>) {
+        let holders = super::holders(found, ino);
         let users = observed
             .iter()
             .filter(|(_, o)| o.events.iter().any(|e| e.channel.as_ref().is_some_and(|c| c.ino == ino)))
@@ -324,7 +330,7 @@ impl Family for Shm {
         let (start, end, ino) =
             (u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?, f[4].parse::<u64>().ok()?);
         let path = path.trim_end_matches(" (deleted)").to_string();
-        Some((Found { kind: ChannelKind::Shm.name().into(), ino, path: Some(path) }, start, end))
+        Some((Found { kind: ChannelKind::Shm.name().into(), ino, path: Some(path), peer: None }, start, end))
     }
 
     fn progress(&self) -> Option<ProbeId> {

@@ -4,13 +4,14 @@
 //! user, skb freed), the observed-vs-witness rows, and how attach/trace pair a direction: the
 //! channel id is the receiving socket's inode, so the sender and the receiver share it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use ipctrace_common::{ChannelKind, ProbeId, sysop, sysrow};
 
-use super::{Ends, Family};
+use super::{Ends, Family, busiest};
 use crate::{
     agree::push,
+    discover::{Found, Scan},
     model::{Agreement, Label, Observed, Process, Stage, StageTime, probe::Mechanism},
     path::{chain, copy_sample_share, latency, pct, stage, woken_by},
     probes::{Attach, LogicalProbe, imp, tp, tp_opt},
@@ -378,20 +379,36 @@ impl Family for Socket {
         Some(consumer.sum(RECV, None).bytes)
     }
 
-    fn pair(&self, ino: u64, observed: &BTreeMap<u32, Observed>, _holders: &[u32]) -> (Option<u32>, Option<u32>) {
-        let on = |o: &Observed, probes: &[ProbeId]| -> u64 {
-            o.events
-                .iter()
-                .filter(|e| {
-                    probes.iter().any(|p| e.probe == p.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino)
-                })
-                .map(|e| e.bytes + e.calls)
-                .sum()
-        };
-        let pick = |probes: &[ProbeId]| {
-            observed.iter().map(|(p, o)| (on(o, probes), *p)).filter(|(b, _)| *b > 0).max().map(|x| x.1)
-        };
-        (pick(INTO), pick(&[RECV]))
+    /// The sender and the receiver seen on the channel; where one was not seen, the traced
+    /// holder of the peer socket (the writer's end) or of the socket itself (the reader's).
+    fn pair(
+        &self,
+        ino: u64,
+        observed: &BTreeMap<u32, Observed>,
+        found: &BTreeMap<u32, Vec<Found>>,
+    ) -> (Option<u32>, Option<u32>) {
+        let (w, r) = self.end_objects(ino, found);
+        let held = |obj: Option<u64>| obj.and_then(|o| super::holders(found, o).into_iter().next());
+        (busiest(observed, ino, INTO).or_else(|| held(w)), busiest(observed, ino, &[RECV]).or_else(|| held(r)))
+    }
+
+    /// A direction's reader holds the receiving socket (the channel's id), its writer the
+    /// receiving socket's peer.
+    fn end_objects(&self, ino: u64, found: &BTreeMap<u32, Vec<Found>>) -> (Option<u64>, Option<u64>) {
+        let peer = found.values().flatten().find(|f| f.ino == ino).and_then(|f| f.peer);
+        (peer, Some(ino))
+    }
+
+    /// `socket:[INO]` of a Unix socket that sock_diag knows (a listening socket carries no
+    /// data and is not a channel); named by its bound name or its peer's.
+    fn find_in_fd(&self, link: &str, _fd: &Path, scan: &Scan) -> Option<Found> {
+        let ino: u64 = link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
+        let s = scan.unix.get(&ino)?;
+        if s.listening || s.kind == ChannelKind::Other {
+            return None;
+        }
+        let path = s.name.clone().or_else(|| s.peer.and_then(|p| scan.unix.get(&p)?.name.clone()));
+        Some(Found { kind: s.kind.name().into(), ino, path, peer: s.peer })
     }
 
     fn progress(&self) -> Option<ProbeId> {
