@@ -310,6 +310,16 @@ pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
 pub const SOCK_SEQPACKET: u16 = 5;
 /// `MSG_SPLICE_PAGES` (include/linux/socket.h, 6.5+): the pages are spliced, not copied.
+/// An AF_UNIX socket's kind by its type (`Other` for a type ipctrace does not trace).
+pub const fn unix_kind(ty: u16) -> ChannelKind {
+    match ty {
+        SOCK_STREAM => ChannelKind::UnixStream,
+        SOCK_DGRAM => ChannelKind::UnixDgram,
+        SOCK_SEQPACKET => ChannelKind::UnixSeqpacket,
+        _ => ChannelKind::Other,
+    }
+}
+
 pub const MSG_SPLICE_PAGES: u32 = 0x0800_0000;
 
 /// `PIPEFS_MAGIC` and `TMPFS_MAGIC` from `include/uapi/linux/magic.h`.

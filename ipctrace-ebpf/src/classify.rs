@@ -4,8 +4,7 @@
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use ipctrace_common::{
-    AF_UNIX, ChannelKind, MQUEUE_MAGIC, PIPEFS_MAGIC, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK, SOCK_DGRAM, SOCK_SEQPACKET,
-    SOCK_STREAM, TMPFS_MAGIC, loss,
+    AF_UNIX, ChannelKind, MQUEUE_MAGIC, PIPEFS_MAGIC, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK, TMPFS_MAGIC, loss,
 };
 
 use crate::{count_loss, file_ops, offsets, read_at};
@@ -46,16 +45,7 @@ unsafe fn socket_kind(file: *const u8) -> Result<ChannelKind, i32> {
     }
 }
 
-/// An AF_UNIX socket's kind by its type (`Other` for a type ipctrace does not trace).
-#[inline(always)]
-pub(crate) fn unix_kind(ty: u16) -> ChannelKind {
-    match ty {
-        SOCK_STREAM => ChannelKind::UnixStream,
-        SOCK_DGRAM => ChannelKind::UnixDgram,
-        SOCK_SEQPACKET => ChannelKind::UnixSeqpacket,
-        _ => ChannelKind::Other,
-    }
-}
+pub(crate) use ipctrace_common::unix_kind;
 
 /// A file -> (inode number, kind), or None for a null file or a kind ipctrace does not trace.
 #[inline(always)]

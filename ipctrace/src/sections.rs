@@ -77,9 +77,9 @@ impl Discovery {
                 continue;
             }
             self.outside.insert(ino, pid);
-            if !self.outside_names.contains_key(&pid) {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.outside_names.entry(pid) {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                self.outside_names.insert(pid, comm.trim().to_string());
+                e.insert(comm.trim().to_string());
                 seen.new_peers.push(pid);
             }
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use ipctrace_common::{ChannelKind, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM};
+use ipctrace_common::ChannelKind;
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::{
     SockDiagMessage,
@@ -66,12 +66,7 @@ pub fn unix_sockets() -> Result<BTreeMap<u64, UnixSock>> {
             let len = msg.header.length as usize;
             match msg.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
-                    let kind = match r.header.kind {
-                        k if u16::from(k) == SOCK_STREAM => ChannelKind::UnixStream,
-                        k if u16::from(k) == SOCK_DGRAM => ChannelKind::UnixDgram,
-                        k if u16::from(k) == SOCK_SEQPACKET => ChannelKind::UnixSeqpacket,
-                        _ => ChannelKind::Other,
-                    };
+                    let kind = ipctrace_common::unix_kind(u16::from(r.header.kind));
                     out.insert(
                         u64::from(r.header.inode),
                         UnixSock {
@@ -108,6 +103,6 @@ mod tests {
         let all = unix_sockets().expect("sock_diag dump");
         assert_eq!(all[&ia].peer, Some(ib));
         assert_eq!(all[&ib].peer, Some(ia));
-        assert_eq!(all[&ia].kind, ChannelKind::UnixStream);
+        assert_eq!(all[&ia].kind, ipctrace_common::unix_kind(libc::SOCK_STREAM as u16));
     }
 }
