@@ -57,6 +57,24 @@ pub struct Offsets {
     /// 1 when sched_switch's raw tracepoint passes prev_state (5.18+); before, the programs
     /// read it from the task (`task_state`).
     pub switch_state_arg: u32,
+    /// `struct sock.__sk_common`: `skc_daddr`, `skc_dport` (network order), `skc_num` (the
+    /// local port), `skc_v6_daddr`: whether an inet socket talks over loopback, and its ports.
+    pub sock_daddr: u32,
+    pub sock_dport: u32,
+    pub sock_num: u32,
+    pub sock_v6_daddr: u32,
+}
+
+/// An fd passed with SCM_RIGHTS: by whom, what (its kind and inode), over which channel (the
+/// receiving socket's inode, as for a send).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FdPassKey {
+    pub tgid: u32,
+    pub kind: u16,
+    pub _pad: u16,
+    pub ino: u64,
+    pub via: u64,
 }
 
 /// Kernel addresses the classification compares `file->f_op->read_iter` with (from
@@ -102,6 +120,10 @@ impl Offsets {
         task_state: u32::MAX,
         task_ti_status: u32::MAX,
         switch_state_arg: 0,
+        sock_daddr: u32::MAX,
+        sock_dport: u32::MAX,
+        sock_num: u32::MAX,
+        sock_v6_daddr: u32::MAX,
     };
 }
 
@@ -125,6 +147,7 @@ pub mod sysop {
     pub const FUTEX: u32 = 10;
     pub const FUTEX_WAIT: u32 = 11;
     pub const FUTEX_WAKE: u32 = 12;
+    /// sendto (sendmsg is `SENDMSG`: it can carry fds).
     pub const SEND: u32 = 13;
     pub const RECV: u32 = 14;
     pub const SENDFILE: u32 = 15;
@@ -136,6 +159,7 @@ pub mod sysop {
     pub const DUP2: u32 = 18;
     pub const CLOSE_RANGE: u32 = 19;
     pub const IO_URING: u32 = 20;
+    pub const SENDMSG: u32 = 21;
     pub const MASK: u32 = 0xff;
 }
 
@@ -163,6 +187,10 @@ pub mod sysrow {
     pub const FUTEX: u32 = 1 << 12;
     pub const UNIX_SEND: u32 = 1 << 13;
     pub const UNIX_RECV: u32 = 1 << 14;
+    /// fds passed with SCM_RIGHTS in sendmsg.
+    pub const FD_PASS: u32 = 1 << 15;
+    /// Sends and receives on TCP/UDP loopback sockets.
+    pub const INET: u32 = 1 << 16;
 }
 
 /// Defines a `#[repr(u16)]` id enum with its list, its decoder and its names, so a value
@@ -263,6 +291,11 @@ ids! {
         SkbCopyOut = 28 => "skb_copy_out",
         /// skb:consume_skb during a receive: skbs freed after their data was read.
         SkbFreed = 29 => "skb_freed",
+        /// A send on a TCP or UDP socket connected over loopback (write/sendto/sendmsg; bytes
+        /// = return values): counted so that such traffic is named, not analysed.
+        InetSend = 30 => "inet_send",
+        /// A receive on such a socket (read/recvfrom/recvmsg): names the receiving end.
+        InetRecv = 31 => "inet_recv",
     }
 }
 
@@ -290,6 +323,11 @@ ids! {
         EventFd = 8 => "eventfd",
         /// signalfd (anon inode with signalfd's file operations).
         SignalFd = 9 => "signalfd",
+        /// A TCP connection over loopback between a target and anyone (`ino`: its two ports,
+        /// the lower in the high 16 bits, so both ends name it alike). Counted, not analysed.
+        TcpLoopback = 10 => "tcp_loopback",
+        /// UDP over loopback from a connected socket (`ino` as for TCP).
+        UdpLoopback = 11 => "udp_loopback",
     }
 }
 
@@ -306,6 +344,8 @@ pub const S_IFSOCK: u16 = 0o140000;
 pub const S_IFREG: u16 = 0o100000;
 /// `AF_UNIX` and the socket types that matter here.
 pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
 pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
 pub const SOCK_SEQPACKET: u16 = 5;
@@ -534,6 +574,7 @@ mod pod {
     use super::*;
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for FileOps {}
+    unsafe impl aya::Pod for FdPassKey {}
     unsafe impl aya::Pod for AggKey {}
     unsafe impl aya::Pod for AggVal {}
     unsafe impl aya::Pod for StackKey {}

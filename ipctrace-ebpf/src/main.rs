@@ -11,7 +11,9 @@
 
 mod classify;
 mod fdcache;
+mod fdpass;
 mod futex;
+mod inet;
 mod pages;
 mod pipe;
 mod sample;

@@ -3,13 +3,16 @@
 //! perf record on every call of every process). The cheapest check comes first: the syscall
 //! number is looked up in `SYSCALLS` (an array the loader fills with what each number means
 //! and which probe-table rows want it); then the target filter; then the fd is classified
-//! once and the call handed to its transport (`pipe`, `shm`, `futex`, `sock`). The exit ends
+//! once and the call handed to its transport (`pipe`, `shm`, `futex`, `sock`, `inet`; fds passed in
+//! a sendmsg to `fdpass`). The exit ends
 //! whatever the entry started.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use ipctrace_common::{ProbeId, SYSCALL_SLOTS, sysop, sysrow, target};
 
-use crate::{SYSCALLS, TARGETS, current, fdcache, finish, futex, offsets, pending_take, pipe, read_at, shm, sock};
+use crate::{
+    SYSCALLS, TARGETS, current, fdcache, fdpass, finish, futex, inet, offsets, pending_take, pipe, read_at, shm, sock,
+};
 
 /// x86's TS_COMPAT: the task is in a 32-bit syscall, whose numbers are not these.
 const TS_COMPAT: u32 = 0x0002;
@@ -67,19 +70,28 @@ struct Call {
 }
 
 /// A call on an fd (the first argument) that the pipe row `pipe_row` counts as `pipe_probe`
-/// when it is a pipe and the socket row `sock_row` as `sock_probe` when it is a socket.
+/// when it is a pipe and the socket row `sock_row` as `sock_probe` when it is a Unix socket
+/// (a call on a loopback inet socket is counted by the `INET` row). Returns the socket, if
+/// the fd is one.
 #[inline(always)]
-fn on_fd(c: &Call, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe: ProbeId) {
+fn on_fd(c: &Call, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe: ProbeId) -> Option<*const u8> {
     let f = fdcache::fd(c.tgid, c.t, arg(c.regs, 0));
     if f.sk != 0 {
+        let sk = f.sk as *const u8;
         if c.w & sock_row != 0 {
-            sock::start(f.sk as *const u8, sock_probe);
+            sock::start(sk, sock_probe);
         }
-    } else if c.w & pipe_row != 0
+        if c.w & sysrow::INET != 0 {
+            inet::start(sk, if sock_probe == ProbeId::SockRecv { ProbeId::InetRecv } else { ProbeId::InetSend });
+        }
+        return Some(sk);
+    }
+    if c.w & pipe_row != 0
         && let Some(kind) = f.channel()
     {
         pipe::enter(f.ino, kind, pipe_probe);
     }
+    None
 }
 
 /// sys_enter(regs, id).
@@ -97,13 +109,33 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     let regs: *const u8 = ctx.arg(0);
     let c = Call { tgid, t: unsafe { *tp }, w, regs };
     match w & sysop::MASK {
-        sysop::WRITE => on_fd(&c, sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend),
-        sysop::READ => on_fd(&c, sysrow::PIPE_READ, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv),
-        sysop::SEND => on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend),
-        sysop::RECV => on_fd(&c, 0, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv),
+        sysop::WRITE => {
+            on_fd(&c, sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
+        }
+        sysop::READ => {
+            on_fd(&c, sysrow::PIPE_READ, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv);
+        }
+        sysop::SEND => {
+            on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
+        }
+        // sendmsg(fd, msg, flags): a send that may pass fds (SCM_RIGHTS).
+        sysop::SENDMSG => {
+            if let Some(sk) = on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend)
+                && w & sysrow::FD_PASS != 0
+            {
+                fdpass::sendmsg(tgid, sk, arg(regs, 1));
+            }
+        }
+        sysop::RECV => {
+            on_fd(&c, 0, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv);
+        }
         // sendfile(out_fd, in_fd, offset, count): into a socket, pages move without a copy.
-        sysop::SENDFILE => on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSendfile),
-        sysop::VMSPLICE => on_fd(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend),
+        sysop::SENDFILE => {
+            on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSendfile);
+        }
+        sysop::VMSPLICE => {
+            on_fd(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend);
+        }
         sysop::SPLICE => pipe::splice_enter(arg(regs, 0), arg(regs, 2)),
         sysop::OPEN => shm::open_enter(tgid, arg(regs, 0)),
         sysop::OPENAT => shm::open_enter(tgid, arg(regs, 1)),

@@ -134,7 +134,9 @@ fn report(
 
 /// What a report without any channel says, for exit code 3.
 fn nothing_observed(r: &Report, pids: &[u32]) -> Option<String> {
-    if r.runs.iter().any(|run| run.path.stages.iter().any(|s| s.observed)) {
+    if r.runs.iter().any(|run| run.path.stages.iter().any(|s| s.observed))
+        || r.overview.as_ref().is_some_and(|o| !o.not_analysed.is_empty())
+    {
         return None;
     }
     let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();

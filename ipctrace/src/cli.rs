@@ -69,7 +69,7 @@ pub struct ProbeArgs {
     /// Never use fentry/fexit (kprobes are tried instead).
     #[arg(long)]
     pub no_fentry: bool,
-    /// cpu-clock sampling frequency for kernel and user stacks, per CPU (0 disables sampling).
+    /// cpu-clock sampling frequency with kernel stacks, per CPU (0 disables sampling).
     #[arg(long, default_value_t = 999)]
     pub sample_hz: u64,
     /// Also stream every counted event (timestamp, pid, probe, channel, result, duration)

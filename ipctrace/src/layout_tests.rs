@@ -56,6 +56,8 @@ fn allowed(rel: &str) -> bool {
         || rel == "ipctrace-ebpf/src/shm.rs"
         || rel == "ipctrace-ebpf/src/futex.rs"
         || rel == "ipctrace-ebpf/src/sock.rs"
+        || rel == "ipctrace-ebpf/src/inet.rs"
+        || rel == "ipctrace-ebpf/src/fdpass.rs"
         || rel == "ipctrace/src/layout_tests.rs"
 }
 

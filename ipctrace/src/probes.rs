@@ -130,7 +130,8 @@ pub fn syscalls_of(op: u32) -> &'static [(&'static str, i64)] {
     match op {
         sysop::WRITE => &[("write", libc::SYS_write), ("writev", libc::SYS_writev)],
         sysop::READ => &[("read", libc::SYS_read), ("readv", libc::SYS_readv)],
-        sysop::SEND => &[("sendto", libc::SYS_sendto), ("sendmsg", libc::SYS_sendmsg)],
+        sysop::SEND => &[("sendto", libc::SYS_sendto)],
+        sysop::SENDMSG => &[("sendmsg", libc::SYS_sendmsg)],
         sysop::RECV => &[("recvfrom", libc::SYS_recvfrom), ("recvmsg", libc::SYS_recvmsg)],
         sysop::SENDFILE => &[("sendfile", libc::SYS_sendfile)],
         sysop::SPLICE => &[("splice", libc::SYS_splice)],
@@ -217,6 +218,29 @@ static COMMON: &[LogicalProbe] = &[
             Label::Exact,
             "kmem:mm_page_alloc in a target's context; the stack tells pipe buffer from shmem page",
             &[tp("mm_page_alloc", "kmem", "mm_page_alloc")],
+        )],
+    },
+    // Not a transport ipctrace analyses: counted so that targets talking over TCP/UDP loopback
+    // are named ("not analysed"), not reported as no IPC.
+    LogicalProbe {
+        name: "inet_loopback",
+        what: "TCP and UDP over loopback between targets (counted, not analysed)",
+        ids: &[ProbeId::InetSend, ProbeId::InetRecv],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Derived,
+            "bytes = return values of write/writev/sendto/sendmsg (read/readv/recvfrom/recvmsg) on a connected \
+             AF_INET/AF_INET6 socket whose peer address is loopback",
+            &[Attach::Syscalls {
+                row: ipctrace_common::sysrow::INET,
+                ops: &[
+                    ipctrace_common::sysop::WRITE,
+                    ipctrace_common::sysop::SEND,
+                    ipctrace_common::sysop::SENDMSG,
+                    ipctrace_common::sysop::READ,
+                    ipctrace_common::sysop::RECV,
+                ],
+            }],
         )],
     },
     LogicalProbe {

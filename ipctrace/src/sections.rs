@@ -1,8 +1,9 @@
 //! attach/trace: from one session to the report's channel sections and its overview. Every
 //! channel observed or found in /proc becomes a section, built by its transport family; the
 //! sections are sorted by bytes, and the overview lists the process tree and one row per
-//! channel. A process's stacks go to the channel whose call was in flight; the rest stays
-//! with the process (its own time), except when it uses a single channel.
+//! channel, then the traffic counted but not analysed (TCP/UDP loopback) and the fds passed
+//! over sockets. A process's stacks go to the channel whose call was in flight; the rest
+//! stays with the process (its own time), except when it uses a single channel.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +15,7 @@ use crate::{
     kernel::symbols::KernelSymbols,
     model::{
         ChannelId, Label, Observed, Process, TransportRun,
-        overview::{ChannelRow, Endpoint, Overview, ProcessNode},
+        overview::{ChannelRow, Endpoint, FdPass, NotAnalysed, Overview, ProcessNode},
     },
     observe,
     session::Session,
@@ -192,6 +193,7 @@ pub fn build(
         }
     }
     let mut sections: Vec<(TransportRun, ChannelRow)> = Vec::new();
+    let mut chans_named: BTreeMap<u64, String> = BTreeMap::new();
     for (ino, (kind_name, chan_path)) in chans {
         let Some((kind, family)) = transport::family_named(&kind_name) else { continue };
         let holders = transport::holders(found, ino);
@@ -225,6 +227,7 @@ pub fn build(
             (None, None) => "external peer".to_string(),
         };
         let what = family.describe(kind, ino, chan_path.as_deref());
+        chans_named.insert(ino, what.clone());
         let description = if producer.is_none() && consumer.is_none() {
             let held: Vec<String> = holders.iter().map(|p| format!("{} {p}", procs.name(*p))).collect();
             format!("{what} · held by {} · no traffic observed", held.join(", "))
@@ -273,7 +276,99 @@ pub fn build(
         runs.push(run);
         rows.push(row);
     }
-    Ok((runs, Overview { processes: tree(procs, &tgids, &observed), channels: rows }))
+    let fd_passes = fd_passes(session, procs, discovery, &chans_named, &rows);
+    Ok((
+        runs,
+        Overview {
+            processes: tree(procs, &tgids, &observed),
+            channels: rows,
+            not_analysed: not_analysed(procs, &observed),
+            fd_passes,
+        },
+    ))
+}
+
+/// Traffic counted but not analysed (TCP/UDP over loopback): per connection, the bytes sent
+/// and who sent or received; then one entry per kind and set of processes.
+fn not_analysed(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<NotAnalysed> {
+    let (send, recv) = (ProbeId::InetSend.name(), ProbeId::InetRecv.name());
+    // (what, ino) -> (bytes sent, calls, pids)
+    let mut conns: BTreeMap<(&'static str, u64), (u64, u64, BTreeSet<u32>)> = BTreeMap::new();
+    for (&pid, o) in observed {
+        for e in o.events.iter().filter(|e| e.probe == send || e.probe == recv) {
+            let Some(c) = &e.channel else { continue };
+            let Some(what) = transport::not_analysed(&c.kind) else { continue };
+            let v = conns.entry((what, c.ino)).or_default();
+            if e.probe == send {
+                v.0 += e.bytes;
+            }
+            v.1 += e.calls;
+            v.2.insert(pid);
+        }
+    }
+    let mut groups: BTreeMap<(&'static str, BTreeSet<u32>), NotAnalysed> = BTreeMap::new();
+    for ((what, _), (bytes, calls, pids)) in conns {
+        let ends = pids.iter().map(|&pid| Endpoint { pid, comm: procs.name(pid), external: false }).collect();
+        let g = groups.entry((what, pids)).or_insert_with(|| NotAnalysed {
+            what: what.into(),
+            bytes: 0,
+            calls: 0,
+            connections: 0,
+            ends,
+            label: Label::Derived,
+        });
+        g.bytes += bytes;
+        g.calls += calls;
+        g.connections += 1;
+    }
+    let mut out: Vec<NotAnalysed> = groups.into_values().collect();
+    out.sort_by_key(|n| std::cmp::Reverse(n.bytes));
+    out
+}
+
+/// The fds the targets passed over Unix sockets, named, with the rows of what was passed and
+/// of the socket it went over.
+fn fd_passes(
+    session: &Session,
+    procs: &Processes,
+    discovery: &Discovery,
+    names: &BTreeMap<u64, String>,
+    rows: &[ChannelRow],
+) -> Vec<FdPass> {
+    let row_of = |ino: u64| rows.iter().find(|r| r.ino == ino);
+    let mut out: Vec<FdPass> = session
+        .fd_passes()
+        .into_iter()
+        .filter_map(|(k, times)| {
+            let kind = ipctrace_common::ChannelKind::name_of(k.kind)?;
+            // The receiver: the reader of the socket's direction, else who held the socket.
+            let to = row_of(k.via)
+                .and_then(|r| r.reader.clone())
+                .filter(|e| e.pid != k.tgid)
+                .or_else(|| {
+                    let pid = transport::holders(&discovery.found, k.via).into_iter().find(|&p| p != k.tgid)?;
+                    Some(Endpoint { pid, comm: procs.name(pid), external: false })
+                })
+                .or_else(|| {
+                    let pid = *discovery.outside.get(&k.via)?;
+                    let comm = discovery.outside_names.get(&pid).cloned().unwrap_or_else(|| "?".into());
+                    Some(Endpoint { pid, comm, external: true })
+                });
+            Some(FdPass {
+                from: Endpoint { pid: k.tgid, comm: procs.name(k.tgid), external: false },
+                to,
+                kind: kind.into(),
+                ino: k.ino,
+                name: names.get(&k.ino).cloned().unwrap_or_else(|| format!("{kind} ino {}", k.ino)),
+                channel: row_of(k.ino).map(|r| r.id),
+                via: k.via,
+                via_channel: row_of(k.via).map(|r| r.id),
+                times,
+            })
+        })
+        .collect();
+    out.sort_by_key(|p| (p.from.pid, p.ino));
+    out
 }
 
 /// The process tree, flat (parents first where known), with each process's own CPU time.

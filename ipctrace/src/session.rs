@@ -18,7 +18,8 @@ use std::io::Write;
 
 use aya::maps::{MapData, RingBuf};
 use ipctrace_common::{
-    AggKey, AggVal, ChannelKind, Event, Offsets, ProbeId, Ranges, SYSCALL_SLOTS, StackKey, StackVal, loss, sysop,
+    AggKey, AggVal, ChannelKind, Event, FdPassKey, Offsets, ProbeId, Ranges, SYSCALL_SLOTS, StackKey, StackVal, loss,
+    sysop,
 };
 
 use crate::{
@@ -582,6 +583,23 @@ impl Session {
         let Some(m) = self.bpf.map(name) else { return BTreeMap::new() };
         let Ok(m) = HashMap::<_, u32, u32>::try_from(m) else { return BTreeMap::new() };
         m.iter().flatten().collect()
+    }
+
+    /// fds the targets passed over Unix sockets (SCM_RIGHTS), with how many times; the socket
+    /// they went over is a receiving socket's inode (an embryo's moved to its inode).
+    pub fn fd_passes(&self) -> Vec<(FdPassKey, u64)> {
+        let Some(m) = self.bpf.map("FD_PASSES") else { return Vec::new() };
+        let Ok(m) = HashMap::<_, FdPassKey, u64>::try_from(m) else { return Vec::new() };
+        let embryos = self.embryos();
+        m.iter()
+            .flatten()
+            .map(|(mut k, n)| {
+                if let Some(&ino) = embryos.get(&k.via) {
+                    k.via = ino;
+                }
+                (k, n)
+            })
+            .collect()
     }
 
     /// The parent of every target forked while tracing (child -> parent).

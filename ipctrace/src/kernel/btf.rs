@@ -49,6 +49,11 @@ fn offset(btf: &Btf, st: &str, field: &str) -> Result<u32> {
     member_offset(btf, &s, field)?.ok_or_else(|| anyhow!("field {st}.{field} not in kernel BTF"))
 }
 
+/// Offset of `struct sock.__sk_common.FIELD` (UNKNOWN if absent).
+fn common(btf: &Btf, field: &str) -> u32 {
+    offset(btf, "sock", "__sk_common").and_then(|c| Ok(c + offset(btf, "sock_common", field)?)).unwrap_or(u32::MAX)
+}
+
 /// Reads every offset the programs need.
 pub fn offsets() -> Result<Offsets> {
     let btf = Btf::from_file(VMLINUX)
@@ -74,9 +79,7 @@ pub fn offsets() -> Result<Offsets> {
         file_private_data: offset(&btf, "file", "private_data").unwrap_or(u32::MAX),
         socket_type: offset(&btf, "socket", "type").unwrap_or(u32::MAX),
         socket_sk: offset(&btf, "socket", "sk").unwrap_or(u32::MAX),
-        sock_family: offset(&btf, "sock", "__sk_common")
-            .and_then(|c| Ok(c + offset(&btf, "sock_common", "skc_family")?))
-            .unwrap_or(u32::MAX),
+        sock_family: common(&btf, "skc_family"),
         sock_type: offset(&btf, "sock", "sk_type").unwrap_or(u32::MAX),
         sock_socket: offset(&btf, "sock", "sk_socket").unwrap_or(u32::MAX),
         unix_peer: offset(&btf, "unix_sock", "peer").unwrap_or(u32::MAX),
@@ -97,6 +100,10 @@ pub fn offsets() -> Result<Offsets> {
             .and_then(|t| Ok(t + offset(&btf, "thread_info", "status")?))
             .unwrap_or(u32::MAX),
         switch_state_arg: u32::from(raw_tp_args(&btf, "sched_switch") == Some(4)),
+        sock_daddr: common(&btf, "skc_daddr"),
+        sock_dport: common(&btf, "skc_dport"),
+        sock_num: common(&btf, "skc_num"),
+        sock_v6_daddr: common(&btf, "skc_v6_daddr"),
     })
 }
 
@@ -145,6 +152,9 @@ mod tests {
             ("socket_alloc.vfs_inode", o.socket_alloc_inode),
             ("msghdr.msg_flags", o.msghdr_flags),
             ("task_struct.__state", o.task_state),
+            ("sock_common.skc_daddr", o.sock_daddr),
+            ("sock_common.skc_num", o.sock_num),
+            ("sock_common.skc_v6_daddr", o.sock_v6_daddr),
         ] {
             assert!(v < 4096, "{name} found in BTF: {v}");
         }

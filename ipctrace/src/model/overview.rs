@@ -1,6 +1,8 @@
 //! The overview of an `attach` or `trace` report, read first: the process tree (who forked
 //! whom, names, how each ended, the CPU time no channel explains) and one row per channel,
-//! sorted by bytes. The sections (`runs`) follow in the same order; row `id` N is `runs[N-1]`.
+//! sorted by bytes; then what was counted but not analysed (TCP/UDP loopback) and the fds
+//! passed over sockets. The sections (`runs`) follow in the same order; row `id` N is
+//! `runs[N-1]`.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +12,51 @@ use super::Label;
 pub struct Overview {
     pub processes: Vec<ProcessNode>,
     pub channels: Vec<ChannelRow>,
+    /// Traffic counted but not analysed (TCP/UDP over loopback), per kind and set of ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_analysed: Vec<NotAnalysed>,
+    /// fds passed over Unix sockets (SCM_RIGHTS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fd_passes: Vec<FdPass>,
+}
+
+/// Traffic of a kind ipctrace counts but does not analyse, between the same processes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NotAnalysed {
+    /// `TCP loopback`, `UDP loopback`.
+    pub what: String,
+    /// Bytes sent (return values of the sends; derived).
+    pub bytes: u64,
+    /// Sends and receives.
+    pub calls: u64,
+    /// Connections (port pairs) summed here.
+    pub connections: u32,
+    /// The traced processes that sent or received (the other end may be untraced).
+    pub ends: Vec<Endpoint>,
+    pub label: Label,
+}
+
+/// An fd passed over a Unix socket with SCM_RIGHTS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FdPass {
+    /// The sender.
+    pub from: Endpoint,
+    /// The holder of the receiving socket, where /proc showed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Endpoint>,
+    /// What was passed: its kind, inode and name.
+    pub kind: String,
+    pub ino: u64,
+    pub name: String,
+    /// Its row in `channels`, if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u32>,
+    /// The socket it went over (the receiving socket's inode) and its row, if it is one.
+    pub via: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_channel: Option<u32>,
+    /// sendmsg calls that passed it.
+    pub times: u64,
 }
 
 /// One traced process.

@@ -264,6 +264,9 @@ fn overview_section(o: &mut String, r: &Report, v: &View) {
     if let Some(rest) = ct.rest {
         let _ = write!(o, "<p>{}</p>", esc(&rest));
     }
+    for l in overview::note_lines(ov) {
+        let _ = write!(o, "<p class=\"note\">{}</p>", esc(&l));
+    }
 }
 
 pub fn render(r: &Report, v: &View) -> String {

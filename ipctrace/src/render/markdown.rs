@@ -35,6 +35,9 @@ fn overview_section(o: &mut String, r: &Report, v: &View) {
     if let Some(rest) = ct.rest {
         let _ = writeln!(o, "\n{rest}");
     }
+    for l in overview::note_lines(ov) {
+        let _ = writeln!(o, "\n{}", esc(&l));
+    }
     let _ = writeln!(o);
 }
 

@@ -1,6 +1,7 @@
 //! The overview of an attach/trace report, as text lines shared by the terminal and Markdown
 //! renderers: the process tree (the processes on the listed channels and their ancestors,
-//! the others counted by name) and the channel table, the rest summed in one line.
+//! the others counted by name) and the channel table, the rest summed in one line; then the
+//! notes (traffic not analysed, fds passed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -134,4 +135,41 @@ pub fn channel_table(o: &Overview, listed: usize) -> ChannelTable {
         format!("+ {} channels, {} in all (--all lists them)", others.len(), format_size(bytes))
     });
     ChannelTable { header, rows, rest }
+}
+
+/// What the channel table does not hold: traffic counted but not analysed, and fds passed
+/// over sockets, one line each.
+pub fn note_lines(o: &Overview) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in &o.not_analysed {
+        let ends: Vec<String> = n.ends.iter().map(|e| end(&Some(e.clone()))).collect();
+        let between = match ends.len() {
+            1 => format!("sent or received by {} (the other end not traced)", ends[0]),
+            _ => format!("between {}", ends.join(" and ")),
+        };
+        let conns =
+            if n.connections == 1 { "1 connection".to_string() } else { format!("{} connections", n.connections) };
+        out.push(format!(
+            "not analysed: {} over {} {between} ({conns}, {} calls; {})",
+            format_size(n.bytes),
+            n.what,
+            group(n.calls),
+            n.label.name()
+        ));
+    }
+    for p in &o.fd_passes {
+        let row = |id: Option<u32>| id.map(|i| format!(" (#{i})")).unwrap_or_default();
+        let to = p.to.as_ref().map(|e| format!(" to {}", end(&Some(e.clone())))).unwrap_or_default();
+        let times = if p.times == 1 { String::new() } else { format!(", {} times", p.times) };
+        out.push(format!(
+            "fd passed (SCM_RIGHTS): {} [{}]{} from {}{to} over socket ino {}{}{times}",
+            p.name,
+            p.kind,
+            row(p.channel),
+            end(&Some(p.from.clone())),
+            p.via,
+            row(p.via_channel)
+        ));
+    }
+    out
 }

@@ -226,16 +226,19 @@ fn overview_section(out: &mut String, r: &Report, v: &View) {
     let _ = writeln!(out, "\nCHANNELS (busiest first; bytes as the kernel saw them)");
     if ct.rows.is_empty() {
         let _ = writeln!(out, "  none observed");
-        return;
+    } else {
+        let mut t = table();
+        t.set_header(ct.header);
+        for row in ct.rows {
+            t.add_row(row);
+        }
+        let _ = writeln!(out, "{t}");
     }
-    let mut t = table();
-    t.set_header(ct.header);
-    for row in ct.rows {
-        t.add_row(row);
-    }
-    let _ = writeln!(out, "{t}");
     if let Some(rest) = ct.rest {
         let _ = writeln!(out, "  {rest}");
+    }
+    for l in overview::note_lines(o) {
+        let _ = writeln!(out, "  {l}");
     }
 }
 

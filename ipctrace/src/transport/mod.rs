@@ -103,7 +103,21 @@ pub fn family_of(kind: ChannelKind) -> Option<&'static dyn Family> {
         ChannelKind::AnonPipe | ChannelKind::Fifo => Some(&pipe::PIPE),
         ChannelKind::Shm => Some(&shm::SHM),
         ChannelKind::UnixStream | ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket => Some(&socket::SOCKET),
-        ChannelKind::MsgQueue | ChannelKind::EventFd | ChannelKind::SignalFd | ChannelKind::Other => None,
+        ChannelKind::MsgQueue
+        | ChannelKind::EventFd
+        | ChannelKind::SignalFd
+        | ChannelKind::TcpLoopback
+        | ChannelKind::UdpLoopback
+        | ChannelKind::Other => None,
+    }
+}
+
+/// Kinds ipctrace counts but does not analyse, in words (`TCP loopback`).
+pub fn not_analysed(kind: &str) -> Option<&'static str> {
+    match *ChannelKind::ALL.iter().find(|k| k.name() == kind)? {
+        ChannelKind::TcpLoopback => Some("TCP loopback"),
+        ChannelKind::UdpLoopback => Some("UDP loopback"),
+        _ => None,
     }
 }
 

@@ -89,7 +89,10 @@ static PROBES: &[LogicalProbe] = &[
                 Mechanism::Tracepoint,
                 Label::Derived,
                 RULE_SYSCALL,
-                &[Attach::Syscalls { row: sysrow::UNIX_SEND, ops: &[sysop::WRITE, sysop::SEND, sysop::SENDFILE] }],
+                &[Attach::Syscalls {
+                    row: sysrow::UNIX_SEND,
+                    ops: &[sysop::WRITE, sysop::SEND, sysop::SENDMSG, sysop::SENDFILE],
+                }],
             ),
         ],
     },
@@ -142,6 +145,18 @@ static PROBES: &[LogicalProbe] = &[
             "sock:sock_send_length / sock_recv_length with family AF_UNIX: ret of each sock_sendmsg / \
              sock_recvmsg (a receive with MSG_TRUNC returns the datagram's length, not what was copied)",
             &[tp("sock_send_length", "sock", "sock_send_length"), tp("sock_recv_length", "sock", "sock_recv_length")],
+        )],
+    },
+    LogicalProbe {
+        name: "fd_passing",
+        what: "fds passed over AF_UNIX sockets (SCM_RIGHTS): which channel went to whom",
+        ids: &[],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "at sendmsg's entry on an AF_UNIX socket, the SCM_RIGHTS control messages read from the sender's \
+             memory (up to 2 messages of 8 fds); each fd that is a channel is counted with the socket it went over",
+            &[Attach::Syscalls { row: sysrow::FD_PASS, ops: &[sysop::SENDMSG] }],
         )],
     },
     LogicalProbe {
