@@ -160,6 +160,10 @@ pub mod sysop {
     pub const CLOSE_RANGE: u32 = 19;
     pub const IO_URING: u32 = 20;
     pub const SENDMSG: u32 = 21;
+    pub const MQ_SEND: u32 = 22;
+    pub const MQ_RECV: u32 = 23;
+    pub const MSGSND: u32 = 24;
+    pub const MSGRCV: u32 = 25;
     pub const MASK: u32 = 0xff;
 }
 
@@ -191,6 +195,8 @@ pub mod sysrow {
     pub const FD_PASS: u32 = 1 << 15;
     /// Sends and receives on TCP/UDP loopback sockets.
     pub const INET: u32 = 1 << 16;
+    /// POSIX and SysV message queues.
+    pub const MQ: u32 = 1 << 17;
 }
 
 /// Defines a `#[repr(u16)]` id enum with its list, its decoder and its names, so a value
@@ -296,6 +302,15 @@ ids! {
         InetSend = 30 => "inet_send",
         /// A receive on such a socket (read/recvfrom/recvmsg): names the receiving end.
         InetRecv = 31 => "inet_recv",
+        /// mq_timedsend / msgsnd on a traced queue (bytes: the length asked, when it succeeded).
+        MqSend = 32 => "mq_send",
+        /// mq_timedreceive / msgrcv (bytes: the message's length).
+        MqRecv = 33 => "mq_recv",
+        /// A send that entered while a receive on the same queue was in flight (a receiver
+        /// waiting: the kernel hands the message over).
+        MqHandoff = 34 => "mq_handoff",
+        /// A send that entered with no receive in flight: the message was queued.
+        MqQueued = 35 => "mq_queued",
     }
 }
 
@@ -328,6 +343,8 @@ ids! {
         TcpLoopback = 10 => "tcp_loopback",
         /// UDP over loopback from a connected socket (`ino` as for TCP).
         UdpLoopback = 11 => "udp_loopback",
+        /// A SysV message queue (no fd: `ino` is its msqid).
+        SysvMsg = 12 => "sysv_msg",
     }
 }
 
@@ -342,6 +359,8 @@ pub const MQUEUE_MAGIC: u64 = 0x1980_0202;
 /// `S_IFSOCK`, `S_IFREG` from `include/uapi/linux/stat.h`.
 pub const S_IFSOCK: u16 = 0o140000;
 pub const S_IFREG: u16 = 0o100000;
+/// A SysV message queue's channel id: its msqid with this bit (so msqid 0 is a channel).
+pub const SYSV_MSG_ID: u64 = 1 << 32;
 /// `AF_UNIX` and the socket types that matter here.
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
@@ -461,7 +480,7 @@ pub struct StackVal {
 pub struct Pending {
     pub ino: u64,
     pub start_ns: u64,
-    /// mmap: length requested.
+    /// mmap: length requested; mq send: the message's length.
     pub len: u64,
     pub probe: u16,
     pub kind: u16,

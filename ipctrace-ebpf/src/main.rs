@@ -14,6 +14,7 @@ mod fdcache;
 mod fdpass;
 mod futex;
 mod inet;
+mod mq;
 mod pages;
 mod pipe;
 mod sample;
@@ -314,6 +315,7 @@ fn finish(tgid: u32, mut p: Pending, ret: i64) {
     if pipe::fills_pipe(p.probe) {
         pages::settle(&mut p);
     }
+    let ret = mq::exit(tgid, &p, ret);
     agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
     pipe::flush_pages(tgid, &p);
     sock::flush(tgid, &p);

@@ -11,7 +11,8 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use ipctrace_common::{ProbeId, SYSCALL_SLOTS, sysop, sysrow, target};
 
 use crate::{
-    SYSCALLS, TARGETS, current, fdcache, fdpass, finish, futex, inet, offsets, pending_take, pipe, read_at, shm, sock,
+    SYSCALLS, TARGETS, current, fdcache, fdpass, finish, futex, inet, mq, offsets, pending_take, pipe, read_at, shm,
+    sock,
 };
 
 /// x86's TS_COMPAT: the task is in a 32-bit syscall, whose numbers are not these.
@@ -136,6 +137,12 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         sysop::VMSPLICE => {
             on_fd(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend);
         }
+        // mq_timedsend(mqd, msg, len, prio, timeout), mq_timedreceive(mqd, ...).
+        sysop::MQ_SEND => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0)), Some(arg(regs, 2))),
+        sysop::MQ_RECV => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0)), None),
+        // msgsnd(msqid, msgp, msgsz, flags), msgrcv(msqid, msgp, msgsz, type, flags).
+        sysop::MSGSND => mq::sysv(arg(regs, 0), Some(arg(regs, 2))),
+        sysop::MSGRCV => mq::sysv(arg(regs, 0), None),
         sysop::SPLICE => pipe::splice_enter(arg(regs, 0), arg(regs, 2)),
         sysop::OPEN => shm::open_enter(tgid, arg(regs, 0)),
         sysop::OPENAT => shm::open_enter(tgid, arg(regs, 1)),

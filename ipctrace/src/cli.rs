@@ -199,6 +199,10 @@ pub struct RunArgs {
     /// of a socketpair. An existing path is refused; the file is removed however the run ends.
     #[arg(long, value_name = "PATH")]
     pub socket_path: Option<String>,
+    /// mq: the POSIX queue's name (`/NAME`) instead of a random one. An existing name is
+    /// refused; the name is removed as soon as both sides hold the queue.
+    #[arg(long, value_name = "/NAME")]
+    pub mq_name: Option<String>,
     /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
     /// decimal units (KB, MB) are refused.
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]

@@ -57,6 +57,7 @@ fn allowed(rel: &str) -> bool {
         || rel == "ipctrace-ebpf/src/futex.rs"
         || rel == "ipctrace-ebpf/src/sock.rs"
         || rel == "ipctrace-ebpf/src/inet.rs"
+        || rel == "ipctrace-ebpf/src/mq.rs"
         || rel == "ipctrace-ebpf/src/fdpass.rs"
         || rel == "ipctrace/src/layout_tests.rs"
 }

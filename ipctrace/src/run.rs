@@ -124,6 +124,7 @@ fn base_launch(args: &RunArgs) -> Launch {
         cpus: args.cpus(),
         shm_prefix: "ipctrace".into(),
         socket_path: args.socket_path.clone(),
+        mq_name: args.mq_name.clone(),
     }
 }
 

@@ -106,6 +106,14 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
             return Err(format!("--socket-path {p} exists; give a path that does not (it is created and removed)"));
         }
     }
+    if let Some(n) = &a.mq_name {
+        if !a.transports().iter().any(|t| t.is_posix_mq()) {
+            return Err("--mq-name applies to the mq transport only".into());
+        }
+        if !n.starts_with('/') || n.len() < 2 || n[1..].contains('/') || n.len() > 255 {
+            return Err(format!("--mq-name {n:?}: a POSIX queue name is /NAME (one leading slash, no other)"));
+        }
+    }
     // Message transports carry a message whole or refuse it: a size above the limit is a
     // usage error (a sweep marks those points n/a instead).
     if !a.sweep {

@@ -1,15 +1,18 @@
 //! Last-resort cleanup in a workload process: on SIGTERM/SIGINT/SIGHUP (and the parent-death
-//! signal, which is SIGTERM) unlink the registered shm name or FIFO path, then exit. Only
+//! signal, which is SIGTERM) unlink the registered shm name or FIFO path and remove the
+//! registered SysV message queue, then exit. Only
 //! async-signal-safe calls run in the handler.
 
 use std::{
     ffi::CString,
-    sync::atomic::{AtomicPtr, Ordering},
+    sync::atomic::{AtomicI32, AtomicPtr, Ordering},
 };
 
 const SLOTS: usize = 4;
 static PATHS: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
 static SHM: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+/// SysV message queue ids (+1, so 0 is empty).
+static MSQ: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 
 extern "C" fn on_signal(sig: libc::c_int) {
     for p in &SHM {
@@ -17,6 +20,13 @@ extern "C" fn on_signal(sig: libc::c_int) {
         if !c.is_null() {
             // SAFETY: a leaked, NUL-terminated CString; shm_unlink is unlink(2) underneath.
             unsafe { libc::shm_unlink(c) };
+        }
+    }
+    for m in &MSQ {
+        let id = m.load(Ordering::SeqCst);
+        if id != 0 {
+            // SAFETY: msgctl is a plain system call.
+            unsafe { libc::msgctl(id - 1, libc::IPC_RMID, std::ptr::null_mut()) };
         }
     }
     for p in &PATHS {
@@ -77,4 +87,15 @@ pub fn register_path(path: &str) {
 
 pub fn unregister_path(path: &str) {
     unregister(&PATHS, path);
+}
+
+/// A SysV message queue to remove if the process is stopped by a signal.
+pub fn register_msq(id: i32) {
+    let _ = MSQ.iter().find(|m| m.compare_exchange(0, id + 1, Ordering::SeqCst, Ordering::SeqCst).is_ok());
+}
+
+pub fn unregister_msq(id: i32) {
+    for m in &MSQ {
+        let _ = m.compare_exchange(id + 1, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }

@@ -48,6 +48,8 @@ pub struct Launch {
     pub shm_prefix: String,
     /// Socket transports: a named socket instead of a socketpair (`@name`: abstract).
     pub socket_path: Option<String>,
+    /// POSIX mq: the queue's name (`/NAME`) instead of a random one.
+    pub mq_name: Option<String>,
 }
 
 /// How a role process ended.

@@ -141,6 +141,7 @@ fn base_launch(cpus: [usize; 2]) -> Launch {
         cpus: Some(cpus),
         shm_prefix: "ipctrace-bench".into(),
         socket_path: None,
+        mq_name: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! progress bar follows. Everything else reaches a family only through `family_of`, whose
 //! match over `ChannelKind` fails to compile when a kind is added without a decision.
 
+pub mod mq;
 pub mod pipe;
 pub mod shm;
 pub mod socket;
@@ -94,7 +95,7 @@ pub fn holders(found: &BTreeMap<u32, Vec<Found>>, ino: u64) -> Vec<u32> {
 }
 
 /// Every family, in report order.
-pub static FAMILIES: &[&dyn Family] = &[&pipe::PIPE, &shm::SHM, &socket::SOCKET];
+pub static FAMILIES: &[&dyn Family] = &[&pipe::PIPE, &shm::SHM, &socket::SOCKET, &mq::MQ];
 
 /// The family that reconstructs the path of a channel kind; None for kinds ipctrace sees but
 /// does not analyse yet.
@@ -103,8 +104,8 @@ pub fn family_of(kind: ChannelKind) -> Option<&'static dyn Family> {
         ChannelKind::AnonPipe | ChannelKind::Fifo => Some(&pipe::PIPE),
         ChannelKind::Shm => Some(&shm::SHM),
         ChannelKind::UnixStream | ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket => Some(&socket::SOCKET),
-        ChannelKind::MsgQueue
-        | ChannelKind::EventFd
+        ChannelKind::MsgQueue | ChannelKind::SysvMsg => Some(&mq::MQ),
+        ChannelKind::EventFd
         | ChannelKind::SignalFd
         | ChannelKind::TcpLoopback
         | ChannelKind::UdpLoopback

@@ -55,6 +55,9 @@ struct Common {
     /// an existing path is refused.
     #[arg(long, value_name = "PATH")]
     socket_path: Option<String>,
+    /// mq: the POSIX queue's name (`/NAME`) instead of a random one; an existing name is refused.
+    #[arg(long, value_name = "/NAME")]
+    mq_name: Option<String>,
     /// Print one JSON object (witnesses, rusage, elapsed) instead of summary lines.
     #[arg(long)]
     json: bool,
@@ -109,6 +112,7 @@ fn run(t: Transport, c: Common) -> Result<bool> {
         cpus: cpu_pair(&c.cpus)?,
         shm_prefix: c.shm_prefix.clone(),
         socket_path: c.socket_path.clone(),
+        mq_name: c.mq_name.clone(),
     };
     if c.wait_start {
         // Blocked before the children exist, so the signal is never lost.

@@ -3,6 +3,7 @@
 //! fill; this file maps a `Transport` to its `Spec` and to the kernel object it uses
 //! (`ChannelKind`), so a transport without an implementation does not compile.
 
+pub mod mq;
 pub mod pipe;
 pub mod shm;
 pub mod uds;
@@ -32,11 +33,15 @@ pub enum Transport {
     UnixDgram,
     /// AF_UNIX seqpacket socket: connected, one message per send.
     UnixSeqpacket,
+    /// POSIX message queue (mq_timedsend/mq_timedreceive).
+    Mq,
+    /// SysV message queue (msgsnd/msgrcv).
+    SysvMsg,
 }
 
 impl Transport {
     /// Every built-in transport, in the order reports, benches and tests list them.
-    pub const ALL: [Transport; 7] = [
+    pub const ALL: [Transport; 9] = [
         Transport::Pipe,
         Transport::Fifo,
         Transport::ShmFutex,
@@ -44,6 +49,8 @@ impl Transport {
         Transport::UnixStream,
         Transport::UnixDgram,
         Transport::UnixSeqpacket,
+        Transport::Mq,
+        Transport::SysvMsg,
     ];
 
     /// What `ipctrace run` compares when no transport is named: the seed's comparison.
@@ -59,6 +66,8 @@ impl Transport {
             Transport::UnixStream => &uds::UNIX_STREAM,
             Transport::UnixDgram => &uds::UNIX_DGRAM,
             Transport::UnixSeqpacket => &uds::UNIX_SEQPACKET,
+            Transport::Mq => &mq::MQ,
+            Transport::SysvMsg => &mq::SYSV_MSG,
         }
     }
 
@@ -91,13 +100,19 @@ impl Transport {
         matches!(self.kind(), ChannelKind::UnixStream | ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket)
     }
 
+    /// Whether `--mq-name` applies.
+    pub fn is_posix_mq(self) -> bool {
+        self.kind() == ChannelKind::MsgQueue
+    }
+
     /// The largest message this transport carries on this machine, if it has a limit
-    /// (datagrams), with what sets it.
+    /// (datagrams, queues), with what sets it.
     pub fn max_message(self) -> Option<(u64, String)> {
         match self.kind() {
             ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket => uds::max_datagram(self.kind())
                 .ok()
                 .map(|m| (m, "the socket's send buffer (SO_SNDBUF, net.core.wmem_max)".to_string())),
+            ChannelKind::MsgQueue | ChannelKind::SysvMsg => mq::max_message(self.kind()),
             _ => None,
         }
     }
@@ -158,6 +173,8 @@ pub enum Cleanup {
     /// A file (a named socket).
     Path(PathBuf),
     ShmName(String),
+    /// A SysV message queue id.
+    Msq(i32),
 }
 
 impl Drop for Cleanup {
@@ -174,6 +191,10 @@ impl Drop for Cleanup {
                     // SAFETY: valid C string; ENOENT (already unlinked) is the normal case.
                     unsafe { libc::shm_unlink(c.as_ptr()) };
                 }
+            }
+            Cleanup::Msq(id) => {
+                // SAFETY: msgctl(IPC_RMID) on our queue; EINVAL (already removed) is normal.
+                unsafe { libc::msgctl(*id, libc::IPC_RMID, std::ptr::null_mut()) };
             }
         }
     }

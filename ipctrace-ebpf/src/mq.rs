@@ -1,0 +1,101 @@
+//! Message queues, POSIX and SysV, at the syscall tier (entered from `syscalls`):
+//! mq_timedsend/mq_timedreceive on an fd classified as an mqueue file (the channel is its
+//! inode), msgsnd/msgrcv on a msqid (the channel is `SYSV_ID | msqid`: a SysV queue has no
+//! fd or inode). A send returns 0: its bytes are the length asked at the entry when the call
+//! succeeded (derived); a receive returns the message's length. Each send is also counted as
+//! a hand-off (the thread that last entered a receive on the same queue was blocked in it
+//! when the send entered: the kernel gives the message to the waiting receiver, derived) or
+//! queued. With several receivers on one queue only the last to enter is looked at.
+
+use aya_ebpf::{macros::map, maps::LruHashMap};
+use ipctrace_common::{ChannelKind, Pending, ProbeId, SYSV_MSG_ID};
+
+use crate::{OFFCPU, agg_event, classify::Fd, inflight, start_call};
+
+/// The thread that last entered a receive on each queue (0: its receive returned).
+#[map]
+static RECEIVER: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// A POSIX queue call on fd `f`: a send of `len` bytes, or a receive.
+#[inline(always)]
+pub(crate) fn posix(f: &Fd, send: Option<u64>) {
+    if f.channel() == Some(ChannelKind::MsgQueue) {
+        call(f.ino, ChannelKind::MsgQueue, send);
+    }
+}
+
+/// A SysV queue call on `msqid`: a send of `len` bytes, or a receive.
+#[inline(always)]
+pub(crate) fn sysv(msqid: u64, send: Option<u64>) {
+    call(SYSV_MSG_ID | (msqid & 0x7fff_ffff), ChannelKind::SysvMsg, send);
+}
+
+#[inline(always)]
+fn call(id: u64, kind: ChannelKind, send: Option<u64>) {
+    match send {
+        Some(len) => send_start(id, kind, len),
+        None => recv_start(id, kind),
+    }
+}
+
+/// A send of `len` bytes on queue `id` of `kind`; whether a receiver waits is decided now.
+#[inline(always)]
+fn send_start(id: u64, kind: ChannelKind, len: u64) {
+    let Some(r) = RECEIVER.get_ptr_mut(&id) else { return start(id, kind, len, false) };
+    let waiting = unsafe { *r } != 0 && blocked_on(unsafe { *r }, id);
+    if waiting {
+        // That receiver takes this message: it waits for no other until its next receive.
+        unsafe { *r = 0 };
+    }
+    start(id, kind, len, waiting);
+}
+
+#[inline(always)]
+fn start(id: u64, kind: ChannelKind, len: u64, waiting: bool) {
+    start_call(id, ProbeId::MqSend, kind);
+    if let Some(p) = inflight() {
+        unsafe {
+            (*p).len = len;
+            (*p)._pad = u32::from(waiting);
+        }
+    }
+}
+
+/// Is thread `tid` off the CPU in a receive on queue `id`?
+#[inline(always)]
+fn blocked_on(tid: u32, id: u64) -> bool {
+    unsafe { OFFCPU.get(&tid) }.is_some_and(|o| o.ts != 0 && o.probe == ProbeId::MqRecv as u16 && o.ino == id)
+}
+
+/// A receive on queue `id` of `kind`.
+#[inline(always)]
+fn recv_start(id: u64, kind: ChannelKind) {
+    start_call(id, ProbeId::MqRecv, kind);
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let _ = RECEIVER.insert(&id, &tid, 0);
+}
+
+/// At a call's exit: the receive leaves the queue's count; a successful send gets its bytes
+/// (the length asked) and is counted as handed off or queued. Returns the value to count.
+#[inline(always)]
+pub(crate) fn exit(tgid: u32, p: &Pending, ret: i64) -> i64 {
+    if p.probe == ProbeId::MqRecv as u16 {
+        let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+        if let Some(t) = RECEIVER.get_ptr_mut(&p.ino)
+            && unsafe { *t } == tid
+        {
+            unsafe { *t = 0 };
+        }
+        return ret;
+    }
+    if p.probe != ProbeId::MqSend as u16 || ret != 0 {
+        return ret;
+    }
+    // A 0-byte message (an end marker) carries nothing: not counted as a message.
+    if p.len == 0 {
+        return 0;
+    }
+    let how = if p._pad != 0 { ProbeId::MqHandoff } else { ProbeId::MqQueued };
+    agg_event(tgid, how as u16, p.kind, p.ino, p.len);
+    p.len as i64
+}

@@ -1,0 +1,253 @@
+//! Message queues, POSIX (`mq`) and SysV (`sysv-msg`): the probe-table row (the syscall
+//! dispatcher on mq_timedsend/mq_timedreceive and msgsnd/msgrcv), the path (copy into a
+//! kernel message, handed to a waiting receiver or queued, writer blocked on a full queue,
+//! reader woken, copy out), the observed-vs-witness rows, and how attach/trace find POSIX
+//! queues (an fd on the mqueue filesystem) and pair a queue's senders and receivers. A SysV
+//! queue has no fd: its channel id is `SYSV_MSG_ID | msqid`, seen through its calls.
+
+use std::{collections::BTreeMap, path::Path};
+
+use ipctrace_common::{ChannelKind, MQUEUE_MAGIC, ProbeId, SYSV_MSG_ID, sysop, sysrow};
+
+use super::{Ends, Family, busiest};
+use crate::{
+    agree::push,
+    discover::{Found, Scan},
+    model::{Agreement, Label, Observed, Process, Stage, StageTime},
+    path::{chain, latency, stage, woken_by},
+    probes::{Attach, LogicalProbe, imp},
+};
+
+pub struct Mq;
+
+pub static MQ: Mq = Mq;
+
+const SEND: ProbeId = ProbeId::MqSend;
+const RECV: ProbeId = ProbeId::MqRecv;
+
+/// The kernel functions of a queue call (frames that mark it in a stack).
+fn is_send_fn(f: &str) -> bool {
+    matches!(f, "do_mq_timedsend" | "do_msgsnd" | "load_msg")
+}
+
+fn is_recv_fn(f: &str) -> bool {
+    matches!(f, "do_mq_timedreceive" | "do_msgrcv" | "store_msg")
+}
+
+static PROBES: &[LogicalProbe] = &[LogicalProbe {
+    name: "msg_queue",
+    what: "messages sent and received on POSIX and SysV message queues; hand-off to a waiting receiver or queued",
+    ids: &[ProbeId::MqSend, ProbeId::MqRecv, ProbeId::MqHandoff, ProbeId::MqQueued],
+    impls: &[imp(
+        crate::model::probe::Mechanism::Tracepoint,
+        Label::Derived,
+        "send bytes = the length asked at mq_timedsend/msgsnd's entry when the call returned 0; receive bytes = \
+         return values of mq_timedreceive/msgrcv; a send is a hand-off when the thread that last entered a \
+         receive on the same queue was blocked in it (off the CPU) at the send's entry, else queued",
+        &[Attach::Syscalls { row: sysrow::MQ, ops: &[sysop::MQ_SEND, sysop::MQ_RECV, sysop::MSGSND, sysop::MSGRCV] }],
+    )],
+}];
+
+fn total(t: u64) -> Option<StageTime> {
+    Some(StageTime::Total { ns: t })
+}
+
+/// A chain of kernel frames seen under the call, if samples caught one.
+fn seen(o: &Observed, leaf: fn(&str) -> bool) -> Option<String> {
+    chain(o, &[ProbeId::OffCpu, ProbeId::Sample], leaf).map(|c| format!("chain seen: {c}"))
+}
+
+impl Family for Mq {
+    fn name(&self) -> &'static str {
+        "message-queue"
+    }
+
+    fn probes(&self) -> &'static [LogicalProbe] {
+        PROBES
+    }
+
+    fn required(&self) -> &'static [&'static str] {
+        &["msg_queue"]
+    }
+
+    fn stages(&self, e: &Ends) -> Vec<Stage> {
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let s = p.sum(SEND, None);
+        let mut v = vec![stage(
+            "mq_send / msgsnd",
+            0,
+            s.calls,
+            Some(s.bytes),
+            latency(&p.hist(SEND)),
+            p.label(SEND),
+            seen(p, is_send_fn),
+        )];
+        v.push(stage(
+            "copy user -> kernel message (load_msg: msg_msg allocated)",
+            1,
+            s.calls.saturating_sub(s.zero + s.eagain + s.etimedout + s.eintr + s.other_errors),
+            Some(s.bytes),
+            None,
+            p.label(SEND),
+            Some("one copy per byte sent, into a message allocated for it".into()),
+        ));
+        let hand = p.sum(ProbeId::MqHandoff, None);
+        v.push(stage(
+            "handed to a receiver already waiting",
+            1,
+            hand.calls,
+            None,
+            None,
+            p.label(ProbeId::MqHandoff),
+            Some("the receiver was blocked in a receive on the queue when the send entered (derived)".into()),
+        ));
+        let queued = p.sum(ProbeId::MqQueued, None);
+        v.push(stage(
+            "queued (no receiver waiting)",
+            1,
+            queued.calls,
+            None,
+            None,
+            p.label(ProbeId::MqQueued),
+            Some("no receiver was blocked on the queue when the send entered (derived)".into()),
+        ));
+        let b = p.sum(ProbeId::Blocked, Some(SEND.name()));
+        v.push(stage(
+            "writer blocked: queue full",
+            1,
+            b.calls,
+            None,
+            total(b.time_ns),
+            p.label(ProbeId::Blocked),
+            Some("voluntary switches while a send was in flight".into()),
+        ));
+        v.push(stage(
+            "reader woken by the writer",
+            1,
+            woken_by(c, e.producer.pid),
+            None,
+            None,
+            Some(Label::Exact),
+            None,
+        ));
+        let r = c.sum(RECV, None);
+        v.push(stage(
+            "mq_receive / msgrcv",
+            0,
+            r.calls,
+            Some(r.bytes),
+            latency(&c.hist(RECV)),
+            c.label(RECV),
+            seen(c, is_recv_fn),
+        ));
+        v.push(stage(
+            "copy kernel message -> user (store_msg), message freed",
+            1,
+            r.calls.saturating_sub(r.zero + r.eagain + r.etimedout + r.eintr + r.other_errors),
+            Some(r.bytes),
+            None,
+            c.label(RECV),
+            Some("one copy per byte received".into()),
+        ));
+        let b = c.sum(ProbeId::Blocked, Some(RECV.name()));
+        v.push(stage(
+            "reader blocked: queue empty",
+            1,
+            b.calls,
+            None,
+            total(b.time_ns),
+            c.label(ProbeId::Blocked),
+            Some("voluntary switches while a receive was in flight".into()),
+        ));
+        v.push(stage(
+            "writer woken by the reader",
+            1,
+            woken_by(p, e.consumer.pid),
+            None,
+            None,
+            Some(Label::Exact),
+            None,
+        ));
+        v
+    }
+
+    fn agreement(&self, p: &Process, out: &mut Vec<Agreement>) {
+        let Some(w) = &p.witness else { return };
+        let o = &p.observed;
+        if p.role == "producer" {
+            let s = o.sum(SEND, None);
+            push(out, p, "send bytes", s.bytes, w.bytes, 0.0);
+            push(out, p, "send calls", s.calls, w.calls, 0.0);
+            let msgs = o.sum(ProbeId::MqHandoff, None).calls + o.sum(ProbeId::MqQueued, None).calls;
+            push(out, p, "messages sent (handed off + queued)", msgs, w.messages, 0.0);
+        } else {
+            let r = o.sum(RECV, None);
+            push(out, p, "receive bytes", r.bytes, w.bytes, 0.0);
+            push(out, p, "receive calls", r.calls, w.calls, 0.0);
+        }
+    }
+
+    fn copied_bytes(&self, o: &Observed) -> u64 {
+        o.sum(SEND, None).bytes + o.sum(RECV, None).bytes
+    }
+
+    fn copies_label(&self, o: &Observed) -> Option<Label> {
+        o.label(SEND).or(o.label(RECV))
+    }
+
+    fn data_calls(&self) -> &'static [ProbeId] {
+        &[ProbeId::MqSend, ProbeId::MqRecv]
+    }
+
+    fn delivered(&self, consumer: &Observed) -> Option<u64> {
+        Some(consumer.sum(RECV, None).bytes)
+    }
+
+    fn pair(
+        &self,
+        ino: u64,
+        observed: &BTreeMap<u32, Observed>,
+        _found: &BTreeMap<u32, Vec<Found>>,
+    ) -> (Option<u32>, Option<u32>) {
+        (busiest(observed, ino, &[SEND]), busiest(observed, ino, &[RECV]))
+    }
+
+    /// An fd on the mqueue filesystem (its link is the queue's name, `(deleted)` once
+    /// unlinked).
+    fn find_in_fd(&self, link: &str, fd: &Path, _scan: &Scan) -> Option<Found> {
+        if !link.starts_with('/') {
+            return None;
+        }
+        let fs = nix::sys::statfs::statfs(fd).ok()?;
+        if fs.filesystem_type().0 as u64 != MQUEUE_MAGIC {
+            return None;
+        }
+        let md = std::fs::metadata(fd).ok()?;
+        Some(Found {
+            kind: ChannelKind::MsgQueue.name().into(),
+            ino: std::os::unix::fs::MetadataExt::ino(&md),
+            path: Some(link.to_string()),
+            peer: None,
+        })
+    }
+
+    fn progress(&self) -> Option<ProbeId> {
+        Some(RECV)
+    }
+
+    fn histograms(&self) -> &'static [ProbeId] {
+        &[ProbeId::MqSend, ProbeId::MqRecv]
+    }
+
+    fn section_name(&self, kind: ChannelKind) -> &'static str {
+        if kind == ChannelKind::SysvMsg { "sysv-msg" } else { "mq" }
+    }
+
+    fn describe(&self, kind: ChannelKind, ino: u64, path: Option<&str>) -> String {
+        match (kind, path) {
+            (ChannelKind::SysvMsg, _) => format!("SysV msq {}", ino & !SYSV_MSG_ID),
+            (_, Some(p)) => format!("mq {p}"),
+            _ => format!("mq ino {ino}"),
+        }
+    }
+}

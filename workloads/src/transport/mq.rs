@@ -1,0 +1,331 @@
+//! The message-queue transports: `mq` (POSIX: mq_timedsend/mq_timedreceive on a queue the
+//! launcher creates with O_EXCL and unlinks at once, so no name outlives the run whatever
+//! kills it; both roles inherit the descriptor at fd 4) and `sysv-msg` (msgsnd/msgrcv on a
+//! private queue whose id the roles get as `--path`; removed by the consumer at the end, by
+//! the launcher when dropped, and by a role's signal handler). One message per call; a 0-byte
+//! message ends the stream; every byte is verified. A message above what the queue takes is
+//! refused with the limit named (`max_message`).
+
+use std::{
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+
+use super::{Channel, ChannelKind, Cleanup, RoleCtx, RoleFds, Spec};
+use crate::{
+    cleanup,
+    pattern::{PatternBuf, first_mismatch},
+    role::{Role, RoleArgs},
+    spawn::{Launch, random_u64},
+    stream::witness,
+    witness::Witness,
+};
+
+pub static MQ: Spec = Spec { name: "mq", kind: ChannelKind::MsgQueue, setup: setup_mq, prepare, run: run_role };
+pub static SYSV_MSG: Spec =
+    Spec { name: "sysv-msg", kind: ChannelKind::SysvMsg, setup: setup_sysv, prepare, run: run_role };
+
+/// A blocked side looks at its peer this often.
+const WAIT: Duration = Duration::from_millis(250);
+/// The queue depth (messages), bounded by `fs.mqueue.msg_max` for POSIX queues.
+const DEPTH: u64 = 10;
+/// The kernel's hard limit on a POSIX message with CAP_SYS_RESOURCE (HARD_MSGSIZEMAX).
+const HARD_MSGSIZEMAX: u64 = 16 << 20;
+
+fn sysctl(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (capability 24, which lifts
+/// `fs.mqueue.msgsize_max`).
+fn has_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// POSIX queue depth: `DEPTH`, or fewer where `fs.mqueue.msg_max` says so.
+fn mq_depth() -> u64 {
+    sysctl("/proc/sys/fs/mqueue/msg_max").unwrap_or(DEPTH).clamp(1, DEPTH)
+}
+
+/// The largest message of `kind` this process may send, with what sets it.
+pub fn max_message(kind: ChannelKind) -> Option<(u64, String)> {
+    match kind {
+        ChannelKind::MsgQueue => {
+            let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit into a local struct.
+            unsafe { libc::getrlimit(libc::RLIMIT_MSGQUEUE, &mut rl) };
+            // The queue's bytes (depth x (size + a pointer each)) count against RLIMIT_MSGQUEUE.
+            let by_rlimit = (rl.rlim_cur / mq_depth()).saturating_sub(64);
+            if has_sys_resource() {
+                return Some((
+                    HARD_MSGSIZEMAX.min(by_rlimit),
+                    "the kernel's hard limit and RLIMIT_MSGQUEUE (CAP_SYS_RESOURCE lifts fs.mqueue.msgsize_max)".into(),
+                ));
+            }
+            let max = sysctl("/proc/sys/fs/mqueue/msgsize_max").unwrap_or(8192);
+            Some((max.min(by_rlimit), "fs.mqueue.msgsize_max (without CAP_SYS_RESOURCE)".into()))
+        }
+        ChannelKind::SysvMsg => {
+            let max = sysctl("/proc/sys/kernel/msgmax").unwrap_or(8192);
+            let mnb = sysctl("/proc/sys/kernel/msgmnb").unwrap_or(16384);
+            Some((max.min(mnb), "kernel.msgmax and kernel.msgmnb".into()))
+        }
+        _ => None,
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// A random queue name, or the user's (which must start with `/` and hold no other `/`).
+fn queue_name(l: &Launch) -> Result<String> {
+    match &l.mq_name {
+        Some(n) if !n.starts_with('/') || n[1..].contains('/') || n.len() < 2 => {
+            bail!("--mq-name {n:?}: a POSIX queue name is `/NAME` with no other `/`")
+        }
+        Some(n) => Ok(n.clone()),
+        None => Ok(format!("/{}-{}-{:016x}", l.shm_prefix, std::process::id(), random_u64())),
+    }
+}
+
+/// The launcher: creates the queue (refusing an existing name), unlinks the name at once and
+/// hands the descriptor to both roles.
+fn setup_mq(l: &Launch) -> Result<Channel> {
+    let name = queue_name(l)?;
+    let c = std::ffi::CString::new(name.clone())?;
+    // SAFETY: a zeroed mq_attr with the two fields mq_open reads.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    attr.mq_maxmsg = mq_depth() as _;
+    attr.mq_msgsize = l.msg_size.max(1) as _;
+    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: mq_open with a valid name and attributes.
+    let fd = unsafe { libc::mq_open(c.as_ptr(), flags, 0o600 as libc::mode_t, &mut attr as *mut libc::mq_attr) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            bail!("the message queue {name} exists; give a name that does not (it is created and removed)");
+        }
+        bail!("creating the message queue {name} ({} messages of {} bytes) failed: {e}", mq_depth(), l.msg_size);
+    }
+    // SAFETY: unlinking the name we just created; the descriptors keep the queue.
+    unsafe { libc::mq_unlink(c.as_ptr()) };
+    // SAFETY: an mqd_t is an fd on Linux, fresh and ours.
+    let a = unsafe { OwnedFd::from_raw_fd(fd) };
+    let b = a.try_clone()?;
+    let ino = nix::sys::stat::fstat(&a).map(|s| s.st_ino).ok();
+    Ok(Channel {
+        fds: [RoleFds { data: Some(a), ack: None }, RoleFds { data: Some(b), ack: None }],
+        ino,
+        path: Some(name),
+        cleanup: None,
+    })
+}
+
+/// The launcher: a private SysV queue, removed when the channel is dropped.
+fn setup_sysv(_: &Launch) -> Result<Channel> {
+    // SAFETY: msgget(2) with no memory arguments.
+    let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        bail!("creating a SysV message queue failed: {}", std::io::Error::last_os_error());
+    }
+    Ok(Channel {
+        fds: Default::default(),
+        ino: Some(ipctrace_common::SYSV_MSG_ID | id as u64),
+        path: Some(id.to_string()),
+        cleanup: Some(Cleanup::Msq(id)),
+    })
+}
+
+/// A SysV queue goes if the process is killed before the run removes it.
+fn prepare(a: &RoleArgs) -> Result<()> {
+    if a.transport.kind() == ChannelKind::SysvMsg
+        && let Some(id) = a.path.as_deref().and_then(|p| p.parse().ok())
+    {
+        cleanup::register_msq(id);
+    }
+    Ok(())
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// SIGALRM every `WAIT` without SA_RESTART: a blocked msgsnd/msgrcv returns EINTR, so the
+/// loop can look at its peer (SysV calls take no timeout).
+fn start_alarm() {
+    // SAFETY: a handler that does nothing, and a periodic real-time timer.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let t = libc::timeval { tv_sec: 0, tv_usec: WAIT.as_micros() as libc::suseconds_t };
+        let it = libc::itimerval { it_interval: t, it_value: t };
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+}
+
+fn stop_alarm() {
+    // SAFETY: disarming the timer.
+    unsafe {
+        let z = libc::timeval { tv_sec: 0, tv_usec: 0 };
+        let it = libc::itimerval { it_interval: z, it_value: z };
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+}
+
+/// The queue of this role.
+enum Queue {
+    Posix(OwnedFd),
+    Sysv(i32),
+}
+
+/// `WAIT` from now on CLOCK_REALTIME (mq_timed* take an absolute time).
+fn deadline() -> libc::timespec {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    let ns = ts.tv_nsec as i64 + WAIT.as_nanos() as i64;
+    ts.tv_sec += (ns / 1_000_000_000) as libc::time_t;
+    ts.tv_nsec = (ns % 1_000_000_000) as _;
+    ts
+}
+
+impl Queue {
+    /// One send of `msg` (a SysV message is `buf`: mtype then text); Err(errno).
+    fn send(&self, msg: &[u8], buf: &mut Vec<u8>) -> std::result::Result<(), i32> {
+        let r = match self {
+            Queue::Posix(fd) => {
+                let ts = deadline();
+                // SAFETY: mq_timedsend from a valid buffer.
+                unsafe { libc::mq_timedsend(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &ts) }
+            }
+            Queue::Sysv(id) => {
+                buf.clear();
+                buf.extend_from_slice(&1i64.to_ne_bytes());
+                buf.extend_from_slice(msg);
+                // SAFETY: msgsnd of a struct msgbuf of msg.len() text bytes.
+                unsafe { libc::msgsnd(*id, buf.as_ptr().cast(), msg.len(), 0) }
+            }
+        };
+        if r < 0 { Err(errno()) } else { Ok(()) }
+    }
+
+    /// One receive into `buf` (room for mtype + text); the text's length, or Err(errno).
+    fn recv(&self, buf: &mut [u8]) -> std::result::Result<usize, i32> {
+        let r = match self {
+            Queue::Posix(fd) => {
+                let ts = deadline();
+                let mut prio = 0u32;
+                let text = &mut buf[8..];
+                // SAFETY: mq_timedreceive into a valid buffer of at least mq_msgsize bytes.
+                unsafe { libc::mq_timedreceive(fd.as_raw_fd(), text.as_mut_ptr().cast(), text.len(), &mut prio, &ts) }
+            }
+            // SAFETY: msgrcv into a struct msgbuf with buf.len() - 8 text bytes.
+            Queue::Sysv(id) => unsafe { libc::msgrcv(*id, buf.as_mut_ptr().cast(), buf.len() - 8, 0, 0) },
+        };
+        if r < 0 { Err(errno()) } else { Ok(r as usize) }
+    }
+}
+
+fn run_role(c: &RoleCtx) -> Result<Witness> {
+    let a = c.args;
+    let name = a.transport.name();
+    let q = match a.transport.kind() {
+        ChannelKind::MsgQueue => {
+            // SAFETY: the launcher placed the queue descriptor here for us.
+            Queue::Posix(unsafe { OwnedFd::from_raw_fd(a.data_fd) })
+        }
+        _ => {
+            let id = a.path.as_deref().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("no queue id"))?;
+            start_alarm();
+            Queue::Sysv(id)
+        }
+    };
+    let w = match a.role {
+        Role::Producer => produce(&q, name, c),
+        Role::Consumer => consume(&q, name, c),
+    };
+    stop_alarm();
+    if let (Queue::Sysv(id), Role::Consumer) = (&q, a.role) {
+        // SAFETY: removing our queue; the producer has sent its last message.
+        unsafe { libc::msgctl(*id, libc::IPC_RMID, std::ptr::null_mut()) };
+        cleanup::unregister_msq(*id);
+    }
+    w
+}
+
+fn produce(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
+    let o = &c.stream;
+    let pat = PatternBuf::new(o.msg_size);
+    let mut w = witness("producer", transport);
+    let start = Instant::now();
+    let mut scratch = vec![0u8; o.msg_size];
+    let mut buf = Vec::with_capacity(o.msg_size + 8);
+    let mut off = 0u64;
+    let send = |msg: &[u8], w: &mut Witness, buf: &mut Vec<u8>, off: u64| -> Result<()> {
+        loop {
+            w.calls += 1;
+            match q.send(msg, buf) {
+                Ok(()) => return Ok(()),
+                Err(libc::EINTR | libc::ETIMEDOUT | libc::EAGAIN) => c.peer.check("consumer")?,
+                Err(libc::EIDRM | libc::EINVAL) if w.messages > 0 => {
+                    bail!("the {transport} queue was removed after {off} bytes")
+                }
+                Err(e) => bail!("sending on the {transport} queue failed: {}", std::io::Error::from_raw_os_error(e)),
+            }
+        }
+    };
+    while let Some(len) = o.next_len(off, w.messages) {
+        let mut msg: &[u8] = pat.window(off, len);
+        if let Some(x) = o.corrupt_at.filter(|x| (off..off + len as u64).contains(x)) {
+            scratch[..len].copy_from_slice(msg);
+            scratch[(x - off) as usize] ^= 0xff;
+            msg = &scratch[..len];
+        }
+        send(msg, &mut w, &mut buf, off)?;
+        off += len as u64;
+        w.messages += 1;
+    }
+    // The end of the stream: a queue has no EOF.
+    send(&[], &mut w, &mut buf, off)?;
+    w.bytes = off;
+    w.elapsed_ns = start.elapsed().as_nanos() as u64;
+    Ok(w)
+}
+
+fn consume(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
+    let o = &c.stream;
+    let pat = PatternBuf::new(o.msg_size);
+    let mut w = witness("consumer", transport);
+    let start = Instant::now();
+    let mut buf = vec![0u8; o.msg_size.max(1) + 8];
+    let mut off = 0u64;
+    loop {
+        w.calls += 1;
+        let n = match q.recv(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(libc::EINTR | libc::ETIMEDOUT | libc::EAGAIN) => {
+                c.peer.check("producer")?;
+                continue;
+            }
+            Err(e) => bail!("receiving on the {transport} queue failed: {}", std::io::Error::from_raw_os_error(e)),
+        };
+        if w.first_mismatch.is_none() {
+            w.first_mismatch = first_mismatch(&pat, off, &buf[8..8 + n]);
+        }
+        off += n as u64;
+        w.messages += 1;
+    }
+    w.bytes = off;
+    w.verified_bytes = Some(w.first_mismatch.unwrap_or(off));
+    w.elapsed_ns = start.elapsed().as_nanos() as u64;
+    Ok(w)
+}
