@@ -191,7 +191,7 @@ fn deadline() -> libc::timespec {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime into a local.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    let ns = ts.tv_nsec as i64 + WAIT.as_nanos() as i64;
+    let ns = ts.tv_nsec + WAIT.as_nanos() as i64;
     ts.tv_sec += (ns / 1_000_000_000) as libc::time_t;
     ts.tv_nsec = (ns % 1_000_000_000) as _;
     ts
