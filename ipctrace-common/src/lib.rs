@@ -311,6 +311,9 @@ ids! {
         MqHandoff = 34 => "mq_handoff",
         /// A send that entered with no receive in flight: the message was queued.
         MqQueued = 35 => "mq_queued",
+        /// A message sent, by priority (POSIX msg_prio; SysV mtype): `kind` packs the
+        /// priority (x16, capped at 4095) and the channel kind, as for BLOCKED.
+        MqPriority = 36 => "mq_priority",
     }
 }
 

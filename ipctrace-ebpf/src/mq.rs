@@ -7,7 +7,7 @@
 //! when the send entered: the kernel gives the message to the waiting receiver, derived) or
 //! queued. With several receivers on one queue only the last to enter is looked at.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::map, maps::LruHashMap};
 use ipctrace_common::{ChannelKind, Pending, ProbeId, SYSV_MSG_ID};
 
 use crate::{OFFCPU, agg_event, classify::Fd, inflight, start_call};
@@ -16,47 +16,57 @@ use crate::{OFFCPU, agg_event, classify::Fd, inflight, start_call};
 #[map]
 static RECEIVER: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
 
-/// A POSIX queue call on fd `f`: a send of `len` bytes, or a receive.
+/// A POSIX queue call on fd `f`: a send (`Some((len, priority))`) or a receive.
 #[inline(always)]
-pub(crate) fn posix(f: &Fd, send: Option<u64>) {
+pub(crate) fn posix(f: &Fd, send: Option<(u64, u64)>) {
     if f.channel() == Some(ChannelKind::MsgQueue) {
         call(f.ino, ChannelKind::MsgQueue, send);
     }
 }
 
-/// A SysV queue call on `msqid`: a send of `len` bytes, or a receive.
+/// A SysV queue call on `msqid`: a send (`Some((len, msgp))`, whose mtype is read from the
+/// sender's memory) or a receive.
 #[inline(always)]
-pub(crate) fn sysv(msqid: u64, send: Option<u64>) {
+pub(crate) fn sysv(msqid: u64, send: Option<(u64, u64)>) {
+    let send = send.map(|(len, msgp)| {
+        let mtype = unsafe { bpf_probe_read_user(msgp as *const i64) }.unwrap_or(0);
+        (len, mtype.max(0) as u64)
+    });
     call(SYSV_MSG_ID | (msqid & 0x7fff_ffff), ChannelKind::SysvMsg, send);
 }
 
 #[inline(always)]
-fn call(id: u64, kind: ChannelKind, send: Option<u64>) {
+fn call(id: u64, kind: ChannelKind, send: Option<(u64, u64)>) {
     match send {
-        Some(len) => send_start(id, kind, len),
+        Some((len, prio)) => send_start(id, kind, len, prio),
         None => recv_start(id, kind),
     }
 }
 
+/// `Pending._pad` of a send: bit 31 a receiver waiting, the low bits the priority.
+const WAITING: u32 = 1 << 31;
+const MAX_PRIO: u64 = 4095;
+
 /// A send of `len` bytes on queue `id` of `kind`; whether a receiver waits is decided now.
 #[inline(always)]
-fn send_start(id: u64, kind: ChannelKind, len: u64) {
-    let Some(r) = RECEIVER.get_ptr_mut(&id) else { return start(id, kind, len, false) };
+fn send_start(id: u64, kind: ChannelKind, len: u64, prio: u64) {
+    let prio = prio.min(MAX_PRIO) as u32;
+    let Some(r) = RECEIVER.get_ptr_mut(&id) else { return start(id, kind, len, prio) };
     let waiting = unsafe { *r } != 0 && blocked_on(unsafe { *r }, id);
     if waiting {
         // That receiver takes this message: it waits for no other until its next receive.
         unsafe { *r = 0 };
     }
-    start(id, kind, len, waiting);
+    start(id, kind, len, prio | if waiting { WAITING } else { 0 });
 }
 
 #[inline(always)]
-fn start(id: u64, kind: ChannelKind, len: u64, waiting: bool) {
+fn start(id: u64, kind: ChannelKind, len: u64, flags: u32) {
     start_call(id, ProbeId::MqSend, kind);
     if let Some(p) = inflight() {
         unsafe {
             (*p).len = len;
-            (*p)._pad = u32::from(waiting);
+            (*p)._pad = flags;
         }
     }
 }
@@ -95,7 +105,9 @@ pub(crate) fn exit(tgid: u32, p: &Pending, ret: i64) -> i64 {
     if p.len == 0 {
         return 0;
     }
-    let how = if p._pad != 0 { ProbeId::MqHandoff } else { ProbeId::MqQueued };
+    let how = if p._pad & WAITING != 0 { ProbeId::MqHandoff } else { ProbeId::MqQueued };
     agg_event(tgid, how as u16, p.kind, p.ino, p.len);
+    let prio = (p._pad & !WAITING) as u16;
+    agg_event(tgid, ProbeId::MqPriority as u16, prio * 16 + p.kind, p.ino, p.len);
     p.len as i64
 }

@@ -138,10 +138,10 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
             on_fd(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend);
         }
         // mq_timedsend(mqd, msg, len, prio, timeout), mq_timedreceive(mqd, ...).
-        sysop::MQ_SEND => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0)), Some(arg(regs, 2))),
+        sysop::MQ_SEND => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0)), Some((arg(regs, 2), arg(regs, 3)))),
         sysop::MQ_RECV => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0)), None),
         // msgsnd(msqid, msgp, msgsz, flags), msgrcv(msqid, msgp, msgsz, type, flags).
-        sysop::MSGSND => mq::sysv(arg(regs, 0), Some(arg(regs, 2))),
+        sysop::MSGSND => mq::sysv(arg(regs, 0), Some((arg(regs, 2), arg(regs, 1)))),
         sysop::MSGRCV => mq::sysv(arg(regs, 0), None),
         sysop::SPLICE => pipe::splice_enter(arg(regs, 0), arg(regs, 2)),
         sysop::OPEN => shm::open_enter(tgid, arg(regs, 0)),

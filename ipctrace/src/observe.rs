@@ -55,13 +55,16 @@ pub fn observe(
         let decoded = if p == ProbeId::Blocked {
             let inflight = k.kind / 16;
             let sub = if inflight == 0 { Some("other") } else { ProbeId::name_of(inflight) };
-            sub.zip(ChannelKind::from_u16(k.kind % 16))
+            sub.map(String::from).zip(ChannelKind::from_u16(k.kind % 16))
+        } else if p == ProbeId::MqPriority {
+            // MQ_PRIORITY packs the message's priority (SysV: mtype) and the kind the same way.
+            Some((format!("{}", k.kind / 16), ChannelKind::from_u16(k.kind % 16).unwrap_or(ChannelKind::Other)))
         } else {
             let kind = match p {
                 ProbeId::SchedOut | ProbeId::Wakeup => Some(ChannelKind::Other),
                 _ => ChannelKind::from_u16(k.kind),
             };
-            sub_name(p, k.kind).zip(kind)
+            sub_name(p, k.kind).map(String::from).zip(kind)
         };
         let Some((sub, kind)) = decoded else {
             *unknown += 1;
@@ -70,7 +73,7 @@ pub fn observe(
         let (label, rule) = label_of(p);
         events.push(Observation {
             probe: p.name().into(),
-            sub: sub.into(),
+            sub,
             channel: (kind != ChannelKind::Other && k.ino != 0)
                 .then(|| ChannelId { kind: kind.name().into(), ino: k.ino }),
             waker: (p == ProbeId::Wakeup).then_some(k.ino as u32),

@@ -363,6 +363,9 @@ pub fn tier_summary(choices: &[Choice]) -> String {
 
 pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome> {
     let mut stops = Stops::catch()?;
+    for (t, why) in args.skipped() {
+        crate::warn(&format!("ipctrace: --transport all: {t} not run: {why}"));
+    }
     // Only the hooks the chosen transports need (some fire for all network traffic).
     let mut families: Vec<&'static dyn Family> = Vec::new();
     for t in args.transports() {

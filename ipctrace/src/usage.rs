@@ -118,13 +118,8 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
     // usage error (a sweep marks those points n/a instead).
     if !a.sweep {
         for t in a.transports() {
-            if let Some((max, why)) = t.max_message()
-                && a.msg_size > max
-            {
-                return Err(format!(
-                    "--msg-size {} is above the largest {t} message this machine carries ({max} bytes, set by {why})",
-                    format_size(a.msg_size)
-                ));
+            if let Some(why) = a.too_big(t) {
+                return Err(why);
             }
         }
     }

@@ -1,4 +1,4 @@
-/* Shared by pipe_pc.c, shm_pc.c and uds_pc.c: options, sizes, the byte pattern, the start
+/* Shared by pipe_pc.c, shm_pc.c, uds_pc.c and mq_pc.c: options, sizes, the byte pattern, the start
  * gate and the summary line. They mirror the Rust workloads (workloads/src) exactly, so ipctrace's
  * attach tests can use these as foreign programs with the same witnesses. */
 #ifndef IPCTRACE_WORKLOADS_COMMON_H
@@ -26,10 +26,16 @@ struct opts {
     int64_t corrupt_at; /* -1 = off */
     const char *sock_type;   /* uds: stream (default), dgram, seqpacket */
     const char *socket_path; /* uds: a named socket instead of a socketpair (@name: abstract) */
+    int sysv;                /* mq: SysV msgsnd/msgrcv instead of POSIX mq */
+    const char *mq_name;     /* mq: the POSIX queue's name (/NAME) */
+    uint64_t depth;          /* mq: queue depth, 0 = the limit (at most 10) */
+    uint64_t priorities;     /* mq: messages at priorities 0..N-1 (round robin), 0/1 = one */
+    int handoff;             /* mq: send only once the consumer is blocked in its receive */
+    int queue_first;         /* mq: the consumer receives only after every message was sent */
 };
 
 /* Which program parses its options: the extra options each takes. */
-enum prog { PROG_PIPE, PROG_SHM, PROG_UDS };
+enum prog { PROG_PIPE, PROG_SHM, PROG_UDS, PROG_MQ };
 
 static inline uint8_t byte_at(uint64_t i)
 {
@@ -96,6 +102,7 @@ static void usage(const char *prog, enum prog kind)
             prog,
             kind == PROG_SHM   ? " [--slot-size SIZE] [--slots N] [--populate]"
             : kind == PROG_UDS ? " [--type stream|dgram|seqpacket] [--socket-path PATH|@NAME]"
+            : kind == PROG_MQ  ? " [--sysv] [--mq-name /NAME] [--depth N] [--priorities N] [--handoff | --queue-first]"
                                : "");
     exit(2);
 }
@@ -103,7 +110,7 @@ static void usage(const char *prog, enum prog kind)
 static struct opts parse_opts(int argc, char **argv, enum prog kind)
 {
     int shm = kind == PROG_SHM;
-    struct opts o = {.total = 256ULL << 20, .msg_size = 64 << 10, .corrupt_at = -1, .sock_type = "stream"};
+    struct opts o = {.total = 256ULL << 20, .msg_size = kind == PROG_MQ ? 4096 : 64 << 10, .corrupt_at = -1, .sock_type = "stream"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = NULL;
@@ -136,6 +143,20 @@ static struct opts parse_opts(int argc, char **argv, enum prog kind)
                 usage(argv[0], kind);
         } else if (kind == PROG_UDS && !strcmp(a, "--socket-path")) {
             o.socket_path = VALUE();
+        } else if (kind == PROG_MQ && !strcmp(a, "--sysv")) {
+            o.sysv = 1;
+        } else if (kind == PROG_MQ && !strcmp(a, "--mq-name")) {
+            o.mq_name = VALUE();
+        } else if (kind == PROG_MQ && !strcmp(a, "--depth")) {
+            if (parse_size(VALUE(), &o.depth) || o.depth == 0)
+                usage(argv[0], kind);
+        } else if (kind == PROG_MQ && !strcmp(a, "--priorities")) {
+            if (parse_size(VALUE(), &o.priorities) || o.priorities > 32)
+                usage(argv[0], kind);
+        } else if (kind == PROG_MQ && !strcmp(a, "--handoff")) {
+            o.handoff = 1;
+        } else if (kind == PROG_MQ && !strcmp(a, "--queue-first")) {
+            o.queue_first = 1;
         } else if (!strcmp(a, "--wait-start")) {
             o.wait_start = 1;
         } else if (!strcmp(a, "--corrupt-at")) {

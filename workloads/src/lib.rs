@@ -22,4 +22,6 @@ pub mod c_programs {
     pub const SHM_PC: &str = env!("IPCTRACE_SHM_PC");
     /// fork + socketpair (or a named socket) producer/consumer, --type stream|dgram|seqpacket.
     pub const UDS_PC: &str = env!("IPCTRACE_UDS_PC");
+    /// fork + POSIX message queue (or SysV with --sysv) producer/consumer.
+    pub const MQ_PC: &str = env!("IPCTRACE_MQ_PC");
 }

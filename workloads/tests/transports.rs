@@ -64,6 +64,17 @@ fn every_transport_moves_and_verifies_exact_totals() {
         for (msg, total) in
             [(1u64, 100_003u64), (4097, (8 << 20) + 12345), (65536, (8 << 20) + 777), (1 << 20, (16 << 20) + 5)]
         {
+            // A message transport refuses a size above its limit, naming it.
+            if let Some((max, _)) = t.max_message().filter(|(m, _)| msg > *m) {
+                let out = Command::new(BIN)
+                    .args([t.name(), "--total", &total.to_string(), "--msg-size", &msg.to_string()])
+                    .output()
+                    .unwrap();
+                assert_eq!(out.status.code(), Some(2), "{t} msg {msg}");
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(err.contains(&format!("({max} bytes")), "{t} msg {msg}: {err}");
+                continue;
+            }
             let (code, v) = run(t.name(), total, msg, &[], &p);
             assert_eq!(code, 0, "{t} msg {msg}: {v}");
             let c = witness(&v, "consumer");
@@ -120,9 +131,10 @@ fn a_corrupted_byte_is_detected_on_every_transport() {
 }
 
 /// Starts a long run held at its gate; returns (launcher, producer pid, consumer pid).
-fn start_long(t: &str, prefix: &str) -> (std::process::Child, i32, i32) {
+fn start_long(t: Transport, prefix: &str) -> (std::process::Child, i32, i32) {
+    let msg = t.max_message().map_or(65536, |(m, _)| m.min(65536)).to_string();
     let mut child = Command::new(BIN)
-        .args([t, "--json", "--wait-start", "--total", "1000GiB", "--msg-size", "64KiB", "--shm-prefix", prefix])
+        .args([t.name(), "--json", "--wait-start", "--total", "1000GiB", "--msg-size", &msg, "--shm-prefix", prefix])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -157,7 +169,7 @@ fn killing_one_side_makes_the_other_exit_nonzero() {
     let p = prefix("kill");
     for t in TRANSPORTS {
         for (victim, survivor) in [(1usize, 0usize), (0, 1)] {
-            let (child, prod, cons) = start_long(t.name(), &p);
+            let (child, prod, cons) = start_long(t, &p);
             let pids = [prod, cons];
             // SAFETY: SIGKILL to a process this test started.
             unsafe { libc::kill(pids[victim], libc::SIGKILL) };
@@ -173,7 +185,7 @@ fn killing_one_side_makes_the_other_exit_nonzero() {
 
 #[test]
 fn c_programs_verify_and_print_the_same_summary() {
-    use workloads::c_programs::{PIPE_PC, SHM_PC, UDS_PC};
+    use workloads::c_programs::{MQ_PC, PIPE_PC, SHM_PC, UDS_PC};
     // The C shm program names its object /shm_pc-<its own pid>: collect those pids.
     let mut pids = Vec::new();
     let mut run_c = |prog: &str, args: &[&str]| {
@@ -181,16 +193,23 @@ fn c_programs_verify_and_print_the_same_summary() {
         pids.push(child.id());
         child.wait_with_output().unwrap()
     };
-    let programs: [(&str, &str, &[&str]); 5] = [
+    let programs: [(&str, &str, &[&str]); 7] = [
         (PIPE_PC, "pipe", &[]),
         (SHM_PC, "shm-futex", &[]),
         (UDS_PC, "unix-stream", &["--type", "stream"]),
         (UDS_PC, "unix-dgram", &["--type", "dgram"]),
         (UDS_PC, "unix-seqpacket", &["--type", "seqpacket"]),
+        (MQ_PC, "mq", &[]),
+        (MQ_PC, "sysv-msg", &["--sysv"]),
     ];
     for (prog, transport, extra) in programs {
-        for (msg, total) in [(1u64, 50_001u64), (4097, (8 << 20) + 12345), (65536, (8 << 20) + 1), (1 << 20, 16 << 20)]
-        {
+        // The queues take what their limits allow (8 KiB by default).
+        let sizes: &[(u64, u64)] = if prog == MQ_PC {
+            &[(1, 50_001), (4097, (8 << 20) + 12345), (8192, (8 << 20) + 1)]
+        } else {
+            &[(1, 50_001), (4097, (8 << 20) + 12345), (65536, (8 << 20) + 1), (1 << 20, 16 << 20)]
+        };
+        for &(msg, total) in sizes {
             let mut args = vec!["--total".to_string(), total.to_string(), "--msg-size".into(), msg.to_string()];
             args.extend(extra.iter().map(|s| s.to_string()));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -37,7 +37,7 @@ fn is_recv_fn(f: &str) -> bool {
 static PROBES: &[LogicalProbe] = &[LogicalProbe {
     name: "msg_queue",
     what: "messages sent and received on POSIX and SysV message queues; hand-off to a waiting receiver or queued",
-    ids: &[ProbeId::MqSend, ProbeId::MqRecv, ProbeId::MqHandoff, ProbeId::MqQueued],
+    ids: &[ProbeId::MqSend, ProbeId::MqRecv, ProbeId::MqHandoff, ProbeId::MqQueued, ProbeId::MqPriority],
     impls: &[imp(
         crate::model::probe::Mechanism::Tracepoint,
         Label::Derived,
@@ -47,6 +47,17 @@ static PROBES: &[LogicalProbe] = &[LogicalProbe {
         &[Attach::Syscalls { row: sysrow::MQ, ops: &[sysop::MQ_SEND, sysop::MQ_RECV, sysop::MSGSND, sysop::MSGRCV] }],
     )],
 }];
+
+/// Messages sent by a process, by priority (SysV: mtype), lowest first.
+pub fn by_priority(o: &Observed) -> BTreeMap<u64, u64> {
+    let mut m = BTreeMap::new();
+    for e in o.events.iter().filter(|e| e.probe == ProbeId::MqPriority.name()) {
+        if let Ok(p) = e.sub.parse::<u64>() {
+            *m.entry(p).or_default() += e.calls;
+        }
+    }
+    m
+}
 
 fn total(t: u64) -> Option<StageTime> {
     Some(StageTime::Total { ns: t })
@@ -111,6 +122,19 @@ impl Family for Mq {
             p.label(ProbeId::MqQueued),
             Some("no receiver was blocked on the queue when the send entered (derived)".into()),
         ));
+        let prios = by_priority(p);
+        if prios.len() > 1 {
+            let list: Vec<String> = prios.iter().rev().map(|(pr, n)| format!("{pr}: {n}")).collect();
+            v.push(stage(
+                "messages by priority (SysV: mtype)",
+                1,
+                prios.values().sum(),
+                None,
+                None,
+                p.label(ProbeId::MqPriority),
+                Some(list.join(", ")),
+            ));
+        }
         let b = p.sum(ProbeId::Blocked, Some(SEND.name()));
         v.push(stage(
             "writer blocked: queue full",

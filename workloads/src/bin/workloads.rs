@@ -166,6 +166,14 @@ fn main() -> ExitCode {
         (None, Some(t)) => (t, cli.common),
         (None, None) => unreachable!("clap requires a transport"),
     };
+    // A message transport carries a message whole or not at all: a usage error.
+    if let Some((max, why)) = t.max_message().filter(|(m, _)| c.msg_size > *m) {
+        eprintln!(
+            "workloads: --msg-size {} is above the largest {t} message this machine carries ({max} bytes, set by {why})",
+            c.msg_size
+        );
+        return ExitCode::from(2);
+    }
     match run(t, c) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -98,7 +98,20 @@ fn queue_name(l: &Launch) -> Result<String> {
 
 /// The launcher: creates the queue (refusing an existing name), unlinks the name at once and
 /// hands the descriptor to both roles.
+/// A message above the queue's limit: refused before anything is created.
+fn check_size(l: &Launch) -> Result<()> {
+    if let Some((max, why)) = max_message(l.transport.kind()).filter(|(m, _)| l.msg_size > *m) {
+        bail!(
+            "{} messages of {} bytes are above the largest this queue takes ({max} bytes, set by {why})",
+            l.transport,
+            l.msg_size
+        );
+    }
+    Ok(())
+}
+
 fn setup_mq(l: &Launch) -> Result<Channel> {
+    check_size(l)?;
     let name = queue_name(l)?;
     let c = std::ffi::CString::new(name.clone())?;
     // SAFETY: a zeroed mq_attr with the two fields mq_open reads.
@@ -130,7 +143,8 @@ fn setup_mq(l: &Launch) -> Result<Channel> {
 }
 
 /// The launcher: a private SysV queue, removed when the channel is dropped.
-fn setup_sysv(_: &Launch) -> Result<Channel> {
+fn setup_sysv(l: &Launch) -> Result<Channel> {
+    check_size(l)?;
     // SAFETY: msgget(2) with no memory arguments.
     let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
     if id < 0 {
