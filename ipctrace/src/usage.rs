@@ -113,6 +113,11 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
         if !n.starts_with('/') || n.len() < 2 || n[1..].contains('/') || n.len() > 255 {
             return Err(format!("--mq-name {n:?}: a POSIX queue name is /NAME (one leading slash, no other)"));
         }
+        if mq_exists(n) {
+            return Err(format!(
+                "--mq-name {n}: the message queue exists; give a name that does not (it is created and removed)"
+            ));
+        }
     }
     // Message transports carry a message whole or refuse it: a size above the limit is a
     // usage error (a sweep marks those points n/a instead).
@@ -125,6 +130,20 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
     }
     check_probes(&a.probes)?;
     check_outputs(&a.output, Some(&a.probes))
+}
+
+/// Whether POSIX message queue `name` exists (opening it for nothing: a queue another user
+/// owns exists too).
+fn mq_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: mq_open without O_CREAT; the descriptor is closed at once.
+    let fd = unsafe { libc::mq_open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: closing the descriptor just opened.
+        unsafe { libc::close(fd) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES)
 }
 
 fn check_probes(p: &ProbeArgs) -> Result<(), String> {
