@@ -129,9 +129,9 @@ pub struct OutputArgs {
     /// attach/trace: how many channels (the busiest) are shown in full after the overview.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub top: usize,
-    /// attach/trace: show this channel in full (its # in the channel table, or its inode);
-    /// repeat for more.
-    #[arg(long = "channel", value_name = "ID")]
+    /// attach/trace: show this channel in full (its # in the channel table, its inode, or
+    /// `msq:ID` for a SysV message queue by its msqid); repeat for more.
+    #[arg(long = "channel", value_name = "ID", value_parser = parse_channel)]
     pub channels: Vec<u64>,
     /// attach/trace: list every process and channel, and show every channel in full.
     #[arg(long)]
@@ -287,6 +287,15 @@ impl RunArgs {
             [a, b] => Some([*a, *b]),
             _ => None,
         })
+    }
+}
+
+/// `--channel`: a number (row # or inode), or `msq:ID` (a SysV queue's channel id).
+fn parse_channel(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?}: a channel is its # in the table, its inode, or msq:ID");
+    match s.strip_prefix("msq:") {
+        Some(id) => id.parse::<u32>().map(|id| ipctrace_common::SYSV_MSG_ID | id as u64).map_err(|_| bad()),
+        None => s.parse().map_err(|_| bad()),
     }
 }
 

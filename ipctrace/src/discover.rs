@@ -1,8 +1,9 @@
 //! Finding out about processes ipctrace did not start: whether a PID exists and is a user
 //! process, its name, and its IPC channels from /proc — every fd and every shared mapping is
 //! offered to each transport family (`Family::find_in_fd`, `Family::find_in_maps`), with what
-//! sock_diag says of the Unix sockets at the same moment (`Scan`); and who outside the
-//! targets holds a socket. Reads only.
+//! sock_diag says of the Unix sockets and /proc/sysvipc/msg of the SysV queues at the same
+//! moment (`Scan`, `Family::find_in_scan`); and who outside the targets holds a socket. Reads
+//! only.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -31,16 +32,42 @@ pub struct Found {
 }
 
 /// What one look at the system says beyond /proc/PID/fd: every Unix socket's type, peer and
-/// name (sock_diag; empty if the dump failed).
+/// name (sock_diag; empty if the dump failed), and every SysV message queue with the last
+/// process that sent to it and received from it (/proc/sysvipc/msg).
 #[derive(Default)]
 pub struct Scan {
     pub unix: BTreeMap<u64, crate::kernel::sockdiag::UnixSock>,
+    pub sysv_msg: Vec<SysvMsq>,
+}
+
+/// A SysV message queue as /proc/sysvipc/msg shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysvMsq {
+    pub msqid: u32,
+    pub lspid: u32,
+    pub lrpid: u32,
 }
 
 impl Scan {
     pub fn now() -> Self {
-        Self { unix: crate::kernel::sockdiag::unix_sockets().unwrap_or_default() }
+        Self { unix: crate::kernel::sockdiag::unix_sockets().unwrap_or_default(), sysv_msg: sysv_msg_queues() }
     }
+}
+
+/// /proc/sysvipc/msg: `key msqid perms cbytes qnum lspid lrpid ...` after a header line.
+fn sysv_msg_queues() -> Vec<SysvMsq> {
+    let text = std::fs::read_to_string("/proc/sysvipc/msg").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(SysvMsq {
+                msqid: f.get(1)?.parse().ok()?,
+                lspid: f.get(5)?.parse().ok()?,
+                lrpid: f.get(6)?.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The processes holding each of `inodes` as a socket fd (`socket:[INO]`), among every
@@ -131,6 +158,7 @@ fn map_channels(pid: u32) -> Vec<(Found, u64, u64)> {
 /// Everything a process has open now; its shared mappings also as the programs' range table.
 pub fn channels(pid: u32, scan: &Scan) -> (Vec<Found>, Ranges) {
     let mut found = fd_channels(pid, scan);
+    found.extend(FAMILIES.iter().flat_map(|f| f.find_in_scan(pid, scan)));
     let mut ranges = Ranges::default();
     for (i, (c, start, end)) in map_channels(pid).into_iter().enumerate() {
         if i < RANGES_PER_PROCESS {

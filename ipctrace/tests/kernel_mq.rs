@@ -244,3 +244,79 @@ fn kernel_mq_bad_input_is_exit_2_and_nothing_is_left() {
     }
     assert_eq!(sysv_queues(), before, "no SysV queue left after SIGKILL of ipctrace");
 }
+
+#[test]
+fn kernel_mq_attach_finds_both_queue_kinds_and_channel_takes_a_msqid() {
+    if !require_root("kernel_mq_attach_finds_both_queue_kinds_and_channel_takes_a_msqid") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    for (kind, extra) in [("mqueue", &[][..]), ("sysv_msg", &["--sysv"][..])] {
+        let mut prog = Command::new(MQ_PC)
+            .args(["--total", "8MiB", "--msg-size", "4096", "--wait-start"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(prog.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let pid = |k: &str| -> u32 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.trim_end_matches(':').parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {line:?}"))
+        };
+        let (p, c) = (pid("producer"), pid("consumer"));
+        let saved = std::env::temp_dir().join(format!("ipctrace-mq-attach-{}.json", std::process::id()));
+        let mut at = Command::new(BIN)
+            .args(["attach", "--pid", &p.to_string(), "--pid", &c.to_string(), "--save", &saved.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(at.stderr.take().unwrap());
+        let mut l = String::new();
+        while !l.contains("READY pids=") {
+            l.clear();
+            assert!(err.read_line(&mut l).unwrap() > 0, "attach ended before READY");
+        }
+        // SAFETY: releasing the program this test started.
+        unsafe { libc::kill(p as i32, libc::SIGUSR1) };
+        let out = prog.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(at.wait().unwrap().success());
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let wrote = field(&stdout, "workload=", "bytes");
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+        let rows: Vec<&Value> =
+            r["overview"]["channels"].as_array().unwrap().iter().filter(|x| x["kind"] == kind).collect();
+        assert_eq!(rows.len(), 1, "{kind}: {:#}", r["overview"]["channels"]);
+        let row = rows[0];
+        assert_eq!(row["writer"]["pid"], p);
+        assert_eq!(row["reader"]["pid"], c);
+        assert_eq!(row["bytes"], wrote, "{kind}: bytes == what the producer sent");
+        if kind == "sysv_msg" {
+            // --channel msq:ID picks the queue by its msqid.
+            let msqid = row["ino"].as_u64().unwrap() & 0xffff_ffff;
+            let shown = Command::new(BIN)
+                .args([
+                    "report",
+                    &saved.to_string_lossy(),
+                    "--format",
+                    "markdown",
+                    "--channel",
+                    &format!("msq:{msqid}"),
+                ])
+                .output()
+                .unwrap();
+            assert!(shown.status.success());
+            let text = String::from_utf8_lossy(&shown.stdout);
+            // The sections shown in full: the queue's only (the overview still lists all).
+            let heads: Vec<&str> = text.lines().filter(|l| l.starts_with("## ") && l.contains(" · ")).collect();
+            assert!(heads.iter().any(|h| h.contains(&format!("SysV msq {msqid}"))), "{heads:?}");
+            assert!(heads.iter().all(|h| !h.contains("anon pipe")), "{heads:?}");
+        }
+        let _ = std::fs::remove_file(&saved);
+    }
+}

@@ -62,6 +62,11 @@ pub trait Family: Sync {
     fn find_in_fd(&self, _link: &str, _fd: &Path, _scan: &Scan) -> Option<Found> {
         None
     }
+    /// attach/trace: channels of process `pid` that have no fd or mapping, from a system-wide
+    /// look (`Scan`: SysV message queues).
+    fn find_in_scan(&self, _pid: u32, _scan: &Scan) -> Vec<Found> {
+        Vec::new()
+    }
     /// attach/trace: a channel in a /proc/PID/maps line's fields, with its address range.
     fn find_in_maps(&self, _fields: &[&str]) -> Option<(Found, u64, u64)> {
         None

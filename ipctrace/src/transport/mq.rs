@@ -255,6 +255,20 @@ impl Family for Mq {
         })
     }
 
+    /// SysV queues whose last sender or receiver is `pid` (the queue has no fd to find).
+    fn find_in_scan(&self, pid: u32, scan: &Scan) -> Vec<Found> {
+        scan.sysv_msg
+            .iter()
+            .filter(|q| q.lspid == pid || q.lrpid == pid)
+            .map(|q| Found {
+                kind: ChannelKind::SysvMsg.name().into(),
+                ino: SYSV_MSG_ID | q.msqid as u64,
+                path: Some(format!("msqid {}", q.msqid)),
+                peer: None,
+            })
+            .collect()
+    }
+
     fn progress(&self) -> Option<ProbeId> {
         Some(RECV)
     }
