@@ -314,6 +314,10 @@ ids! {
         /// A message sent, by priority (POSIX msg_prio; SysV mtype): `kind` packs the
         /// priority (x16, capped at 4095) and the channel kind, as for BLOCKED.
         MqPriority = 36 => "mq_priority",
+        /// load_msg during a send: bytes copied user -> kernel message (function tier, exact).
+        MqCopyIn = 37 => "mq_copy_in",
+        /// store_msg during a receive: bytes copied kernel message -> user (function tier).
+        MqCopyOut = 38 => "mq_copy_out",
     }
 }
 

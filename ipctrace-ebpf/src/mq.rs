@@ -5,9 +5,16 @@
 //! succeeded (derived); a receive returns the message's length. Each send is also counted as
 //! a hand-off (the thread that last entered a receive on the same queue was blocked in it
 //! when the send entered: the kernel gives the message to the waiting receiver, derived) or
-//! queued. With several receivers on one queue only the last to enter is looked at.
+//! queued. With several receivers on one queue only the last to enter is looked at. Function
+//! tier: fexit (then kprobe/kretprobe) on load_msg and store_msg, the copies in and out that
+//! both queue kinds share (exact).
 
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::map, maps::LruHashMap};
+use aya_ebpf::{
+    helpers::bpf_probe_read_user,
+    macros::{fexit, kprobe, kretprobe, map},
+    maps::LruHashMap,
+    programs::{FExitContext, ProbeContext, RetProbeContext},
+};
 use ipctrace_common::{ChannelKind, Pending, ProbeId, SYSV_MSG_ID};
 
 use crate::{OFFCPU, agg_event, classify::Fd, inflight, start_call};
@@ -110,4 +117,74 @@ pub(crate) fn exit(tgid: u32, p: &Pending, ret: i64) -> i64 {
     let prio = (p._pad & !WAITING) as u16;
     agg_event(tgid, ProbeId::MqPriority as u16, prio * 16 + p.kind, p.ino, p.len);
     p.len as i64
+}
+
+/// Function tier: the copies themselves, inside a send or receive the dispatcher started.
+/// load_msg(src, len) copies a message in (allocating it; an error pointer on failure);
+/// store_msg(dest, msg, len) copies it out (0 on success).
+#[inline(always)]
+fn copied(probe: ProbeId, during: ProbeId, ok: bool, len: Option<u64>) -> u32 {
+    let Some(p) = inflight() else { return 0 };
+    let p = unsafe { *p };
+    let len = len.unwrap_or(p.len);
+    if p.probe == during as u16 && ok && len > 0 {
+        let (tgid, _) = crate::current();
+        agg_event(tgid, probe as u16, p.kind, p.ino, len);
+    }
+    0
+}
+
+/// An error pointer (the last page of the address space).
+#[inline(always)]
+fn is_err(ptr: u64) -> bool {
+    ptr >= u64::MAX - 4095
+}
+
+#[fexit(function = "load_msg")]
+pub fn fexit_load_msg(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    let len: u64 = ctx.arg(1);
+    copied(ProbeId::MqCopyIn, ProbeId::MqSend, !is_err(ctx.arg::<u64>(2)), Some(len))
+}
+
+#[fexit(function = "store_msg")]
+pub fn fexit_store_msg(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    let len: u64 = ctx.arg(2);
+    copied(ProbeId::MqCopyOut, ProbeId::MqRecv, ctx.arg::<i64>(3) == 0, Some(len))
+}
+
+#[kretprobe]
+pub fn kretprobe_load_msg(ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    // The send's own length (load_msg copies all of it).
+    copied(ProbeId::MqCopyIn, ProbeId::MqSend, !is_err(ctx.ret::<u64>()), None)
+}
+
+/// store_msg's entry: its length kept in the receive's entry for the return probe.
+#[kprobe]
+pub fn kprobe_store_msg(ctx: ProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    if let Some(p) = inflight()
+        && unsafe { (*p).probe } == ProbeId::MqRecv as u16
+    {
+        unsafe { (*p).len = ctx.arg::<u64>(2).unwrap_or(0) };
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_store_msg(ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    copied(ProbeId::MqCopyOut, ProbeId::MqRecv, ctx.ret::<i64>() == 0, None)
 }

@@ -204,6 +204,8 @@ step run_fentry /ipctrace run --format json --transport TRANSPORTS --total 32MiB
 step run_kprobe /ipctrace run --format json --no-fentry --transport TRANSPORTS --total 32MiB --msg-size 64KiB --sample-hz 49
 step run_tracepoint /ipctrace run --format json --tier tracepoint --transport SOCKETS --total 8MiB --msg-size 64KiB --sample-hz 49
 step run_sendfile /ipctrace run --format json --transport unix-stream --sendfile-producer --total 8MiB --msg-size 64KiB --sample-hz 49
+step run_queues_fentry /ipctrace run --format json --transport QUEUES --total 8MiB --msg-size 4KiB --sample-hz 49
+step run_queues_kprobe /ipctrace run --format json --no-fentry --transport QUEUES --total 8MiB --msg-size 4KiB --sample-hz 49
 echo GUEST_TEST_EXIT=0
 poweroff -f
 "#;
@@ -228,10 +230,15 @@ fn initramfs(ipctrace: &Path) -> Result<PathBuf> {
         std::fs::copy(lib, &dest)?;
     }
     let init = dir.join("init");
-    // Every built-in transport, from the registry.
-    let transports: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+    // Every built-in transport, from the registry; the message queues at a size their
+    // default limits (8 KiB) take.
+    let transports: Vec<&str> = Transport::ALL.iter().filter(|t| !t.is_queue()).map(|t| t.name()).collect();
     let sockets: Vec<&str> = Transport::ALL.iter().filter(|t| t.is_socket()).map(|t| t.name()).collect();
-    let init_text = GUEST_INIT.replace("TRANSPORTS", &transports.join(",")).replace("SOCKETS", &sockets.join(","));
+    let queues: Vec<&str> = Transport::ALL.iter().filter(|t| t.is_queue()).map(|t| t.name()).collect();
+    let init_text = GUEST_INIT
+        .replace("TRANSPORTS", &transports.join(","))
+        .replace("SOCKETS", &sockets.join(","))
+        .replace("QUEUES", &queues.join(","));
     std::fs::write(&init, init_text)?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let out = cache_dir().join("initramfs.cpio.gz");
@@ -497,6 +504,40 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
     for run in r["runs"].as_array().cloned().unwrap_or_default() {
         let t = run["transport"].as_str().unwrap_or("?").to_string();
         check_socket_run(c, &format!("{guest} tracepoint: {t}"), &run, 8 << 20, Some(("derived", 2.0)));
+    }
+    // The message queues: the copies counted at load_msg/store_msg (exact), == the payload.
+    for (step, mech) in [("run_queues_fentry", "fentry"), ("run_queues_kprobe", "kprobe")] {
+        let r = json(&b, step)?;
+        let ch = chosen(&r, "msg_copy");
+        c.check(&format!("{guest} {mech}: msg_copy uses {mech}"), ch["mechanism"] == mech, || ch.to_string());
+        for t in Transport::ALL.iter().filter(|t| t.is_queue()).map(|t| t.name()) {
+            let run =
+                r["runs"].as_array().and_then(|a| a.iter().find(|x| x["transport"] == t)).cloned().unwrap_or_default();
+            let procs = run["processes"].as_array().cloned().unwrap_or_default();
+            let role = |x: &str| procs.iter().find(|p| p["role"] == x).cloned().unwrap_or_default();
+            let (cin, cout) = (
+                sum(&role("producer"), "mq_copy_in", None, "bytes"),
+                sum(&role("consumer"), "mq_copy_out", None, "bytes"),
+            );
+            c.check(
+                &format!("{guest} {mech}: {t} load_msg/store_msg bytes == payload"),
+                cin == 8 << 20 && cout == 8 << 20,
+                || format!("copied in {cin}, out {cout}"),
+            );
+            let m = &run["path"]["metrics"];
+            c.check(
+                &format!("{guest} {mech}: {t} copies per byte 2.0, exact"),
+                m["kernel_copies_per_byte"] == 2.0 && m["copies_label"] == "exact",
+                || m.to_string(),
+            );
+            let disagree: Vec<String> = run["agreement"]
+                .as_array()
+                .map(|a| a.iter().filter(|x| x["agrees"] != true).map(|x| x.to_string()).collect())
+                .unwrap_or_default();
+            c.check(&format!("{guest} {mech}: {t} observed == witness"), disagree.is_empty(), || {
+                format!("{disagree:?}")
+            });
+        }
     }
     // sendfile into a stream socket: pages are attached, not copied (sendpage before 6.5,
     // MSG_SPLICE_PAGES after): one copy per byte, on the receiving side.

@@ -15,7 +15,7 @@ use crate::{
     discover::{Found, Scan},
     model::{Agreement, Label, Observed, Process, Stage, StageTime},
     path::{chain, latency, stage, woken_by},
-    probes::{Attach, LogicalProbe, imp},
+    probes::{Attach, Impl, LogicalProbe, imp},
 };
 
 pub struct Mq;
@@ -34,19 +34,62 @@ fn is_recv_fn(f: &str) -> bool {
     matches!(f, "do_mq_timedreceive" | "do_msgrcv" | "store_msg")
 }
 
-static PROBES: &[LogicalProbe] = &[LogicalProbe {
-    name: "msg_queue",
-    what: "messages sent and received on POSIX and SysV message queues; hand-off to a waiting receiver or queued",
-    ids: &[ProbeId::MqSend, ProbeId::MqRecv, ProbeId::MqHandoff, ProbeId::MqQueued, ProbeId::MqPriority],
-    impls: &[imp(
-        crate::model::probe::Mechanism::Tracepoint,
-        Label::Derived,
-        "send bytes = the length asked at mq_timedsend/msgsnd's entry when the call returned 0; receive bytes = \
+const LOAD_MSG: &[&str] = &["load_msg"];
+const STORE_MSG: &[&str] = &["store_msg"];
+const RULE_COPY_FN: &str = "bytes = the length load_msg (store_msg) copied, at its exit, when it succeeded; both queue \
+                            kinds copy through them";
+
+static PROBES: &[LogicalProbe] = &[
+    LogicalProbe {
+        name: "msg_queue",
+        what: "messages sent and received on POSIX and SysV message queues; hand-off to a waiting receiver or queued",
+        ids: &[ProbeId::MqSend, ProbeId::MqRecv, ProbeId::MqHandoff, ProbeId::MqQueued, ProbeId::MqPriority],
+        impls: &[imp(
+            crate::model::probe::Mechanism::Tracepoint,
+            Label::Derived,
+            "send bytes = the length asked at mq_timedsend/msgsnd's entry when the call returned 0; receive bytes = \
          return values of mq_timedreceive/msgrcv; a send is a hand-off when the thread that last entered a \
          receive on the same queue was blocked in it (off the CPU) at the send's entry, else queued",
-        &[Attach::Syscalls { row: sysrow::MQ, ops: &[sysop::MQ_SEND, sysop::MQ_RECV, sysop::MSGSND, sysop::MSGRCV] }],
-    )],
-}];
+            &[Attach::Syscalls {
+                row: sysrow::MQ,
+                ops: &[sysop::MQ_SEND, sysop::MQ_RECV, sysop::MSGSND, sysop::MSGRCV],
+            }],
+        )],
+    },
+    LogicalProbe {
+        name: "msg_copy",
+        what: "the copies of a message: user -> kernel message (load_msg) and back (store_msg)",
+        ids: &[ProbeId::MqCopyIn, ProbeId::MqCopyOut],
+        impls: &[
+            imp(
+                crate::model::probe::Mechanism::Fentry,
+                Label::Exact,
+                RULE_COPY_FN,
+                &[
+                    Attach::Fexit { prog: "fexit_load_msg", func: LOAD_MSG },
+                    Attach::Fexit { prog: "fexit_store_msg", func: STORE_MSG },
+                ],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Kprobe,
+                Label::Exact,
+                RULE_COPY_FN,
+                &[
+                    Attach::Kretprobe { prog: "kretprobe_load_msg", func: LOAD_MSG },
+                    Attach::Kprobe { prog: "kprobe_store_msg", func: STORE_MSG },
+                    Attach::Kretprobe { prog: "kretprobe_store_msg", func: STORE_MSG },
+                ],
+            ),
+            Impl {
+                mechanism: crate::model::probe::Mechanism::Tracepoint,
+                label: Label::Derived,
+                rule: "one copy in per byte sent and one copy out per byte received (the msg_queue figures)",
+                attach: &[],
+                uses: Some("msg_queue"),
+            },
+        ],
+    },
+];
 
 /// Messages sent by a process, by priority (SysV: mtype), lowest first.
 pub fn by_priority(o: &Observed) -> BTreeMap<u64, u64> {
@@ -93,15 +136,28 @@ impl Family for Mq {
             p.label(SEND),
             seen(p, is_send_fn),
         )];
-        v.push(stage(
-            "copy user -> kernel message (load_msg: msg_msg allocated)",
-            1,
-            s.calls.saturating_sub(s.zero + s.eagain + s.etimedout + s.eintr + s.other_errors),
-            Some(s.bytes),
-            None,
-            p.label(SEND),
-            Some("one copy per byte sent, into a message allocated for it".into()),
-        ));
+        let cin = p.sum(ProbeId::MqCopyIn, None);
+        v.push(if cin.calls > 0 {
+            stage(
+                "copy user -> kernel message (load_msg: msg_msg allocated)",
+                1,
+                cin.calls,
+                Some(cin.bytes),
+                None,
+                p.label(ProbeId::MqCopyIn),
+                Some("counted at load_msg's exit".into()),
+            )
+        } else {
+            stage(
+                "copy user -> kernel message (load_msg: msg_msg allocated)",
+                1,
+                s.calls.saturating_sub(s.zero + s.eagain + s.etimedout + s.eintr + s.other_errors),
+                Some(s.bytes),
+                None,
+                p.label(SEND),
+                Some("one copy per byte sent, into a message allocated for it (derived)".into()),
+            )
+        });
         let hand = p.sum(ProbeId::MqHandoff, None);
         v.push(stage(
             "handed to a receiver already waiting",
@@ -164,15 +220,28 @@ impl Family for Mq {
             c.label(RECV),
             seen(c, is_recv_fn),
         ));
-        v.push(stage(
-            "copy kernel message -> user (store_msg), message freed",
-            1,
-            r.calls.saturating_sub(r.zero + r.eagain + r.etimedout + r.eintr + r.other_errors),
-            Some(r.bytes),
-            None,
-            c.label(RECV),
-            Some("one copy per byte received".into()),
-        ));
+        let cout = c.sum(ProbeId::MqCopyOut, None);
+        v.push(if cout.calls > 0 {
+            stage(
+                "copy kernel message -> user (store_msg), message freed",
+                1,
+                cout.calls,
+                Some(cout.bytes),
+                None,
+                c.label(ProbeId::MqCopyOut),
+                Some("counted at store_msg's exit".into()),
+            )
+        } else {
+            stage(
+                "copy kernel message -> user (store_msg), message freed",
+                1,
+                r.calls.saturating_sub(r.zero + r.eagain + r.etimedout + r.eintr + r.other_errors),
+                Some(r.bytes),
+                None,
+                c.label(RECV),
+                Some("one copy per byte received (derived)".into()),
+            )
+        });
         let b = c.sum(ProbeId::Blocked, Some(RECV.name()));
         v.push(stage(
             "reader blocked: queue empty",
@@ -204,19 +273,33 @@ impl Family for Mq {
             push(out, p, "send calls", s.calls, w.calls, 0.0);
             let msgs = o.sum(ProbeId::MqHandoff, None).calls + o.sum(ProbeId::MqQueued, None).calls;
             push(out, p, "messages sent (handed off + queued)", msgs, w.messages, 0.0);
+            let cin = o.sum(ProbeId::MqCopyIn, None);
+            if cin.calls > 0 {
+                push(out, p, "bytes copied in (load_msg)", cin.bytes, w.bytes, 0.0);
+            }
         } else {
             let r = o.sum(RECV, None);
             push(out, p, "receive bytes", r.bytes, w.bytes, 0.0);
             push(out, p, "receive calls", r.calls, w.calls, 0.0);
+            let cout = o.sum(ProbeId::MqCopyOut, None);
+            if cout.calls > 0 {
+                push(out, p, "bytes copied out (store_msg)", cout.bytes, w.bytes, 0.0);
+            }
         }
     }
 
+    /// The copies as load_msg/store_msg counted them (function tier), else the sends and
+    /// receives (one copy each way).
     fn copied_bytes(&self, o: &Observed) -> u64 {
+        let (cin, cout) = (o.sum(ProbeId::MqCopyIn, None), o.sum(ProbeId::MqCopyOut, None));
+        if cin.calls + cout.calls > 0 {
+            return cin.bytes + cout.bytes;
+        }
         o.sum(SEND, None).bytes + o.sum(RECV, None).bytes
     }
 
     fn copies_label(&self, o: &Observed) -> Option<Label> {
-        o.label(SEND).or(o.label(RECV))
+        o.label(ProbeId::MqCopyIn).or(o.label(ProbeId::MqCopyOut)).or(o.label(SEND)).or(o.label(RECV))
     }
 
     fn data_calls(&self) -> &'static [ProbeId] {

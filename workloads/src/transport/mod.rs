@@ -100,6 +100,11 @@ impl Transport {
         matches!(self.kind(), ChannelKind::UnixStream | ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket)
     }
 
+    /// A message queue (POSIX or SysV).
+    pub fn is_queue(self) -> bool {
+        matches!(self.kind(), ChannelKind::MsgQueue | ChannelKind::SysvMsg)
+    }
+
     /// Whether `--mq-name` applies.
     pub fn is_posix_mq(self) -> bool {
         self.kind() == ChannelKind::MsgQueue
