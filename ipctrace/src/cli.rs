@@ -203,6 +203,10 @@ pub struct RunArgs {
     /// refused; the name is removed as soon as both sides hold the queue.
     #[arg(long, value_name = "/NAME")]
     pub mq_name: Option<String>,
+    /// mq: the queue's depth in messages [default: 10, or fs.mqueue.msg_max if lower]; at most
+    /// fs.mqueue.msg_max without CAP_SYS_RESOURCE.
+    #[arg(long, value_name = "N")]
+    pub mq_depth: Option<u64>,
     /// Payload per transport. Units are binary: B, K or KiB (1024), M or MiB, G or GiB;
     /// decimal units (KB, MB) are refused.
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]
@@ -266,7 +270,7 @@ impl RunArgs {
 
     /// Why `t` cannot carry `--msg-size` here, if it cannot.
     pub fn too_big(&self, t: Transport) -> Option<String> {
-        let (max, why) = t.max_message().filter(|(max, _)| self.msg_size > *max)?;
+        let (max, why) = t.max_message_with(self.mq_depth).filter(|(max, _)| self.msg_size > *max)?;
         Some(format!(
             "--msg-size {} is above the largest {t} message this machine carries ({max} bytes, set by {why})",
             workloads::size::format_size(self.msg_size)

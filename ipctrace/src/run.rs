@@ -125,6 +125,7 @@ fn base_launch(args: &RunArgs) -> Launch {
         shm_prefix: "ipctrace".into(),
         socket_path: args.socket_path.clone(),
         mq_name: args.mq_name.clone(),
+        mq_depth: args.mq_depth,
     }
 }
 

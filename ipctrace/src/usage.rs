@@ -119,6 +119,15 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
             ));
         }
     }
+    if let Some(d) = a.mq_depth {
+        if !a.transports().iter().any(|t| t.is_posix_mq()) {
+            return Err("--mq-depth applies to the mq transport only".into());
+        }
+        let (max, why) = workloads::transport::mq::max_depth();
+        if d == 0 || d > max {
+            return Err(format!("--mq-depth {d} is outside 1..={max} (set by {why})"));
+        }
+    }
     // Message transports carry a message whole or refuse it: a size above the limit is a
     // usage error (a sweep marks those points n/a instead).
     if !a.sweep {

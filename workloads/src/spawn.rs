@@ -50,6 +50,8 @@ pub struct Launch {
     pub socket_path: Option<String>,
     /// POSIX mq: the queue's name (`/NAME`) instead of a random one.
     pub mq_name: Option<String>,
+    /// POSIX mq: the queue's depth (messages) instead of the default (10, or the limit).
+    pub mq_depth: Option<u64>,
 }
 
 /// How a role process ended.

@@ -142,6 +142,7 @@ fn base_launch(cpus: [usize; 2]) -> Launch {
         shm_prefix: "ipctrace-bench".into(),
         socket_path: None,
         mq_name: None,
+        mq_depth: None,
     }
 }
 

@@ -192,8 +192,8 @@ step() {
   echo "BEGIN $name"
   "$@" 2>/tmp/stderr
   rc=$?
-  echo "END $name rc=$rc"
   sed 's/^/STDERR /' /tmp/stderr
+  echo "END $name rc=$rc"
 }
 # Under TCG a guest CPU is 5-15x slower: a low sampling rate keeps the stack-walking perf
 # interrupts from starving the guest's own timers (seen at 999 Hz: RCU stalls, no progress).
@@ -329,11 +329,14 @@ impl Checks {
 }
 
 fn json(blocks: &BTreeMap<String, (i32, String)>, name: &str) -> Result<Value> {
-    let (rc, body) = blocks.get(name).with_context(|| format!("the guest printed no {name} block"))?;
+    let (rc, text) = blocks.get(name).with_context(|| format!("the guest printed no {name} block"))?;
+    // The step's stderr comes last, each line marked.
+    let (stderr, body): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.starts_with("STDERR "));
+    let (stderr, body) = (stderr.join("\n"), body.join("\n"));
     if *rc != 0 {
-        bail!("{name} exited {rc} in the guest:\n{body}");
+        bail!("{name} exited {rc} in the guest:\n{stderr}");
     }
-    serde_json::from_str(body).with_context(|| format!("{name}: not JSON:\n{body}"))
+    serde_json::from_str(&body).with_context(|| format!("{name}: not JSON:\n{body}\n{stderr}"))
 }
 
 fn chosen<'a>(probes: &'a Value, name: &str) -> &'a Value {

@@ -58,6 +58,9 @@ struct Common {
     /// mq: the POSIX queue's name (`/NAME`) instead of a random one; an existing name is refused.
     #[arg(long, value_name = "/NAME")]
     mq_name: Option<String>,
+    /// mq: the queue's depth in messages (default 10, or fs.mqueue.msg_max if lower).
+    #[arg(long, value_name = "N")]
+    mq_depth: Option<u64>,
     /// Print one JSON object (witnesses, rusage, elapsed) instead of summary lines.
     #[arg(long)]
     json: bool,
@@ -113,6 +116,7 @@ fn run(t: Transport, c: Common) -> Result<bool> {
         shm_prefix: c.shm_prefix.clone(),
         socket_path: c.socket_path.clone(),
         mq_name: c.mq_name.clone(),
+        mq_depth: c.mq_depth,
     };
     if c.wait_start {
         // Blocked before the children exist, so the signal is never lost.
@@ -167,11 +171,18 @@ fn main() -> ExitCode {
         (None, None) => unreachable!("clap requires a transport"),
     };
     // A message transport carries a message whole or not at all: a usage error.
-    if let Some((max, why)) = t.max_message().filter(|(m, _)| c.msg_size > *m) {
+    if let Some((max, why)) = t.max_message_with(c.mq_depth).filter(|(m, _)| c.msg_size > *m) {
         eprintln!(
             "workloads: --msg-size {} is above the largest {t} message this machine carries ({max} bytes, set by {why})",
             c.msg_size
         );
+        return ExitCode::from(2);
+    }
+    if let Some(d) = c.mq_depth
+        && let (max, why) = workloads::transport::mq::max_depth()
+        && (d == 0 || d > max)
+    {
+        eprintln!("workloads: --mq-depth {d} is outside 1..={max} (set by {why})");
         return ExitCode::from(2);
     }
     match run(t, c) {

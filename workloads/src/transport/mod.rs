@@ -113,11 +113,16 @@ impl Transport {
     /// The largest message this transport carries on this machine, if it has a limit
     /// (datagrams, queues), with what sets it.
     pub fn max_message(self) -> Option<(u64, String)> {
+        self.max_message_with(None)
+    }
+
+    /// `max_message` for a POSIX queue of `mq_depth` messages (the default depth if None).
+    pub fn max_message_with(self, mq_depth: Option<u64>) -> Option<(u64, String)> {
         match self.kind() {
             ChannelKind::UnixDgram | ChannelKind::UnixSeqpacket => uds::max_datagram(self.kind())
                 .ok()
                 .map(|m| (m, "the socket's send buffer (SO_SNDBUF, net.core.wmem_max)".to_string())),
-            ChannelKind::MsgQueue | ChannelKind::SysvMsg => mq::max_message(self.kind()),
+            ChannelKind::MsgQueue | ChannelKind::SysvMsg => mq::max_message(self.kind(), mq_depth),
             _ => None,
         }
     }

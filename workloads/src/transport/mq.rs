@@ -29,8 +29,10 @@ pub static SYSV_MSG: Spec =
 
 /// A blocked side looks at its peer this often.
 const WAIT: Duration = Duration::from_millis(250);
-/// The queue depth (messages), bounded by `fs.mqueue.msg_max` for POSIX queues.
+/// The default POSIX queue depth (messages), bounded by `fs.mqueue.msg_max`.
 const DEPTH: u64 = 10;
+/// The kernel's hard limit on a POSIX queue's depth with CAP_SYS_RESOURCE (HARD_MSGMAX).
+const HARD_MSGMAX: u64 = 65536;
 /// The kernel's hard limit on a POSIX message with CAP_SYS_RESOURCE (HARD_MSGSIZEMAX).
 const HARD_MSGSIZEMAX: u64 = 16 << 20;
 
@@ -49,20 +51,29 @@ fn has_sys_resource() -> bool {
         .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
-/// POSIX queue depth: `DEPTH`, or fewer where `fs.mqueue.msg_max` says so.
-fn mq_depth() -> u64 {
-    sysctl("/proc/sys/fs/mqueue/msg_max").unwrap_or(DEPTH).clamp(1, DEPTH)
+/// The deepest POSIX queue this process may create, with what sets it.
+pub fn max_depth() -> (u64, &'static str) {
+    if has_sys_resource() {
+        return (HARD_MSGMAX, "the kernel's hard limit (CAP_SYS_RESOURCE lifts fs.mqueue.msg_max)");
+    }
+    (sysctl("/proc/sys/fs/mqueue/msg_max").unwrap_or(DEPTH), "fs.mqueue.msg_max (without CAP_SYS_RESOURCE)")
+}
+
+/// POSIX queue depth: `--mq-depth`, else `DEPTH` or fewer where `fs.mqueue.msg_max` says so.
+fn mq_depth(asked: Option<u64>) -> u64 {
+    asked.unwrap_or_else(|| max_depth().0.clamp(1, DEPTH))
 }
 
 /// The largest message of `kind` this process may send, with what sets it.
-pub fn max_message(kind: ChannelKind) -> Option<(u64, String)> {
+pub fn max_message(kind: ChannelKind, depth: Option<u64>) -> Option<(u64, String)> {
     match kind {
         ChannelKind::MsgQueue => {
             let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             // SAFETY: getrlimit into a local struct.
             unsafe { libc::getrlimit(libc::RLIMIT_MSGQUEUE, &mut rl) };
-            // The queue's bytes (depth x (size + a pointer each)) count against RLIMIT_MSGQUEUE.
-            let by_rlimit = (rl.rlim_cur / mq_depth()).saturating_sub(64);
+            // The queue's bytes (depth x (size + the kernel's per-message bookkeeping)) count
+            // against RLIMIT_MSGQUEUE.
+            let by_rlimit = (rl.rlim_cur / mq_depth(depth)).saturating_sub(128);
             if has_sys_resource() {
                 return Some((
                     HARD_MSGSIZEMAX.min(by_rlimit),
@@ -100,7 +111,7 @@ fn queue_name(l: &Launch) -> Result<String> {
 /// hands the descriptor to both roles.
 /// A message above the queue's limit: refused before anything is created.
 fn check_size(l: &Launch) -> Result<()> {
-    if let Some((max, why)) = max_message(l.transport.kind()).filter(|(m, _)| l.msg_size > *m) {
+    if let Some((max, why)) = max_message(l.transport.kind(), l.mq_depth).filter(|(m, _)| l.msg_size > *m) {
         bail!(
             "{} messages of {} bytes are above the largest this queue takes ({max} bytes, set by {why})",
             l.transport,
@@ -116,7 +127,8 @@ fn setup_mq(l: &Launch) -> Result<Channel> {
     let c = std::ffi::CString::new(name.clone())?;
     // SAFETY: a zeroed mq_attr with the two fields mq_open reads.
     let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
-    attr.mq_maxmsg = mq_depth() as _;
+    let depth = mq_depth(l.mq_depth);
+    attr.mq_maxmsg = depth as _;
     attr.mq_msgsize = l.msg_size.max(1) as _;
     let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC;
     // SAFETY: mq_open with a valid name and attributes.
@@ -126,7 +138,7 @@ fn setup_mq(l: &Launch) -> Result<Channel> {
         if e.raw_os_error() == Some(libc::EEXIST) {
             bail!("the message queue {name} exists; give a name that does not (it is created and removed)");
         }
-        bail!("creating the message queue {name} ({} messages of {} bytes) failed: {e}", mq_depth(), l.msg_size);
+        bail!("creating the message queue {name} ({depth} messages of {} bytes) failed: {e}", l.msg_size);
     }
     // SAFETY: unlinking the name we just created; the descriptors keep the queue.
     unsafe { libc::mq_unlink(c.as_ptr()) };
