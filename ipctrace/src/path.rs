@@ -153,10 +153,11 @@ pub fn build(f: &dyn Family, processes: &[Process], elapsed_ns: u64) -> PathMode
     if p.pid == 0 && c.pid == 0 {
         return PathModel::default();
     }
-    let mut stages = f.stages(&Ends { producer: p, consumer: c });
+    let ends = Ends { producer: p, consumer: c };
+    let mut stages = f.stages(&ends);
     let present: Vec<&Process> = [p, c].into_iter().filter(|x| x.pid != 0).collect();
     stages.extend(hottest_stages(&present));
-    PathModel { stages, metrics: metrics(f, processes, c, elapsed_ns) }
+    PathModel { stages, metrics: metrics(f, processes, c, elapsed_ns), diagram: Some(f.diagram(&ends)) }
 }
 
 /// `n / mib`, or None without a payload.

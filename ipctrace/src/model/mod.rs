@@ -6,6 +6,7 @@
 
 pub mod agree;
 pub mod calltree;
+pub mod diagram;
 pub mod overview;
 pub mod path;
 pub mod probe;

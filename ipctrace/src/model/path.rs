@@ -41,6 +41,9 @@ pub enum StageTime {
 pub struct PathModel {
     pub stages: Vec<Stage>,
     pub metrics: Metrics,
+    /// The same path as a picture (absent in reports saved before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagram: Option<super::diagram::Diagram>,
 }
 
 /// Figures per transport for the side-by-side comparison. Payload = the consumer's verified

@@ -272,7 +272,7 @@ fn overview_section(o: &mut String, r: &Report, v: &View) {
 pub fn render(r: &Report, v: &View) -> String {
     let mut o = String::new();
     o.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ipctrace report</title><style>");
-    o.push_str("body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}td.n{text-align:right}td.ok{color:#2e7d32}td.bad{color:#c62828;font-weight:bold}.hists{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px}.legend span{margin-right:14px}");
+    o.push_str("body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}td.n{text-align:right}td.ok{color:#2e7d32}td.bad{color:#c62828;font-weight:bold}.hists{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px}.legend span{margin-right:14px}.diagrams{display:flex;flex-wrap:wrap;gap:16px;width:max-content;max-width:calc(100vw - 48px)}svg.diagram{border:1px solid #ddd;background:#fff}");
     o.push_str("</style></head><body>");
     let _ = write!(
         o,
@@ -290,6 +290,24 @@ pub fn render(r: &Report, v: &View) -> String {
         );
     }
     overview_section(&mut o, r, v);
+    // The data paths side by side, one picture per transport (per channel shown in full).
+    let pictures: Vec<String> = v
+        .detailed(r)
+        .into_iter()
+        .filter_map(|i| {
+            let run = &r.runs[i];
+            let id = r.overview.as_ref().and_then(|ov| ov.channels.get(i)).map(|row| format!("#{} ", row.id));
+            let title = format!("{}{}", id.unwrap_or_default(), run.transport);
+            run.path.diagram.as_ref().map(|d| super::diagram::svg(d, &title))
+        })
+        .collect();
+    if !pictures.is_empty() {
+        o.push_str("<h2>Data paths (this run)</h2><div class=\"diagrams\">");
+        for p in pictures {
+            o.push_str(&p);
+        }
+        o.push_str("</div>");
+    }
     for i in v.detailed(r) {
         run_section(&mut o, &r.runs[i], r.overview.as_ref().and_then(|ov| ov.channels.get(i)).map(|row| row.id));
     }

@@ -70,6 +70,9 @@ pub fn render(r: &Report, v: &View) -> String {
             fmt::secs(run.elapsed_ns),
             fmt::metric(crate::model::path::Unit::Rate, run.path.metrics.throughput_bytes_per_s)
         );
+        if let Some(d) = &run.path.diagram {
+            let _ = writeln!(o, "```\n{}\n```\n", super::diagram::text_block(d).join("\n"));
+        }
         let _ =
             writeln!(o, "| stage (this run) | count | bytes | time | label | detail |\n|---|---:|---:|---|---|---|");
         for s in &run.path.stages {

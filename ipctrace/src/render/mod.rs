@@ -3,6 +3,7 @@
 //! output options) alone: they compute nothing the model does not hold and never read the
 //! live kernel.
 
+pub mod diagram;
 pub mod fmt;
 pub mod html;
 pub mod markdown;

@@ -264,6 +264,11 @@ pub fn render(r: &Report, v: &View) -> String {
     for i in detailed {
         let run = &r.runs[i];
         header(&mut out, run, r.overview.as_ref().and_then(|o| o.channels.get(i)).map(|row| row.id));
+        if let Some(d) = &run.path.diagram {
+            for l in super::diagram::text_block(d) {
+                let _ = writeln!(out, "{l}");
+            }
+        }
         stages(&mut out, run);
         call_trees(&mut out, run, tree_lines);
         agreement(&mut out, run);

@@ -15,7 +15,11 @@ use ipctrace_common::{ChannelKind, ProbeId};
 
 use crate::{
     discover::{Found, Scan},
-    model::{Agreement, Label, Observed, Process, Stage},
+    model::{
+        Agreement, Label, Observed, Process, Stage,
+        diagram::{Arrow, ArrowKind, Diagram},
+    },
+    path::woken_by,
     probes::LogicalProbe,
 };
 
@@ -79,6 +83,97 @@ pub trait Family: Sync {
     fn section_name(&self, kind: ChannelKind) -> &'static str;
     /// A channel in one phrase: `anon pipe ino 123`, `/dev/shm/NAME`.
     fn describe(&self, kind: ChannelKind, ino: u64, path: Option<&str>) -> String;
+    /// The picture of its path in this run (processes, kernel object, arrows with numbers).
+    fn diagram(&self, e: &Ends) -> Diagram;
+}
+
+/// The processes of a picture: `producer PID` and `consumer PID` (or `external peer`).
+pub fn diagram_names(e: &Ends) -> Vec<String> {
+    [e.producer, e.consumer]
+        .iter()
+        .map(|p| if p.pid == 0 { "external peer".to_string() } else { format!("{} {}", p.role, p.pid) })
+        .collect()
+}
+
+/// One side of a copying channel's picture: the bytes it moved, how (`Copy`, or `Move` for
+/// page references), with what label, and the call it blocks in.
+pub struct Side {
+    pub caption: &'static str,
+    pub bytes: u64,
+    pub kind: ArrowKind,
+    pub label: Option<Label>,
+    pub call: ProbeId,
+}
+
+/// The picture of a channel that copies: producer -> kernel object -> consumer, each side's
+/// blocking, the wake-ups either way, and the share of the sides' CPU samples spent in the
+/// copy routines (`sampled`: (hits, samples) of the two sides).
+pub fn copy_diagram(e: &Ends, object: &str, into: Side, out: Side, sampled: Option<(u64, u64)>) -> Diagram {
+    use crate::model::diagram::{End::*, Unit};
+    let (p, c) = (&e.producer.observed, &e.consumer.observed);
+    let blocked = |o: &Observed, call: ProbeId| o.sum(ProbeId::Blocked, Some(call.name())).time_ns;
+    let mut arrows = vec![
+        Arrow::new("copy_in", into.kind, (Process(0), Object), into.caption, Unit::Bytes, into.bytes, into.label),
+        Arrow::new(
+            "block_writer",
+            ArrowKind::Block,
+            (Process(0), Object),
+            "writer blocked",
+            Unit::Ns,
+            blocked(p, into.call),
+            p.label(ProbeId::Blocked),
+        ),
+        Arrow::new(
+            "wake_reader",
+            ArrowKind::Wake,
+            (Process(0), Process(1)),
+            "reader woken",
+            Unit::Count,
+            woken_by(c, e.producer.pid),
+            Some(Label::Exact),
+        ),
+        Arrow::new("copy_out", out.kind, (Object, Process(1)), out.caption, Unit::Bytes, out.bytes, out.label),
+        Arrow::new(
+            "block_reader",
+            ArrowKind::Block,
+            (Process(1), Object),
+            "reader blocked",
+            Unit::Ns,
+            blocked(c, out.call),
+            c.label(ProbeId::Blocked),
+        ),
+        Arrow::new(
+            "wake_writer",
+            ArrowKind::Wake,
+            (Process(1), Process(0)),
+            "writer woken",
+            Unit::Count,
+            woken_by(p, e.consumer.pid),
+            Some(Label::Exact),
+        ),
+    ];
+    arrows.push(sampled_arrow(sampled));
+    Diagram { processes: diagram_names(e), object: object.into(), shared: false, arrows, note: None }
+}
+
+/// The share of CPU samples in the copy routines, per mille of the samples taken in the
+/// channel's calls (not observed without samples).
+pub fn sampled_arrow(sampled: Option<(u64, u64)>) -> Arrow {
+    use crate::model::diagram::{End::Object, Unit};
+    let mut a = Arrow::new(
+        "copy_samples",
+        ArrowKind::Sampled,
+        (Object, Object),
+        "CPU samples in the copy routines",
+        Unit::PerMille,
+        0,
+        None,
+    );
+    if let Some((hits, total)) = sampled.filter(|(_, t)| *t > 0) {
+        a.value = Some(hits * 1000 / total);
+        a.label = Some(Label::Sampled);
+    }
+    a
 }
 
 /// The traced process with the most traffic (bytes + calls) on channel `ino` through

@@ -9,12 +9,15 @@ use std::{collections::BTreeMap, path::Path};
 
 use ipctrace_common::{ChannelKind, MQUEUE_MAGIC, ProbeId, SYSV_MSG_ID, sysop, sysrow};
 
-use super::{Ends, Family, busiest};
+use super::{Ends, Family, Side, busiest, copy_diagram};
 use crate::{
     agree::push,
     discover::{Found, Scan},
-    model::{Agreement, Label, Observed, Process, Stage, StageTime},
-    path::{chain, latency, stage, woken_by},
+    model::{
+        Agreement, Label, Observed, Process, Stage, StageTime,
+        diagram::{ArrowKind, Diagram},
+    },
+    path::{chain, copy_sample_share, latency, stage, woken_by},
     probes::{Attach, Impl, LogicalProbe, imp},
 };
 
@@ -358,6 +361,21 @@ impl Family for Mq {
 
     fn histograms(&self) -> &'static [ProbeId] {
         &[ProbeId::MqSend, ProbeId::MqRecv]
+    }
+
+    fn diagram(&self, e: &Ends) -> Diagram {
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let side = |o: &Observed, copy: ProbeId, call: ProbeId, caption| {
+            let s = o.sum(copy, None);
+            let (bytes, label) =
+                if s.calls > 0 { (s.bytes, o.label(copy)) } else { (o.sum(call, None).bytes, o.label(call)) };
+            Side { caption, bytes, kind: ArrowKind::Copy, label, call }
+        };
+        let into = side(p, ProbeId::MqCopyIn, SEND, "copy user -> kernel message (load_msg)");
+        let out = side(c, ProbeId::MqCopyOut, RECV, "copy kernel message -> user (store_msg)");
+        let share = |o: &Observed, f: fn(&str) -> bool| copy_sample_share(o, f).unwrap_or((0, 0));
+        let (a, b) = (share(p, is_send_fn), share(c, is_recv_fn));
+        copy_diagram(e, "queued messages (msg_msg)", into, out, Some((a.0 + b.0, a.1 + b.1)))
     }
 
     fn section_name(&self, kind: ChannelKind) -> &'static str {

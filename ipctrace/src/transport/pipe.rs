@@ -7,11 +7,14 @@ use std::{collections::BTreeMap, os::unix::fs::FileTypeExt, path::Path};
 
 use ipctrace_common::{ChannelKind, ProbeId, sysop, sysrow};
 
-use super::{Ends, Family, busiest};
+use super::{Ends, Family, Side, busiest, copy_diagram};
 use crate::{
     agree::push,
     discover::{Found, Scan},
-    model::{Agreement, Label, Observed, Process, Stage, StageTime},
+    model::{
+        Agreement, Label, Observed, Process, Stage, StageTime,
+        diagram::{ArrowKind, Diagram},
+    },
     path::{chain, copy_sample_share, latency, pct, stage, woken_by},
     probes::{Attach, LogicalProbe, imp},
 };
@@ -319,6 +322,38 @@ impl Family for Pipe {
 
     fn section_name(&self, kind: ChannelKind) -> &'static str {
         if kind == ChannelKind::Fifo { "fifo" } else { "pipe" }
+    }
+
+    fn diagram(&self, e: &Ends) -> Diagram {
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let spliced = c.sum(ProbeId::SpliceOut, None);
+        let out = if spliced.calls > 0 {
+            Side {
+                caption: "splice to the consumer (pages, no copy)",
+                bytes: spliced.bytes,
+                kind: ArrowKind::Move,
+                label: c.label(ProbeId::SpliceOut),
+                call: ProbeId::SpliceOut,
+            }
+        } else {
+            Side {
+                caption: "copy pipe buffer -> user",
+                bytes: c.sum(READ, None).bytes,
+                kind: ArrowKind::Copy,
+                label: c.label(READ),
+                call: READ,
+            }
+        };
+        let into = Side {
+            caption: "copy user -> pipe buffer",
+            bytes: p.sum(WRITE, None).bytes,
+            kind: ArrowKind::Copy,
+            label: p.label(WRITE),
+            call: WRITE,
+        };
+        let share = |o: &Observed, f: fn(&str) -> bool| copy_sample_share(o, f).unwrap_or((0, 0));
+        let (a, b) = (share(p, is_write_fn), share(c, is_read_fn));
+        copy_diagram(e, "pipe buffer pages", into, out, Some((a.0 + b.0, a.1 + b.1)))
     }
 
     fn describe(&self, kind: ChannelKind, ino: u64, path: Option<&str>) -> String {

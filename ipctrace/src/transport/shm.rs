@@ -11,8 +11,12 @@ use super::{Ends, Family};
 use crate::{
     agree::push,
     discover::Found,
-    model::{Agreement, Label, Observed, Process, Stage, probe::Mechanism},
-    path::{chain, hist_of, is_clear_frame, latency, stacks_with, stage},
+    model::{
+        Agreement, Label, Observed, Process, Stage,
+        diagram::{Arrow, ArrowKind, Diagram},
+        probe::Mechanism,
+    },
+    path::{chain, hist_of, is_clear_frame, latency, stacks_with, stage, woken_by},
     probes::{Attach, LogicalProbe, imp, tp},
 };
 
@@ -339,6 +343,88 @@ impl Family for Shm {
 
     fn histograms(&self) -> &'static [ProbeId] {
         &[ProbeId::FutexWait, ProbeId::MmFault]
+    }
+
+    /// Both processes map the same pages: first-touch faults into them, futex waits (blocked
+    /// time) and the wake-ups either way; no copy arrow.
+    fn diagram(&self, e: &Ends) -> Diagram {
+        use crate::model::diagram::{End::*, Unit};
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let fault_label = |o: &Observed| o.label(ProbeId::MmFault).or(o.label(ProbeId::FaultUser));
+        let waited = |o: &Observed| o.sum(ProbeId::Blocked, Some(ProbeId::FutexWait.name())).time_ns;
+        let samples = |o: &Observed| -> (u64, u64) {
+            let all: Vec<_> = o.stacks_of(ProbeId::Sample).collect();
+            (all.iter().filter(|s| !s.kernel.is_empty()).map(|s| s.count).sum(), all.iter().map(|s| s.count).sum())
+        };
+        let (a, b) = (samples(p), samples(c));
+        let mut kernel_share = super::sampled_arrow(Some((a.0 + b.0, a.1 + b.1)));
+        kernel_share.id = "kernel_samples".into();
+        kernel_share.caption = "CPU samples in the kernel".into();
+        let arrows = vec![
+            Arrow::new(
+                "fault_producer",
+                ArrowKind::Fault,
+                (Process(0), Object),
+                "first-touch faults",
+                Unit::Count,
+                faults(p),
+                fault_label(p),
+            ),
+            Arrow::new(
+                "fault_consumer",
+                ArrowKind::Fault,
+                (Process(1), Object),
+                "first-touch faults",
+                Unit::Count,
+                faults(c),
+                fault_label(c),
+            ),
+            Arrow::new(
+                "wait_producer",
+                ArrowKind::Block,
+                (Process(0), Object),
+                "futex_wait blocked",
+                Unit::Ns,
+                waited(p),
+                p.label(ProbeId::Blocked),
+            ),
+            Arrow::new(
+                "wake_consumer",
+                ArrowKind::Wake,
+                (Process(0), Process(1)),
+                "consumer woken (futex_wake)",
+                Unit::Count,
+                woken_by(c, e.producer.pid),
+                Some(Label::Exact),
+            ),
+            Arrow::new(
+                "wait_consumer",
+                ArrowKind::Block,
+                (Process(1), Object),
+                "futex_wait blocked",
+                Unit::Ns,
+                waited(c),
+                c.label(ProbeId::Blocked),
+            ),
+            Arrow::new(
+                "wake_producer",
+                ArrowKind::Wake,
+                (Process(1), Process(0)),
+                "producer woken (futex_wake)",
+                Unit::Count,
+                woken_by(p, e.consumer.pid),
+                Some(Label::Exact),
+            ),
+            kernel_share,
+        ];
+        let copied = self.copied_bytes(p) + self.copied_bytes(c);
+        Diagram {
+            processes: super::diagram_names(e),
+            object: "shared pages (shmem), mapped by both".into(),
+            shared: true,
+            arrows,
+            note: Some(format!("no copy through the kernel: both map the same pages ({copied} bytes copied by calls)")),
+        }
     }
 
     fn section_name(&self, _kind: ChannelKind) -> &'static str {

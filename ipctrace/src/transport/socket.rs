@@ -8,11 +8,15 @@ use std::{collections::BTreeMap, path::Path};
 
 use ipctrace_common::{ChannelKind, ProbeId, sysop, sysrow};
 
-use super::{Ends, Family, busiest};
+use super::{Ends, Family, Side, busiest, copy_diagram};
 use crate::{
     agree::push,
     discover::{Found, Scan},
-    model::{Agreement, Label, Observed, Process, Stage, StageTime, probe::Mechanism},
+    model::{
+        Agreement, Label, Observed, Process, Stage, StageTime,
+        diagram::{ArrowKind, Diagram},
+        probe::Mechanism,
+    },
     path::{chain, copy_sample_share, latency, pct, stage, woken_by},
     probes::{Attach, LogicalProbe, imp, tp, tp_opt},
 };
@@ -432,6 +436,38 @@ impl Family for Socket {
 
     fn histograms(&self) -> &'static [ProbeId] {
         &[ProbeId::SockSend, ProbeId::SockRecv]
+    }
+
+    fn diagram(&self, e: &Ends) -> Diagram {
+        let (p, c) = (&e.producer.observed, &e.consumer.observed);
+        let moved = p.sum(ProbeId::SockSendfile, None);
+        let into = if moved.calls > 0 && p.sum(SEND, None).calls == 0 {
+            Side {
+                caption: "sendfile into the socket (pages, no copy)",
+                bytes: moved.bytes,
+                kind: ArrowKind::Move,
+                label: p.label(ProbeId::SockSendfile),
+                call: ProbeId::SockSendfile,
+            }
+        } else {
+            Side {
+                caption: "copy user -> skb",
+                bytes: p.sum(SEND, None).bytes,
+                kind: ArrowKind::Copy,
+                label: p.label(SEND),
+                call: SEND,
+            }
+        };
+        let copied_out = c.sum(ProbeId::SkbCopyOut, None);
+        let (bytes, label) = if copied_out.calls > 0 {
+            (copied_out.bytes, c.label(ProbeId::SkbCopyOut))
+        } else {
+            (c.sum(RECV, None).bytes, c.label(RECV))
+        };
+        let out = Side { caption: "copy skb -> user", bytes, kind: ArrowKind::Copy, label, call: RECV };
+        let share = |o: &Observed, f: fn(&str) -> bool| copy_sample_share(o, f).unwrap_or((0, 0));
+        let (a, b) = (share(p, is_send_fn), share(c, is_recv_fn));
+        copy_diagram(e, "skb queue of the receiving socket", into, out, Some((a.0 + b.0, a.1 + b.1)))
     }
 
     fn section_name(&self, kind: ChannelKind) -> &'static str {
