@@ -575,10 +575,14 @@ pub mod loss {
 pub struct Event {
     pub ts_ns: u64,
     pub tgid: u32,
+    /// The thread in whose context the event was recorded (a wake-up: the waker; a blocked
+    /// interval: the task that left the CPU as the blocked one came back).
     pub tid: u32,
     pub probe: u16,
     pub kind: u16,
-    pub _pad: u32,
+    /// The thread the event is about when it is not `tid`: the woken thread of a wake-up,
+    /// the blocked thread of a blocked interval; else 0.
+    pub other: u32,
     pub ino: u64,
     /// Return value (calls) or bytes (events).
     pub value: i64,

@@ -215,14 +215,22 @@ fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
 
 /// `--events`: one record per counted call or event; a full ring buffer is counted as loss.
 #[inline(always)]
-fn emit(tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64) {
+fn emit(tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64, other: u32) {
+    emit_at(now(), tgid, probe, k, ino, value, dur_ns, other)
+}
+
+/// `emit` with its time given (a call's end: its start plus its duration, so the interval in
+/// the stream is the one measured).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_at(ts_ns: u64, tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64, other: u32) {
     if !events_on() {
         return;
     }
     match EVENTS.reserve::<Event>(0) {
         Some(mut e) => {
             let tid = bpf_get_current_pid_tgid() as u32;
-            e.write(Event { ts_ns: now(), tgid, tid, probe, kind: k, _pad: 0, ino, value, dur_ns });
+            e.write(Event { ts_ns, tgid, tid, probe, kind: k, other, ino, value, dur_ns });
             e.submit(0);
         }
         None => count_loss(loss::RINGBUF_FULL),
@@ -242,7 +250,7 @@ fn agg_add(tgid: u32, probe: u16, k: u16, ino: u64, calls: u64, bytes: u64) {
 /// Counts one event (no return value, no duration).
 #[inline(always)]
 fn agg_event(tgid: u32, probe: u16, k: u16, ino: u64, bytes: u64) {
-    emit(tgid, probe, k, ino, bytes as i64, 0);
+    emit(tgid, probe, k, ino, bytes as i64, 0, 0);
     if let Some(v) = agg_slot(&AggKey { tgid, probe, kind: k, ino }) {
         v.calls += 1;
         v.bytes += bytes;
@@ -252,7 +260,10 @@ fn agg_event(tgid: u32, probe: u16, k: u16, ino: u64, bytes: u64) {
 /// Counts one completed call with its return value and duration.
 #[inline(always)]
 fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
-    emit(tgid, p.probe, p.kind, p.ino, ret, dt);
+    // A blocked interval is closed by the scheduler in another task's context: `_pad` holds
+    // the blocked thread.
+    let other = if p.probe == ProbeId::Blocked as u16 { p._pad } else { 0 };
+    emit_at(p.start_ns + dt, tgid, p.probe, p.kind, p.ino, ret, dt, other);
     let Some(v) = agg_slot(&AggKey { tgid, probe: p.probe, kind: p.kind, ino: p.ino }) else { return };
     v.calls += 1;
     if ret > 0 {

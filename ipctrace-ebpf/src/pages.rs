@@ -89,7 +89,7 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
         && fills_pipe(unsafe { (*p).probe })
     {
         // Added up in the call in flight; counted once at its exit (`pipe::flush_pages`).
-        emit(tgid, ProbeId::PageAlloc as u16, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0);
+        emit(tgid, ProbeId::PageAlloc as u16, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0, 0);
         if !counted {
             unsafe {
                 (*p)._pad += 1;

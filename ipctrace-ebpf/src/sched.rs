@@ -77,11 +77,11 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
         let dt = now().saturating_sub(o.ts);
         let p = Pending {
             ino: o.ino,
-            start_ns: 0,
+            start_ns: o.ts,
             len: 0,
             probe: ProbeId::Blocked as u16,
             kind: blocked_kind(o.probe, o.kind),
-            _pad: 0,
+            _pad: next,
         };
         agg_call(o.tgid, &p, 0, dt);
         if o.kstack >= 0 {
@@ -117,7 +117,8 @@ pub fn sched_waking(ctx: RawTracePointContext) -> u32 {
     let (waker, _) = current();
     // Counted by waker, without a stack walk: the blocked side's stack (OFFCPU) already says
     // where the wait was, and a walk per wake-up would double the cost of tracing a pipe.
-    agg_event(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 0);
+    crate::emit(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 0, 0, pid);
+    crate::agg_add(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 1, 0);
     0
 }
 

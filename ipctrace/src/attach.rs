@@ -108,6 +108,7 @@ fn report(
     };
     let stream = session.finish_stream()?;
     let unknown = unknown + session.unknown_stream_ids();
+    let timeline = session.take_timeline(procs.comms.clone())?;
     let mut r = Report {
         schema_version: model::SCHEMA_VERSION,
         ipctrace_version: env!("CARGO_PKG_VERSION").into(),
@@ -127,6 +128,7 @@ fn report(
         crossovers: Vec::new(),
         command_exit,
         loss: observe::loss_from(&session.losses()?, unknown),
+        timeline,
     };
     conclude::finish(&mut r);
     Ok(r)

@@ -77,6 +77,11 @@ pub struct ProbeArgs {
     /// counted as lost (the aggregates still hold them).
     #[arg(long, value_name = "FILE.jsonl")]
     pub events: Option<std::path::PathBuf>,
+    /// Also write a Perfetto trace (protobuf) of every counted event: a track per process
+    /// and thread, slices for calls and blocked time, instants for faults and wake-ups,
+    /// flows from waker to woken. Open it at ui.perfetto.dev (it stays on your machine).
+    #[arg(long, value_name = "FILE.pftrace")]
+    pub perfetto: Option<std::path::PathBuf>,
     /// Size of the --events ring buffer (rounded up to a power of two, 4 KiB to 256 MiB).
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     pub events_buffer: u64,

@@ -14,6 +14,7 @@ mod model;
 mod observe;
 mod outputs;
 mod path;
+mod perfetto;
 mod privileges;
 mod probes;
 mod render;
@@ -95,16 +96,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<Code> {
             render::print_stdout(&String::from_utf8_lossy(&out))
         }
         Command::Manpage => render::print_stdout(&manpage()?),
-        Command::Run(args) => traced("run", &args.output, args.probes.events.as_deref(), |outs| {
+        Command::Run(args) => traced("run", &args.output, &args.probes, |outs| {
             let o = runtime()?.block_on(run::run(&args, outs.events.as_mut()))?;
             Ok((o.report, o.target_failure))
         }),
         Command::Probes(args) => probes_command(&args),
         Command::Report(args) => report_command(&args),
-        Command::Attach(args) => traced("attach", &args.output, args.probes.events.as_deref(), |outs| {
+        Command::Attach(args) => traced("attach", &args.output, &args.probes, |outs| {
             runtime()?.block_on(attach::attach(&args, outs.events.as_mut()))
         }),
-        Command::Trace(args) => traced("trace", &args.output, args.probes.events.as_deref(), |outs| {
+        Command::Trace(args) => traced("trace", &args.output, &args.probes, |outs| {
             runtime()?.block_on(attach::trace(&args, outs.events.as_mut()))
         }),
     }
@@ -151,7 +152,7 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Code> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| fail(Code::Usage, format!("cannot read {}: {e}", args.file.display())))?;
     let report = model::Report::from_json(&text, &args.file.display().to_string())?;
-    let mut outs = Outputs::open(&args.output, None)?;
+    let mut outs = Outputs::open(&args.output, None, None)?;
     render::emit(&report, &args.output, &mut outs)
 }
 
@@ -160,12 +161,12 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Code> {
 fn traced(
     name: &str,
     output: &cli::OutputArgs,
-    events: Option<&std::path::Path>,
+    probes: &cli::ProbeArgs,
     f: impl FnOnce(&mut Outputs) -> anyhow::Result<(model::Report, Option<String>)>,
 ) -> anyhow::Result<Code> {
     privileges::check(name)?;
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let mut outs = Outputs::open(output, events)?;
+    let mut outs = Outputs::open(output, probes.events.as_deref(), probes.perfetto.as_deref())?;
     let (report, target_problem) = f(&mut outs)?;
     let code = render::emit(&report, output, &mut outs);
     match (code, target_problem) {

@@ -1,4 +1,4 @@
-//! Output files (`--save`, `--html`, `--folded`, `--flamegraph`, `--events`), opened before
+//! Output files (`--save`, `--html`, `--folded`, `--flamegraph`, `--events`, `--perfetto`), opened before
 //! any tracing so a bad path costs nothing. Never written through a symlink another user
 //! controls, never truncating another user's file; a FIFO needs a reader. Files this run
 //! created and never wrote are removed again.
@@ -157,10 +157,11 @@ pub struct Outputs {
     pub folded: Option<OutFile>,
     pub flamegraph: Option<OutFile>,
     pub events: Option<OutFile>,
+    pub perfetto: Option<OutFile>,
 }
 
 impl Outputs {
-    pub fn open(o: &crate::cli::OutputArgs, events: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn open(o: &crate::cli::OutputArgs, events: Option<&Path>, perfetto: Option<&Path>) -> anyhow::Result<Self> {
         let open = |p: Option<&Path>| p.map(OutFile::open).transpose();
         Ok(Self {
             save: open(o.save.as_deref())?,
@@ -168,6 +169,7 @@ impl Outputs {
             folded: open(o.folded.as_deref())?,
             flamegraph: open(o.flamegraph.as_deref())?,
             events: open(events)?,
+            perfetto: open(perfetto)?,
         })
     }
 }

@@ -313,7 +313,9 @@ pub fn open_session(
     families: &[&'static dyn Family],
 ) -> Result<Session> {
     let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let events = events.map(|f| (f, p.events_buffer));
+    // The event stream feeds --events, --perfetto or both.
+    let keep = p.perfetto.is_some();
+    let events = (events.is_some() || keep).then_some((events, p.events_buffer, keep));
     let block_stacks = !p.without.contains(&crate::cli::ProbeGroup::BlockStacks);
     let mut session = Session::load(&offsets, events, p.floor, block_stacks)?;
     let mut without_rows = Vec::new();
@@ -441,6 +443,14 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
     }
     let stream = session.finish_stream()?;
     unknown += session.unknown_stream_ids();
+    // The workloads' tracks are named by transport and role.
+    let mut names = session.comms();
+    for run in &runs {
+        for p in &run.processes {
+            names.insert(p.pid, format!("{} {}", run.transport, p.role));
+        }
+    }
+    let timeline = session.take_timeline(names)?;
     let mut report = Report {
         schema_version: model::SCHEMA_VERSION,
         ipctrace_version: env!("CARGO_PKG_VERSION").into(),
@@ -459,6 +469,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
         crossovers: Vec::new(),
         command_exit: None,
         loss: observe::loss_from(&session.losses()?, unknown),
+        timeline,
     };
     conclude::finish(&mut report);
     Ok(Outcome { report, target_failure })

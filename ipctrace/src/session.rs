@@ -55,16 +55,23 @@ pub struct Session {
     syscalls_attached: bool,
 }
 
-/// `--events`: the ring buffer and the JSON-lines file it is drained into.
+/// `--events`/`--perfetto`: the ring buffer, the JSON-lines file it is drained into, and the
+/// events kept for the Perfetto trace.
 struct Stream {
     ring: RingBuf<MapData>,
-    out: std::io::BufWriter<std::fs::File>,
-    path: std::path::PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    path: Option<std::path::PathBuf>,
+    /// Events kept for `--perfetto` (at most `KEPT_MAX`; the rest counted in `not_kept`).
+    kept: Option<Vec<Event>>,
+    not_kept: u64,
     buffer_bytes: u32,
     written: u64,
     /// Events with a probe id this ipctrace does not know (not written under any name).
     unknown: u64,
 }
+
+/// Events kept in memory for a Perfetto trace (48 bytes each: about 190 MiB at most).
+pub const KEPT_MAX: usize = 4 << 20;
 
 /// Sums of everything the programs aggregated, keyed like the maps.
 #[derive(Default)]
@@ -153,7 +160,7 @@ impl Session {
     /// the kernel stacks of blocked time.
     pub fn load(
         offsets: &Offsets,
-        events: Option<(&mut crate::outputs::OutFile, u64)>,
+        events: Option<(Option<&mut crate::outputs::OutFile>, u64, bool)>,
         floor: bool,
         block_stacks: bool,
     ) -> Result<Self> {
@@ -167,20 +174,28 @@ impl Session {
             .override_global("FLOOR", &floor, true)
             .override_global("BLOCK_STACKS", &block_stacks, true);
         // A ring buffer is a power-of-two number of pages.
-        let buffer_bytes = events.as_ref().map(|(_, b)| b.max(&4096).next_power_of_two() as u32);
+        let buffer_bytes = events.as_ref().map(|(_, b, _)| b.max(&4096).next_power_of_two() as u32);
         if let Some(b) = buffer_bytes {
             loader.map_max_entries("EVENTS", b).override_global("EVENTS_ON", &1u8, true);
         }
         let mut bpf =
             loader.load(OBJECT).map_err(|e| fail(Code::Runtime, format!("loading the eBPF object failed: {e}")))?;
         let stream = match (events, buffer_bytes) {
-            (Some((file, _)), Some(buffer_bytes)) => {
+            (Some((file, _, keep)), Some(buffer_bytes)) => {
                 let ring = RingBuf::try_from(bpf.take_map("EVENTS").context("EVENTS map")?)?;
-                let f = file.stream().with_context(|| format!("writing {}", file.path.display()))?;
+                let (out, path) = match file {
+                    Some(file) => {
+                        let f = file.stream().with_context(|| format!("writing {}", file.path.display()))?;
+                        (Some(std::io::BufWriter::new(f)), Some(file.path.clone()))
+                    }
+                    None => (None, None),
+                };
                 Some(Stream {
                     ring,
-                    out: std::io::BufWriter::new(f),
-                    path: file.path.clone(),
+                    out,
+                    path,
+                    kept: keep.then(Vec::new),
+                    not_kept: 0,
                     buffer_bytes,
                     written: 0,
                     unknown: 0,
@@ -209,20 +224,37 @@ impl Session {
                 ProbeId::SchedOut | ProbeId::Wakeup | ProbeId::Blocked => serde_json::json!(e.kind),
                 _ => serde_json::json!(ChannelKind::name_of(e.kind).unwrap_or("unknown")),
             };
+            if let Some(k) = s.kept.as_mut() {
+                if k.len() < KEPT_MAX {
+                    k.push(e);
+                } else {
+                    s.not_kept += 1;
+                }
+            }
+            s.written += 1;
+            let Some(out) = s.out.as_mut() else { continue };
             let line = serde_json::json!({
                 "ts_ns": e.ts_ns,
                 "pid": e.tgid,
                 "tid": e.tid,
+                "other_tid": e.other,
                 "probe": probe.name(),
                 "kind": kind,
                 "ino": e.ino,
                 "value": e.value,
                 "dur_ns": e.dur_ns,
             });
-            writeln!(s.out, "{line}")?;
-            s.written += 1;
+            writeln!(out, "{line}")?;
         }
         Ok(())
+    }
+
+    /// `--perfetto`: the events kept, what the ring buffer lost, and `names` for the tracks.
+    pub fn take_timeline(&mut self, names: BTreeMap<u32, String>) -> Result<Option<crate::model::timeline::Timeline>> {
+        let lost = self.losses()?.get(loss::RINGBUF_FULL as usize).copied().unwrap_or(0);
+        let Some(s) = self.stream.as_mut() else { return Ok(None) };
+        let Some(events) = s.kept.take() else { return Ok(None) };
+        Ok(Some(crate::model::timeline::Timeline { events, lost, not_kept: s.not_kept, names }))
     }
 
     /// Events of the stream whose probe id was unknown.
@@ -235,9 +267,11 @@ impl Session {
         self.drain()?;
         let lost = self.losses()?.get(loss::RINGBUF_FULL as usize).copied().unwrap_or(0);
         let Some(s) = self.stream.as_mut() else { return Ok(None) };
-        s.out.flush()?;
+        if let Some(out) = s.out.as_mut() {
+            out.flush()?;
+        }
         Ok(Some(StreamSummary {
-            file: s.path.display().to_string(),
+            file: s.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             buffer_bytes: s.buffer_bytes,
             written: s.written,
             lost,

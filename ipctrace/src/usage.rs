@@ -183,7 +183,8 @@ fn check_outputs(o: &OutputArgs, probes: Option<&ProbeArgs>) -> Result<(), Strin
     }
     let mut seen: Vec<&std::path::Path> = Vec::new();
     let events = probes.and_then(|p| p.events.as_deref());
-    for p in [o.save.as_deref(), o.html.as_deref(), o.folded.as_deref(), o.flamegraph.as_deref(), events]
+    let perfetto = probes.and_then(|p| p.perfetto.as_deref());
+    for p in [o.save.as_deref(), o.html.as_deref(), o.folded.as_deref(), o.flamegraph.as_deref(), events, perfetto]
         .into_iter()
         .flatten()
     {

@@ -156,11 +156,58 @@ pub fn setup() -> Result<()> {
         run(util::cargo().args(["install", &format!("cargo-deb@{CARGO_DEB_VERSION}"), "--locked"]))?;
         plan.did.push(format!("built cargo-deb {CARGO_DEB_VERSION}"));
     }
+    perfetto_venv(&mut plan)?;
     if plan.did.is_empty() {
         eprintln!("setup: nothing to do ({}; test tools present)", plan.found.join("; "));
     } else {
         eprintln!("setup: found {}", plan.found.join("; "));
         eprintln!("setup: {}", plan.did.join("; "));
     }
+    Ok(())
+}
+
+/// The official Perfetto protos for the tests that read `--perfetto` files: the `perfetto`
+/// package from PyPI ships `perfetto_trace_pb2`, which needs a newer `protobuf` than Debian
+/// 12's, so both go into a virtual environment under target/.
+pub const PERFETTO_VERSION: &str = "0.59.1";
+
+pub fn perfetto_venv_dir() -> std::path::PathBuf {
+    util::root().join("target/perfetto-venv")
+}
+
+fn perfetto_venv(plan: &mut Plan) -> Result<()> {
+    let dir = perfetto_venv_dir();
+    let py = dir.join("bin/python");
+    let check = || {
+        Command::new(&py)
+            .args(["-c", "from perfetto.protos.perfetto.trace import perfetto_trace_pb2"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if check() {
+        plan.found.push(format!("perfetto {PERFETTO_VERSION} protos in {}", dir.display()));
+        return Ok(());
+    }
+    let venv = |p: &mut Plan| -> Result<()> {
+        if Command::new("python3").arg("-m").arg("venv").arg(&dir).output().is_ok_and(|o| o.status.success()) {
+            return Ok(());
+        }
+        // Debian's python3 needs its venv module installed.
+        apt_install(&["python3-venv"], p)?;
+        run(Command::new("python3").arg("-m").arg("venv").arg(&dir))
+    };
+    venv(plan)?;
+    run(Command::new(&py).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        &format!("perfetto=={PERFETTO_VERSION}"),
+        "protobuf>=5.26",
+    ]))?;
+    if !check() {
+        bail!("the perfetto protos did not import from {}", py.display());
+    }
+    plan.did.push(format!("installed perfetto {PERFETTO_VERSION} protos in {}", dir.display()));
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod diagram;
 pub mod overview;
 pub mod path;
 pub mod probe;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 
@@ -101,6 +102,9 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_exit: Option<CommandExit>,
     pub loss: Loss,
+    /// `--perfetto`: the events, for the trace file (not part of the JSON).
+    #[serde(skip)]
+    pub timeline: Option<timeline::Timeline>,
 }
 
 /// How a traced command ended: its exit code, or the signal that killed it.

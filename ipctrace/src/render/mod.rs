@@ -105,6 +105,7 @@ pub fn emit(r: &Report, o: &crate::cli::OutputArgs, out: &mut Outputs) -> anyhow
     put(&mut out.html, &|| Ok(html::render(r, &view).into_bytes()));
     put(&mut out.folded, &|| Ok(stacks::folded_text(r).into_bytes()));
     put(&mut out.flamegraph, &|| stacks::flamegraph_svg(r));
+    put(&mut out.perfetto, &|| Ok(r.timeline.as_ref().map(crate::perfetto::encode).unwrap_or_default()));
     if let Code::ClosedStdout = print_stdout(&render(r, o.format, &view))? {
         return Ok(Code::ClosedStdout);
     }
