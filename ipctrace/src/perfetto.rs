@@ -2,7 +2,8 @@
 //! `TracePacket`s). A track per process and a thread track per traced thread; each call a
 //! slice (from its start to its return, with bytes, result and channel as arguments), each
 //! blocked interval a slice on the blocked thread, faults and other events instants; a
-//! wake-up an instant on the waker's thread with a flow to an instant on the woken thread;
+//! wake-up an instant on the waker's thread with a flow to an instant on the woken thread and
+//! on to the call that thread makes next;
 //! bytes in flight per channel as counter tracks; an instant with the loss counts at the end.
 //! The messages are prost structs for the fields used, with the field numbers of Perfetto's
 //! `protos/perfetto/trace/` (trace.proto, trace_packet.proto, track_event/*.proto); all
@@ -253,7 +254,8 @@ pub fn encode(t: &Timeline) -> Vec<u8> {
                     track_uuid: Some(thread_uuid(e.other)),
                     name: Some(format!("woken by {tid}")),
                     debug_annotations: vec![uint("waker_tid", tid as u64)],
-                    terminating_flow_ids: vec![flow],
+                    // Continued to the call the woken thread makes next (below).
+                    flow_ids: vec![flow],
                     ..Default::default()
                 },
             });
@@ -359,6 +361,7 @@ pub fn encode(t: &Timeline) -> Vec<u8> {
         },
     });
     out.sort_by_key(|p| (p.ts, p.order));
+    end_flows(&mut out);
     packets.extend(out.into_iter().map(|p| TracePacket {
         timestamp: Some(p.ts),
         trusted_packet_sequence_id: Some(SEQUENCE),
@@ -367,6 +370,33 @@ pub fn encode(t: &Timeline) -> Vec<u8> {
         ..Default::default()
     }));
     Trace { packet: packets }.encode_to_vec()
+}
+
+/// Each flow goes waker -> woken thread -> the call that thread starts next: the first slice
+/// beginning on its track at or after the wake-up ends the flow (where there is none, the
+/// woken instant does). `out` is in time order.
+fn end_flows(out: &mut [Pending]) {
+    let mut open: BTreeMap<u64, Vec<(usize, u64)>> = BTreeMap::new();
+    for (i, p) in out.iter_mut().enumerate() {
+        let e = &mut p.event;
+        let track = e.track_uuid.unwrap_or(0);
+        if e.r#type == Some(INSTANT) && e.name.as_deref().is_some_and(|n| n.starts_with("woken by")) {
+            if let Some(&f) = e.flow_ids.first() {
+                open.entry(track).or_default().push((i, f));
+            }
+            continue;
+        }
+        if e.r#type == Some(SLICE_BEGIN)
+            && let Some(flows) = open.remove(&track)
+        {
+            e.terminating_flow_ids = flows.iter().map(|(_, f)| *f).collect();
+        }
+    }
+    // No call followed: the flow ends at the woken thread.
+    for (i, f) in open.into_values().flatten() {
+        out[i].event.flow_ids.clear();
+        out[i].event.terminating_flow_ids.push(f);
+    }
 }
 
 fn descriptor(d: TrackDescriptor) -> TracePacket {

@@ -5,8 +5,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -14,22 +13,9 @@ use common::*;
 use serde_json::Value;
 use workloads::c_programs::{PIPE_PC, SHM_PC};
 
-/// Starts `ipctrace attach` (JSON) and waits for its READY line.
 fn attach(pids: &[i32], extra: &[&str]) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["attach", "--format", "json"]);
-    for p in pids {
-        cmd.args(["--pid", &p.to_string()]);
-    }
-    let mut child = cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("READY pids=") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "attach ended before its READY line");
-    }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    child
+    let pids: Vec<u32> = pids.iter().map(|p| *p as u32).collect();
+    attach_json(&pids, extra)
 }
 
 fn finish(child: Child) -> (i32, Value) {
@@ -40,23 +26,8 @@ fn finish(child: Child) -> (i32, Value) {
 
 /// A C program held at its gate: (child, producer pid, consumer pid).
 fn start_c(prog: &str, args: &[&str]) -> (Child, i32, i32) {
-    let mut child = Command::new(prog)
-        .args(args)
-        .arg("--wait-start")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let field = |k: &str| -> i32 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.trim_end_matches(':').parse().ok())
-            .unwrap_or_else(|| panic!("{k} in {line:?}"))
-    };
-    let (p, c) = (field("producer"), field("consumer"));
-    (child, p, c)
+    let (child, p, c) = start_held(prog, args);
+    (child, p as i32, c as i32)
 }
 
 /// Runs a C program under `attach`: started at its gate, attached, released, both collected.

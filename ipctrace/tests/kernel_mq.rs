@@ -64,11 +64,6 @@ fn kernel_mq_every_queue_is_counted_exactly_and_copies_twice() {
     }
 }
 
-/// Calls of `name` by `pid` in an strace -f log.
-fn strace_calls(log: &str, pid: u64, name: &str) -> u64 {
-    log.lines().filter(|l| l.starts_with(&format!("{pid} ")) && l.contains(&format!("{name}("))).count() as u64
-}
-
 #[test]
 fn kernel_mq_calls_agree_with_strace() {
     if !require_root("kernel_mq_calls_agree_with_strace") {
@@ -90,10 +85,10 @@ fn kernel_mq_calls_agree_with_strace() {
             if run["transport"] == "mq" { ("mq_timedsend", "mq_timedreceive") } else { ("msgsnd", "msgrcv") };
         let (p, c) = (process(run, "producer"), process(run, "consumer"));
         let (pp, cp) = (p["pid"].as_u64().unwrap(), c["pid"].as_u64().unwrap());
-        let sent = strace_calls(&text, pp, send);
+        let sent = strace_calls(&text, pp, send, "");
         assert!(sent > 2048, "{}: strace saw the sends ({sent})", run["transport"]);
         assert_eq!(sum(p, "mq_send", None)["calls"], sent, "{}", run["transport"]);
-        assert_eq!(sum(c, "mq_recv", None)["calls"], strace_calls(&text, cp, recv), "{}", run["transport"]);
+        assert_eq!(sum(c, "mq_recv", None)["calls"], strace_calls(&text, cp, recv, ""), "{}", run["transport"]);
     }
 }
 
@@ -252,22 +247,9 @@ fn kernel_mq_attach_finds_both_queue_kinds_and_channel_takes_a_msqid() {
     }
     use std::io::{BufRead, BufReader};
     for (kind, extra) in [("mqueue", &[][..]), ("sysv_msg", &["--sysv"][..])] {
-        let mut prog = Command::new(MQ_PC)
-            .args(["--total", "8MiB", "--msg-size", "4096", "--wait-start"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(prog.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-        let pid = |k: &str| -> u32 {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                .and_then(|v| v.trim_end_matches(':').parse().ok())
-                .unwrap_or_else(|| panic!("{k} in {line:?}"))
-        };
-        let (p, c) = (pid("producer"), pid("consumer"));
+        let mut args = vec!["--total", "8MiB", "--msg-size", "4096"];
+        args.extend_from_slice(extra);
+        let (prog, p, c) = start_held(MQ_PC, &args);
         let saved = std::env::temp_dir().join(format!("ipctrace-mq-attach-{}.json", std::process::id()));
         let mut at = Command::new(BIN)
             .args(["attach", "--pid", &p.to_string(), "--pid", &c.to_string(), "--save", &saved.to_string_lossy()])

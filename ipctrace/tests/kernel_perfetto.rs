@@ -39,7 +39,7 @@ for p in trace.packet:
     tid = tid_of.get(tr)
     args = {a.name: getattr(a, a.WhichOneof('value')) for a in e.debug_annotations if a.WhichOneof('value')}
     for f in e.flow_ids:
-        flows_from[f] = tid
+        flows_from.setdefault(f, tid)
     for f in e.terminating_flow_ids:
         flows_to[f] = tid
     if e.type == pb.TrackEvent.TYPE_SLICE_BEGIN:
@@ -194,14 +194,7 @@ fn kernel_perfetto_loss_is_in_the_trace() {
     assert_eq!(f["loss"]["delivered"], written);
     assert_eq!(f["loss"]["lost"], lost);
     // Counted: every event the aggregates hold (independent of the stream).
-    let counted: u64 = r["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|run| run["processes"].as_array().unwrap())
-        .flat_map(|p| p["observed"]["events"].as_array().unwrap())
-        .map(|e| e["calls"].as_u64().unwrap())
-        .sum();
+    let counted = events_counted(&r);
     assert_eq!(written + lost, counted, "written + lost == counted");
     assert_eq!(f["loss"]["counted"], counted, "the loss instant holds the count");
     assert_eq!(f["events"], written, "every delivered event is in the events file");

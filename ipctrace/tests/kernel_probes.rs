@@ -108,14 +108,7 @@ fn kernel_probes_event_stream_loss_is_counted_exactly() {
         assert_eq!(s["written"].as_u64().unwrap(), lines);
         let lost = s["lost"].as_u64().unwrap();
         assert_eq!(r["loss"]["stream"].as_u64().unwrap(), lost);
-        let counted: u64 = r["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|run| run["processes"].as_array().unwrap())
-            .flat_map(|p| p["observed"]["events"].as_array().unwrap())
-            .map(|e| e["calls"].as_u64().unwrap())
-            .sum();
+        let counted = events_counted(&r);
         assert_eq!(lines + lost, counted, "buffer {buffer}: written + lost == events counted");
         assert_eq!(lost > 0, expect_loss, "buffer {buffer}: lost {lost}");
         assert_eq!(r["loss"]["events"], 0, "the aggregates lose nothing");

@@ -56,11 +56,6 @@ fn kernel_socket_every_transport_is_exact_and_copies_twice() {
     }
 }
 
-/// send/recv calls per process from an strace -f log of the same run.
-fn strace_calls(log: &str, pid: u64, call: &str) -> u64 {
-    log.lines().filter(|l| l.starts_with(&format!("{pid} ")) && l.contains(&format!("{call}(4,"))).count() as u64
-}
-
 #[test]
 fn kernel_socket_calls_agree_with_strace() {
     if !require_root("kernel_socket_calls_agree_with_strace") {
@@ -82,8 +77,13 @@ fn kernel_socket_calls_agree_with_strace() {
         let p = process(run, "producer");
         let c = process(run, "consumer");
         let (pp, cp) = (p["pid"].as_u64().unwrap(), c["pid"].as_u64().unwrap());
-        assert_eq!(sum(p, "sock_send", None)["calls"], strace_calls(&text, pp, "sendto"), "{}", run["transport"]);
-        assert_eq!(sum(c, "sock_recv", None)["calls"], strace_calls(&text, cp, "recvfrom"), "{}", run["transport"]);
+        assert_eq!(sum(p, "sock_send", None)["calls"], strace_calls(&text, pp, "sendto", "4,"), "{}", run["transport"]);
+        assert_eq!(
+            sum(c, "sock_recv", None)["calls"],
+            strace_calls(&text, cp, "recvfrom", "4,"),
+            "{}",
+            run["transport"]
+        );
     }
 }
 

@@ -25,22 +25,8 @@ fn python() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Starts `ipctrace attach` (JSON) on `pids` and waits for its READY line.
 fn attach(pids: &[u32], extra: &[&str]) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["attach", "--format", "json"]);
-    for p in pids {
-        cmd.args(["--pid", &p.to_string()]);
-    }
-    let mut child = cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("READY pids=") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "attach ended before its READY line");
-    }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    child
+    attach_json(pids, extra)
 }
 
 fn report(out: Output) -> Value {
@@ -87,22 +73,10 @@ fn kernel_attach_uds_pc_on_a_named_socket_counts_each_direction() {
     }
     let path = std::env::temp_dir().join(format!("ipctrace-uds-{}.sock", std::process::id()));
     let total = (32u64 << 20) + 4097;
-    let mut child = Command::new(UDS_PC)
-        .args(["--socket-path", &path.to_string_lossy(), "--total", &total.to_string(), "--msg-size", "65536"])
-        .arg("--wait-start")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let pid = |k: &str| -> u32 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.trim_end_matches(':').parse().ok())
-            .unwrap_or_else(|| panic!("{k} in {line:?}"))
-    };
-    let (p, c) = (pid("producer"), pid("consumer"));
+    let (child, p, c) = start_held(
+        UDS_PC,
+        &["--socket-path", &path.to_string_lossy(), "--total", &total.to_string(), "--msg-size", "65536"],
+    );
     // The producer connects after the gate: a socket made while attached.
     let at = attach(&[p, c], &[]);
     // SAFETY: releasing the program this test started.

@@ -178,3 +178,65 @@ pub fn wait_attached(before: &Snapshot) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Starts `ipctrace attach --format json` on `pids` (with `extra`) and waits for its READY
+/// line; its stderr is drained in the background from then on.
+pub fn attach_json(pids: &[u32], extra: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["attach", "--format", "json"]);
+    for p in pids {
+        cmd.args(["--pid", &p.to_string()]);
+    }
+    let mut child =
+        cmd.args(extra).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY pids=") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "attach ended before its READY line");
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    child
+}
+
+/// Starts a C workload with `--wait-start` and reads its `producer=P consumer=C` line:
+/// (the program, producer pid, consumer pid). It starts on SIGUSR1 to the producer.
+pub fn start_held(prog: &str, args: &[&str]) -> (std::process::Child, u32, u32) {
+    use std::io::BufRead;
+    let mut child = Command::new(prog)
+        .args(args)
+        .arg("--wait-start")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let field = |k: &str| -> u32 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.trim_end_matches(':').parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {line:?}"))
+    };
+    let (p, c) = (field("producer"), field("consumer"));
+    (child, p, c)
+}
+
+/// Calls of `call` by `pid` in an `strace -f` log whose first argument starts with `first`
+/// (e.g. `"4,"` for fd 4; empty for any).
+pub fn strace_calls(log: &str, pid: u64, call: &str, first: &str) -> u64 {
+    log.lines().filter(|l| l.starts_with(&format!("{pid} ")) && l.contains(&format!("{call}({first}"))).count() as u64
+}
+
+/// Every event the aggregates of a `run` report counted (calls of every observation).
+pub fn events_counted(r: &Value) -> u64 {
+    r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|run| run["processes"].as_array().unwrap())
+        .flat_map(|p| p["observed"]["events"].as_array().unwrap())
+        .map(|e| e["calls"].as_u64().unwrap())
+        .sum()
+}

@@ -183,8 +183,9 @@ pub enum Cleanup {
     /// A file (a named socket).
     Path(PathBuf),
     ShmName(String),
-    /// A SysV message queue id.
-    Msq(i32),
+    /// The process that holds a SysV message queue (`mq::setup_sysv`): SIGTERM makes it
+    /// remove the queue and exit.
+    Keeper(i32),
 }
 
 impl Drop for Cleanup {
@@ -202,9 +203,12 @@ impl Drop for Cleanup {
                     unsafe { libc::shm_unlink(c.as_ptr()) };
                 }
             }
-            Cleanup::Msq(id) => {
-                // SAFETY: msgctl(IPC_RMID) on our queue; EINVAL (already removed) is normal.
-                unsafe { libc::msgctl(*id, libc::IPC_RMID, std::ptr::null_mut()) };
+            Cleanup::Keeper(pid) => {
+                // SAFETY: signalling and reaping our own child.
+                unsafe {
+                    libc::kill(*pid, libc::SIGTERM);
+                    libc::waitpid(*pid, std::ptr::null_mut(), 0);
+                }
             }
         }
     }

@@ -1,13 +1,15 @@
 //! The message-queue transports: `mq` (POSIX: mq_timedsend/mq_timedreceive on a queue the
 //! launcher creates with O_EXCL and unlinks at once, so no name outlives the run whatever
 //! kills it; both roles inherit the descriptor at fd 4) and `sysv-msg` (msgsnd/msgrcv on a
-//! private queue whose id the roles get as `--path`; removed by the consumer at the end, by
-//! the launcher when dropped, and by a role's signal handler). One message per call; a 0-byte
+//! private queue whose id the roles get as `--path`, held by a keeper process that removes it
+//! when the run ends or the launcher dies; the consumer also removes it at the end, and a
+//! role's signal handler if it is stopped). One message per call; a 0-byte
 //! message ends the stream; every byte is verified. A message above what the queue takes is
 //! refused with the limit named (`max_message`).
 
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::atomic::{AtomicI32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -154,19 +156,90 @@ fn setup_mq(l: &Launch) -> Result<Channel> {
     })
 }
 
-/// The launcher: a private SysV queue, removed when the channel is dropped.
+/// The queue the keeper process holds (-1: none yet).
+static KEEPER_QUEUE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn keeper_exit(_: libc::c_int) {
+    let id = KEEPER_QUEUE.load(Ordering::SeqCst);
+    // SAFETY: msgctl and _exit are async-signal-safe.
+    unsafe {
+        if id >= 0 {
+            libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        }
+        libc::_exit(0);
+    }
+}
+
+/// The launcher: a private SysV queue, created by a keeper process that removes it when it
+/// gets SIGTERM — from the launcher when the channel is dropped, or as its parent-death
+/// signal if the launcher dies (SIGKILL included) — so no queue outlives the run, whatever
+/// ends it. (A queue has no name to unlink early, and removing it wakes its users with EIDRM.)
 fn setup_sysv(l: &Launch) -> Result<Channel> {
     check_size(l)?;
-    // SAFETY: msgget(2) with no memory arguments.
-    let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
-    if id < 0 {
-        bail!("creating a SysV message queue failed: {}", std::io::Error::last_os_error());
+    let mut p = [0; 2];
+    // SAFETY: pipe2 into a local array.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe2 failed: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fds we own from now on.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SIGTERM is blocked across the fork: the keeper takes it only once the queue id is
+    // stored where its handler looks.
+    // SAFETY: signal-mask calls on local sets.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    // SAFETY: between fork and _exit the child makes async-signal-safe calls only.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above: sigaction, prctl, getppid, msgget, write, sigprocmask, pause.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = keeper_exit as *const () as libc::sighandler_t;
+            libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            let id = libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+            KEEPER_QUEUE.store(id, Ordering::SeqCst);
+            let b = id.to_ne_bytes();
+            libc::write(wr.as_raw_fd(), b.as_ptr().cast(), b.len());
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    // SAFETY: restoring this thread's mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    if pid < 0 {
+        bail!("fork failed: {}", std::io::Error::last_os_error());
+    }
+    drop(wr);
+    let keeper = Cleanup::Keeper(pid);
+    let mut b = [0u8; 4];
+    let n = nix::unistd::read(&rd, &mut b).unwrap_or(0);
+    let id = i32::from_ne_bytes(b);
+    if n != 4 || id < 0 {
+        drop(keeper);
+        bail!("creating a SysV message queue failed (msgget in the keeper process)");
     }
     Ok(Channel {
         fds: Default::default(),
         ino: Some(ipctrace_common::SYSV_MSG_ID | id as u64),
         path: Some(id.to_string()),
-        cleanup: Some(Cleanup::Msq(id)),
+        cleanup: Some(keeper),
     })
 }
 
