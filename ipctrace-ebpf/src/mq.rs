@@ -6,18 +6,23 @@
 //! a hand-off (the thread that last entered a receive on the same queue was blocked in it
 //! when the send entered: the kernel gives the message to the waiting receiver, derived) or
 //! queued. With several receivers on one queue only the last to enter is looked at. Function
-//! tier: fexit (then kprobe/kretprobe) on load_msg and store_msg, the copies in and out that
-//! both queue kinds share (exact).
+//! tier: fentry/fexit (then kprobes) on do_mq_timedsend/do_mq_timedreceive and
+//! ksys_msgsnd/ksys_msgrcv for the calls, and on load_msg and store_msg, the copies in and out
+//! that both queue kinds share (exact).
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user,
-    macros::{fexit, kprobe, kretprobe, map},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::LruHashMap,
-    programs::{FExitContext, ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use ipctrace_common::{ChannelKind, Pending, ProbeId, SYSV_MSG_ID};
 
-use crate::{OFFCPU, agg_event, classify::Fd, inflight, start_call};
+use crate::{
+    OFFCPU, agg_event, call_exit,
+    classify::{Fd, fd_of_call},
+    current, inflight, is_target, start_call,
+};
 
 /// The thread that last entered a receive on each queue (0: its receive returned).
 #[map]
@@ -187,4 +192,108 @@ pub fn kretprobe_store_msg(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     copied(ProbeId::MqCopyOut, ProbeId::MqRecv, ctx.ret::<i64>() == 0, None)
+}
+
+/// Function tier of the calls themselves (used when the kernel has all four as functions):
+/// do_mq_timedsend(mqdes, u_msg_ptr, msg_len, msg_prio, ts) and
+/// do_mq_timedreceive(mqdes, u_msg_ptr, msg_len, u_msg_prio, ts) for POSIX queues,
+/// ksys_msgsnd(msqid, msgp, msgsz, msgflg) and ksys_msgrcv(msqid, msgp, msgsz, msgtyp,
+/// msgflg) for SysV; each exit ends the call as the dispatcher's exit would.
+#[inline(always)]
+fn fn_call(first: u64, send: Option<(u64, u64)>, posix: bool) -> u32 {
+    if crate::floor() || !is_target(current().0) {
+        return 0;
+    }
+    if posix {
+        self::posix(&fd_of_call(first), send);
+    } else {
+        sysv(first, send);
+    }
+    0
+}
+
+#[fentry(function = "do_mq_timedsend")]
+pub fn fentry_mq_send(ctx: FEntryContext) -> u32 {
+    fn_call(ctx.arg::<i32>(0) as u64, Some((ctx.arg(2), ctx.arg::<u32>(3) as u64)), true)
+}
+
+#[fentry(function = "do_mq_timedreceive")]
+pub fn fentry_mq_recv(ctx: FEntryContext) -> u32 {
+    fn_call(ctx.arg::<i32>(0) as u64, None, true)
+}
+
+#[fentry(function = "ksys_msgsnd")]
+pub fn fentry_msgsnd(ctx: FEntryContext) -> u32 {
+    fn_call(ctx.arg::<i32>(0) as u64, Some((ctx.arg(2), ctx.arg(1))), false)
+}
+
+#[fentry(function = "ksys_msgrcv")]
+pub fn fentry_msgrcv(ctx: FEntryContext) -> u32 {
+    fn_call(ctx.arg::<i32>(0) as u64, None, false)
+}
+
+/// do_mq_timed* return int (the upper half of the register is not theirs).
+#[fexit(function = "do_mq_timedsend")]
+pub fn fexit_mq_send(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    call_exit(ctx.arg::<i64>(5) as i32 as i64)
+}
+
+#[fexit(function = "do_mq_timedreceive")]
+pub fn fexit_mq_recv(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    call_exit(ctx.arg::<i64>(5) as i32 as i64)
+}
+
+#[fexit(function = "ksys_msgsnd")]
+pub fn fexit_msgsnd(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    call_exit(ctx.arg::<i64>(4))
+}
+
+#[fexit(function = "ksys_msgrcv")]
+pub fn fexit_msgrcv(ctx: FExitContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    call_exit(ctx.arg::<i64>(5))
+}
+
+#[kprobe]
+pub fn kprobe_mq_send(ctx: ProbeContext) -> u32 {
+    let (fd, len, prio) =
+        (ctx.arg::<i32>(0).unwrap_or(-1), ctx.arg::<u64>(2).unwrap_or(0), ctx.arg::<u32>(3).unwrap_or(0));
+    fn_call(fd as u64, Some((len, prio as u64)), true)
+}
+
+#[kprobe]
+pub fn kprobe_mq_recv(ctx: ProbeContext) -> u32 {
+    fn_call(ctx.arg::<i32>(0).unwrap_or(-1) as u64, None, true)
+}
+
+#[kprobe]
+pub fn kprobe_msgsnd(ctx: ProbeContext) -> u32 {
+    let (id, msgp, len) =
+        (ctx.arg::<i32>(0).unwrap_or(-1), ctx.arg::<u64>(1).unwrap_or(0), ctx.arg::<u64>(2).unwrap_or(0));
+    fn_call(id as u64, Some((len, msgp)), false)
+}
+
+#[kprobe]
+pub fn kprobe_msgrcv(ctx: ProbeContext) -> u32 {
+    fn_call(ctx.arg::<i32>(0).unwrap_or(-1) as u64, None, false)
+}
+
+/// The return of any of the four (int or long: an int's sign is kept either way).
+#[kretprobe]
+pub fn kretprobe_mq(ctx: RetProbeContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    call_exit(ctx.ret::<i64>() as i32 as i64)
 }

@@ -511,8 +511,10 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
     // The message queues: the copies counted at load_msg/store_msg (exact), == the payload.
     for (step, mech) in [("run_queues_fentry", "fentry"), ("run_queues_kprobe", "kprobe")] {
         let r = json(&b, step)?;
-        let ch = chosen(&r, "msg_copy");
-        c.check(&format!("{guest} {mech}: msg_copy uses {mech}"), ch["mechanism"] == mech, || ch.to_string());
+        for row in ["msg_queue", "msg_copy"] {
+            let ch = chosen(&r, row);
+            c.check(&format!("{guest} {mech}: {row} uses {mech}"), ch["mechanism"] == mech, || ch.to_string());
+        }
         for t in Transport::ALL.iter().filter(|t| t.is_queue()).map(|t| t.name()) {
             let run =
                 r["runs"].as_array().and_then(|a| a.iter().find(|x| x["transport"] == t)).cloned().unwrap_or_default();

@@ -37,6 +37,13 @@ fn is_recv_fn(f: &str) -> bool {
     matches!(f, "do_mq_timedreceive" | "do_msgrcv" | "store_msg")
 }
 
+const MQ_SEND: &[&str] = &["do_mq_timedsend"];
+const MQ_RECV: &[&str] = &["do_mq_timedreceive"];
+const MSGSND: &[&str] = &["ksys_msgsnd"];
+const MSGRCV: &[&str] = &["ksys_msgrcv"];
+const RULE_CALL_FN: &str = "counted at do_mq_timedsend/do_mq_timedreceive and ksys_msgsnd/ksys_msgrcv (all four or \
+                            none, so both queue kinds carry one label): send bytes = the length asked when the \
+                            function returned 0, receive bytes = its return value; hand-off as at the syscall tier";
 const LOAD_MSG: &[&str] = &["load_msg"];
 const STORE_MSG: &[&str] = &["store_msg"];
 const RULE_COPY_FN: &str = "bytes = the length load_msg (store_msg) copied, at its exit, when it succeeded; both queue \
@@ -47,17 +54,49 @@ static PROBES: &[LogicalProbe] = &[
         name: "msg_queue",
         what: "messages sent and received on POSIX and SysV message queues; hand-off to a waiting receiver or queued",
         ids: &[ProbeId::MqSend, ProbeId::MqRecv, ProbeId::MqHandoff, ProbeId::MqQueued, ProbeId::MqPriority],
-        impls: &[imp(
-            crate::model::probe::Mechanism::Tracepoint,
-            Label::Derived,
-            "send bytes = the length asked at mq_timedsend/msgsnd's entry when the call returned 0; receive bytes = \
-         return values of mq_timedreceive/msgrcv; a send is a hand-off when the thread that last entered a \
-         receive on the same queue was blocked in it (off the CPU) at the send's entry, else queued",
-            &[Attach::Syscalls {
-                row: sysrow::MQ,
-                ops: &[sysop::MQ_SEND, sysop::MQ_RECV, sysop::MSGSND, sysop::MSGRCV],
-            }],
-        )],
+        impls: &[
+            imp(
+                crate::model::probe::Mechanism::Fentry,
+                Label::Exact,
+                RULE_CALL_FN,
+                &[
+                    Attach::Fentry { prog: "fentry_mq_send", func: MQ_SEND },
+                    Attach::Fexit { prog: "fexit_mq_send", func: MQ_SEND },
+                    Attach::Fentry { prog: "fentry_mq_recv", func: MQ_RECV },
+                    Attach::Fexit { prog: "fexit_mq_recv", func: MQ_RECV },
+                    Attach::Fentry { prog: "fentry_msgsnd", func: MSGSND },
+                    Attach::Fexit { prog: "fexit_msgsnd", func: MSGSND },
+                    Attach::Fentry { prog: "fentry_msgrcv", func: MSGRCV },
+                    Attach::Fexit { prog: "fexit_msgrcv", func: MSGRCV },
+                ],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Kprobe,
+                Label::Exact,
+                RULE_CALL_FN,
+                &[
+                    Attach::Kprobe { prog: "kprobe_mq_send", func: MQ_SEND },
+                    Attach::Kretprobe { prog: "kretprobe_mq", func: MQ_SEND },
+                    Attach::Kprobe { prog: "kprobe_mq_recv", func: MQ_RECV },
+                    Attach::Kretprobe { prog: "kretprobe_mq", func: MQ_RECV },
+                    Attach::Kprobe { prog: "kprobe_msgsnd", func: MSGSND },
+                    Attach::Kretprobe { prog: "kretprobe_mq", func: MSGSND },
+                    Attach::Kprobe { prog: "kprobe_msgrcv", func: MSGRCV },
+                    Attach::Kretprobe { prog: "kretprobe_mq", func: MSGRCV },
+                ],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Tracepoint,
+                Label::Derived,
+                "send bytes = the length asked at mq_timedsend/msgsnd's entry when the call returned 0; receive \
+                 bytes = return values of mq_timedreceive/msgrcv; a send is a hand-off when the thread that last \
+                 entered a receive on the same queue was blocked in it (off the CPU) at the send's entry, else queued",
+                &[Attach::Syscalls {
+                    row: sysrow::MQ,
+                    ops: &[sysop::MQ_SEND, sysop::MQ_RECV, sysop::MSGSND, sysop::MSGRCV],
+                }],
+            ),
+        ],
     },
     LogicalProbe {
         name: "msg_copy",
