@@ -318,6 +318,9 @@ ids! {
         MqCopyIn = 37 => "mq_copy_in",
         /// store_msg during a receive: bytes copied kernel message -> user (function tier).
         MqCopyOut = 38 => "mq_copy_out",
+        /// signal:signal_generate to a target: keyed by the receiver, `kind` = the signal number, `ino` = the sender's pid; the result (0
+        /// delivered, 1 ignored, 2 already pending: coalesced, ...) in the event's value.
+        Signal = 39 => "signal",
     }
 }
 

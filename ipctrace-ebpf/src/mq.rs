@@ -7,7 +7,7 @@
 //! when the send entered: the kernel gives the message to the waiting receiver, derived) or
 //! queued. With several receivers on one queue only the last to enter is looked at. Function
 //! tier: fentry/fexit (then kprobes) on do_mq_timedsend/do_mq_timedreceive and
-//! ksys_msgsnd/ksys_msgrcv for the calls, and on load_msg and store_msg, the copies in and out
+//! do_msgsnd/do_msgrcv for the calls, and on load_msg and store_msg, the copies in and out
 //! that both queue kinds share (exact).
 
 use aya_ebpf::{
@@ -197,8 +197,9 @@ pub fn kretprobe_store_msg(ctx: RetProbeContext) -> u32 {
 /// Function tier of the calls themselves (used when the kernel has all four as functions):
 /// do_mq_timedsend(mqdes, u_msg_ptr, msg_len, msg_prio, ts) and
 /// do_mq_timedreceive(mqdes, u_msg_ptr, msg_len, u_msg_prio, ts) for POSIX queues,
-/// ksys_msgsnd(msqid, msgp, msgsz, msgflg) and ksys_msgrcv(msqid, msgp, msgsz, msgtyp,
-/// msgflg) for SysV; each exit ends the call as the dispatcher's exit would.
+/// do_msgsnd(msqid, mtype, mtext, msgsz, msgflg) and do_msgrcv(msqid, buf, bufsz, msgtyp,
+/// msgflg, handler) for SysV (ksys_msgsnd is inlined into the syscall on the kernels tried);
+/// each exit ends the call as the dispatcher's exit would. `send`: (length, priority or mtype).
 #[inline(always)]
 fn fn_call(first: u64, send: Option<(u64, u64)>, posix: bool) -> u32 {
     if crate::floor() || !is_target(current().0) {
@@ -207,7 +208,7 @@ fn fn_call(first: u64, send: Option<(u64, u64)>, posix: bool) -> u32 {
     if posix {
         self::posix(&fd_of_call(first), send);
     } else {
-        sysv(first, send);
+        call(SYSV_MSG_ID | (first & 0x7fff_ffff), ChannelKind::SysvMsg, send);
     }
     0
 }
@@ -222,12 +223,12 @@ pub fn fentry_mq_recv(ctx: FEntryContext) -> u32 {
     fn_call(ctx.arg::<i32>(0) as u64, None, true)
 }
 
-#[fentry(function = "ksys_msgsnd")]
+#[fentry(function = "do_msgsnd")]
 pub fn fentry_msgsnd(ctx: FEntryContext) -> u32 {
-    fn_call(ctx.arg::<i32>(0) as u64, Some((ctx.arg(2), ctx.arg(1))), false)
+    fn_call(ctx.arg::<i32>(0) as u64, Some((ctx.arg(3), ctx.arg::<i64>(1).max(0) as u64)), false)
 }
 
-#[fentry(function = "ksys_msgrcv")]
+#[fentry(function = "do_msgrcv")]
 pub fn fentry_msgrcv(ctx: FEntryContext) -> u32 {
     fn_call(ctx.arg::<i32>(0) as u64, None, false)
 }
@@ -249,20 +250,20 @@ pub fn fexit_mq_recv(ctx: FExitContext) -> u32 {
     call_exit(ctx.arg::<i64>(5) as i32 as i64)
 }
 
-#[fexit(function = "ksys_msgsnd")]
+#[fexit(function = "do_msgsnd")]
 pub fn fexit_msgsnd(ctx: FExitContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    call_exit(ctx.arg::<i64>(4))
+    call_exit(ctx.arg::<i64>(5))
 }
 
-#[fexit(function = "ksys_msgrcv")]
+#[fexit(function = "do_msgrcv")]
 pub fn fexit_msgrcv(ctx: FExitContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    call_exit(ctx.arg::<i64>(5))
+    call_exit(ctx.arg::<i64>(6))
 }
 
 #[kprobe]
@@ -279,9 +280,9 @@ pub fn kprobe_mq_recv(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kprobe_msgsnd(ctx: ProbeContext) -> u32 {
-    let (id, msgp, len) =
-        (ctx.arg::<i32>(0).unwrap_or(-1), ctx.arg::<u64>(1).unwrap_or(0), ctx.arg::<u64>(2).unwrap_or(0));
-    fn_call(id as u64, Some((len, msgp)), false)
+    let (id, mtype, len) =
+        (ctx.arg::<i32>(0).unwrap_or(-1), ctx.arg::<i64>(1).unwrap_or(0), ctx.arg::<u64>(3).unwrap_or(0));
+    fn_call(id as u64, Some((len, mtype.max(0) as u64)), false)
 }
 
 #[kprobe]

@@ -1,6 +1,6 @@
 //! Scheduling: who left the CPU and why (voluntary = blocked, with the kernel stack where it
 //! blocked, and for how long), who woke whom, fork-following of the target set (with each
-//! child's parent) and the exit code of every target.
+//! child's parent), the exit code of every target, and the signals targets send or receive.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext};
 use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched, target};
@@ -196,5 +196,28 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
             let _ = COMMS.insert(&tgid, &comm, 0);
         }
     }
+    0
+}
+
+/// signal_generate(sig, info, task, group, result), in the sender's context: counted against
+/// the receiver (by sender pid and signal number) when the receiver is a target (a signal a
+/// target sends elsewhere, e.g. SIGCHLD to ipctrace, has no target to be counted under); the
+/// event carries the result (so coalesced signals show as such) and the receiving thread.
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    let (sender, _) = current();
+    let task: *const u8 = ctx.arg(2);
+    let receiver: u32 = task_field(task, offsets().task_tgid).unwrap_or(0);
+    if receiver == 0 || !is_target(receiver) {
+        return 0;
+    }
+    let tid: u32 = task_field(task, offsets().task_pid).unwrap_or(0);
+    let sig = ctx.arg::<u64>(0) as u16;
+    let result = ctx.arg::<u64>(4) as i32 as i64;
+    crate::emit(receiver, ProbeId::Signal as u16, sig, sender as u64, result, 0, tid);
+    crate::agg_add(receiver, ProbeId::Signal as u16, sig, sender as u64, 1, 0);
     0
 }

@@ -56,6 +56,9 @@ pub fn observe(
             let inflight = k.kind / 16;
             let sub = if inflight == 0 { Some("other") } else { ProbeId::name_of(inflight) };
             sub.map(String::from).zip(ChannelKind::from_u16(k.kind % 16))
+        } else if p == ProbeId::Signal {
+            // SIGNAL keys the signal number in `kind` and the sender's pid in `ino`.
+            Some((format!("{}", k.kind), ChannelKind::Other))
         } else if p == ProbeId::MqPriority {
             // MQ_PRIORITY packs the message's priority (SysV: mtype) and the kind the same way.
             Some((format!("{}", k.kind / 16), ChannelKind::from_u16(k.kind % 16).unwrap_or(ChannelKind::Other)))
@@ -76,7 +79,7 @@ pub fn observe(
             sub,
             channel: (kind != ChannelKind::Other && k.ino != 0)
                 .then(|| ChannelId { kind: kind.name().into(), ino: k.ino }),
-            waker: (p == ProbeId::Wakeup).then_some(k.ino as u32),
+            waker: matches!(p, ProbeId::Wakeup | ProbeId::Signal).then_some(k.ino as u32),
             calls: v.calls,
             bytes: v.bytes,
             errors: v.errors,

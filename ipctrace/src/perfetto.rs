@@ -176,7 +176,7 @@ pub fn encode(t: &Timeline) -> Vec<u8> {
         match ProbeId::from_u16(e.probe) {
             Some(ProbeId::Blocked) if e.other != 0 => (e.tgid, e.other),
             // A wake-up is drawn on the waker: its process is `ino`, its thread `tid`.
-            Some(ProbeId::Wakeup) => (e.ino as u32, e.tid),
+            Some(ProbeId::Wakeup | ProbeId::Signal) => (e.ino as u32, e.tid),
             _ => (e.tgid, e.tid),
         }
     };
@@ -256,6 +256,26 @@ pub fn encode(t: &Timeline) -> Vec<u8> {
                     debug_annotations: vec![uint("waker_tid", tid as u64)],
                     // Continued to the call the woken thread makes next (below).
                     flow_ids: vec![flow],
+                    ..Default::default()
+                },
+            });
+            continue;
+        }
+        if probe == ProbeId::Signal {
+            // On the sender's thread: the number, the receiving thread, the result.
+            out.push(Pending {
+                ts: e.ts_ns,
+                order: (1, 2),
+                event: TrackEvent {
+                    r#type: Some(INSTANT),
+                    track_uuid: Some(thread_uuid(tid)),
+                    name: Some(format!("signal {} to {}", e.kind, e.other)),
+                    categories: vec!["ipc".into()],
+                    debug_annotations: vec![
+                        uint("signal", e.kind as u64),
+                        uint("to_tid", e.other as u64),
+                        int("result", e.value),
+                    ],
                     ..Default::default()
                 },
             });

@@ -198,6 +198,17 @@ static COMMON: &[LogicalProbe] = &[
         )],
     },
     LogicalProbe {
+        name: "signals",
+        what: "signals targets receive: sender -> receiver, number, result (delivered, ignored, coalesced)",
+        ids: &[ProbeId::Signal],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "counted at signal:signal_generate in the sender's context when the receiver is a target",
+            &[tp("signal_generate", "signal", "signal_generate")],
+        )],
+    },
+    LogicalProbe {
         name: "fork",
         what: "children of targets join the filter before they run; the process tree and exit codes",
         ids: &[],

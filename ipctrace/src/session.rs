@@ -219,9 +219,11 @@ impl Session {
                 s.unknown += 1;
                 continue;
             };
-            // SchedOut and Wakeup carry sub-keys, not channel kinds, in `kind`.
+            // These carry sub-keys (a signal number, a priority), not channel kinds, in `kind`.
             let kind = match probe {
-                ProbeId::SchedOut | ProbeId::Wakeup | ProbeId::Blocked => serde_json::json!(e.kind),
+                ProbeId::SchedOut | ProbeId::Wakeup | ProbeId::Blocked | ProbeId::Signal | ProbeId::MqPriority => {
+                    serde_json::json!(e.kind)
+                }
                 _ => serde_json::json!(ChannelKind::name_of(e.kind).unwrap_or("unknown")),
             };
             if let Some(k) = s.kept.as_mut() {

@@ -200,3 +200,67 @@ fn kernel_perfetto_loss_is_in_the_trace() {
     assert_eq!(f["events"], written, "every delivered event is in the events file");
     assert_eq!(f["missing"], 0, "{}", f["problems"]);
 }
+
+/// A parent signals its child (blocked in pause) five times with SIGUSR1, then the child exits.
+const SIGNALS: &str = r#"
+import os, signal, time
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    got = 0
+    def on(*_):
+        global got
+        got += 1
+    signal.signal(signal.SIGUSR1, on)
+    os.write(w, b"r")
+    while got < 5:
+        signal.pause()
+    os._exit(0)
+os.read(r, 1)
+time.sleep(0.1)
+for _ in range(5):
+    os.kill(pid, signal.SIGUSR1)
+    time.sleep(0.05)
+os.waitpid(pid, 0)
+print(f"parent={os.getpid()} child={pid} sent=5", flush=True)
+"#;
+
+#[test]
+fn kernel_perfetto_signals_are_instants_on_the_sender() {
+    if !require_root("kernel_perfetto_signals_are_instants_on_the_sender") {
+        return;
+    }
+    let py = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
+    let py = String::from_utf8(py.stdout).unwrap().trim().to_string();
+    let (trace, events) = (tmp("sig.pftrace"), tmp("sig.jsonl"));
+    let out = Command::new(BIN)
+        .args(["trace", "--perfetto", trace.to_str().unwrap(), "--events", events.to_str().unwrap()])
+        .args(["--format", "json", "--", &py, "-c", SIGNALS])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text.lines().find(|l| l.starts_with("parent=")).expect("the program's line");
+    let field = |k: &str| -> u64 {
+        line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().parse().unwrap()
+    };
+    let (parent, child) = (field("parent"), field("child"));
+    // The events file: five SIGUSR1 from the parent to the child, delivered.
+    let lines: Vec<Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["probe"] == "signal" && e["kind"] == libc::SIGUSR1)
+        .collect();
+    assert_eq!(lines.len() as u64, field("sent"), "{lines:?}");
+    for e in &lines {
+        assert_eq!((e["pid"].as_u64(), e["ino"].as_u64(), e["value"].as_i64()), (Some(child), Some(parent), Some(0)));
+    }
+    // The trace: each an instant on the parent's thread naming the child.
+    let checked = Command::new(python()).arg("-c").arg(CHECK).arg(&trace).arg(&events).output().unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    let f: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(f["missing"], 0, "{}", f["problems"]);
+    let _ = std::fs::remove_file(&trace);
+    let _ = std::fs::remove_file(&events);
+}

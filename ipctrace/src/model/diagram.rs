@@ -72,6 +72,9 @@ pub struct Arrow {
     /// This run's number; None: not observed.
     pub value: Option<u64>,
     pub label: Option<Label>,
+    /// A copy or move: its bytes per payload byte (None without a payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_byte: Option<f64>,
 }
 
 impl Arrow {
@@ -95,6 +98,7 @@ impl Arrow {
             unit,
             value: seen.then_some(value),
             label: if seen { label } else { None },
+            per_byte: None,
         }
     }
 

@@ -233,7 +233,7 @@ pub struct Observation {
     /// for `blocked`, the call in flight.
     pub sub: String,
     pub channel: Option<ChannelId>,
-    /// WAKEUP: the waker's pid.
+    /// WAKEUP: the waker's pid; SIGNAL: the sender's pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waker: Option<u32>,
     pub calls: u64,

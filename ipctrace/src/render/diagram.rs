@@ -25,9 +25,14 @@ pub fn value(a: &Arrow) -> String {
 }
 
 fn with_label(a: &Arrow) -> String {
+    let per = match (a.per_byte, a.kind) {
+        (Some(p), ArrowKind::Copy) if p.is_finite() => format!(", {p:.2} copy/B"),
+        (Some(p), ArrowKind::Move) if p.is_finite() => format!(", {p:.2} B moved/B"),
+        _ => String::new(),
+    };
     match a.label {
-        Some(l) => format!("{} ({})", value(a), l.name()),
-        None => value(a),
+        Some(l) => format!("{}{per} ({})", value(a), l.name()),
+        None => format!("{}{per}", value(a)),
     }
 }
 

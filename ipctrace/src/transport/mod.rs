@@ -152,6 +152,11 @@ pub fn copy_diagram(e: &Ends, object: &str, into: Side, out: Side, sampled: Opti
             Some(Label::Exact),
         ),
     ];
+    // Bytes per payload byte of each copy (the consumer's verified bytes, else what it got).
+    let payload = e.consumer.witness.as_ref().map(|w| w.verified_bytes.unwrap_or(w.bytes)).unwrap_or(out.bytes);
+    for a in arrows.iter_mut().filter(|a| matches!(a.kind, ArrowKind::Copy | ArrowKind::Move)) {
+        a.per_byte = a.value.filter(|_| payload > 0).map(|v| v as f64 / payload as f64);
+    }
     arrows.push(sampled_arrow(sampled));
     Diagram { processes: diagram_names(e), object: object.into(), shared: false, arrows, note: None }
 }
