@@ -78,8 +78,9 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "FILE.jsonl")]
     pub events: Option<std::path::PathBuf>,
     /// Also write a Perfetto trace (protobuf) of every counted event: a track per process
-    /// and thread, slices for calls and blocked time, instants for faults and wake-ups,
-    /// flows from waker to woken. Open it at ui.perfetto.dev (it stays on your machine).
+    /// and thread, slices for calls and blocked time, instants for faults, signals and
+    /// wake-ups, flows from waker to woken, bytes in flight per channel. Open it at
+    /// ui.perfetto.dev (the file is read in your browser; it stays on your machine).
     #[arg(long, value_name = "FILE.pftrace")]
     pub perfetto: Option<std::path::PathBuf>,
     /// Size of the --events ring buffer (rounded up to a power of two, 4 KiB to 256 MiB).
