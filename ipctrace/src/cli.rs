@@ -243,6 +243,11 @@ pub struct RunArgs {
     /// references enter the socket, so about 1 kernel copy per byte instead of 2).
     #[arg(long)]
     pub sendfile_producer: bool,
+    /// mq, sysv-msg: send message i at priority i % N (1..=32; SysV: mtype N - priority);
+    /// each message carries its sequence number, so it is verified in whatever order the
+    /// queue delivers it, and the report counts messages per priority.
+    #[arg(long, value_name = "N")]
+    pub mq_priorities: Option<u64>,
     /// Test hook (unix-dgram, unix-seqpacket): the consumer reads datagrams into a buffer of
     /// this size with MSG_TRUNC.
     #[arg(long, hide = true, value_parser = parse_size)]

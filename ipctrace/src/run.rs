@@ -119,6 +119,7 @@ fn base_launch(args: &RunArgs) -> Launch {
             splice_consumer: args.splice_consumer,
             sendfile_producer: args.sendfile_producer,
             recv_buffer: args.recv_buffer,
+            mq_priorities: args.mq_priorities,
             ..Default::default()
         },
         cpus: args.cpus(),

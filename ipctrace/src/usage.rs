@@ -119,6 +119,19 @@ fn check_run(a: &RunArgs) -> Result<(), String> {
             ));
         }
     }
+    if let Some(n) = a.mq_priorities {
+        if !a.transports().iter().any(|t| t.is_queue()) {
+            return Err("--mq-priorities applies to the mq and sysv-msg transports only".into());
+        }
+        if !(1..=32).contains(&n) {
+            return Err(format!("--mq-priorities {n}: give 1 to 32 priorities"));
+        }
+        if a.msg_size < 8 {
+            return Err(
+                "--mq-priorities needs --msg-size of at least 8 (each message carries its sequence number)".into()
+            );
+        }
+    }
     if let Some(d) = a.mq_depth {
         if !a.transports().iter().any(|t| t.is_posix_mq()) {
             return Err("--mq-depth applies to the mq transport only".into());

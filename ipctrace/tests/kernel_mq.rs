@@ -175,6 +175,33 @@ fn kernel_mq_priorities_arrive_in_order_and_are_counted() {
         assert_eq!(seen, want, "{t}: per-priority counts (SysV: mtype)");
         assert_eq!(want.values().sum::<u64>(), 9);
     }
+    // The built-in transports with --mq-priorities: every message verified wherever the queue
+    // put it, and the per-priority counts the kernel saw == the producer's own.
+    let total = (2u64 << 20) + 100;
+    let (code, r, stderr) = run_json(&[
+        "--transport",
+        &QUEUES.join(","),
+        "--total",
+        &total.to_string(),
+        "--msg-size",
+        "4096",
+        "--mq-priorities",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for run in r["runs"].as_array().unwrap() {
+        let rows: Vec<&Value> = run["agreement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["figure"].as_str().unwrap().starts_with("messages at priority"))
+            .collect();
+        assert_eq!(rows.len(), 3, "{}: {rows:?}", run["transport"]);
+        for a in run["agreement"].as_array().unwrap() {
+            assert_eq!(a["agrees"], true, "{}: {a}", run["transport"]);
+        }
+        assert_eq!(process(run, "consumer")["witness"]["verified_bytes"], total, "{}", run["transport"]);
+    }
 }
 
 #[test]

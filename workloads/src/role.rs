@@ -71,6 +71,11 @@ pub struct ShapeArgs {
     /// references go into the socket, no copy from user memory (a zero-copy control).
     #[arg(long)]
     pub sendfile_producer: bool,
+    /// mq, sysv-msg: send message i at priority i % N (SysV: mtype N - priority, received
+    /// lowest mtype first); each message carries its sequence number in its first 8 bytes,
+    /// so the consumer verifies it wherever the queue's order put it.
+    #[arg(long, value_name = "N")]
+    pub mq_priorities: Option<u64>,
 }
 
 /// Arguments of one workload process (set by the launcher, not typed by users).

@@ -144,6 +144,9 @@ fn spawn_one(l: &Launch, role: Role, ch: &Channel) -> Result<Worker> {
     if l.shape.splice_consumer {
         cmd.arg("--splice-consumer");
     }
+    if let Some(n) = l.shape.mq_priorities {
+        cmd.arg(format!("--mq-priorities={n}"));
+    }
     if let Some(b) = l.shape.recv_buffer {
         cmd.arg(format!("--recv-buffer={b}"));
     }

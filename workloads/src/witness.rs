@@ -29,6 +29,10 @@ pub struct Witness {
     /// in the buffer (`bytes` counts the datagrams' full lengths, as recv returned them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_bytes: Option<u64>,
+    /// mq/sysv-msg with priorities: messages sent (producer) or received (consumer) per
+    /// priority as the kernel sees it (POSIX msg_prio; SysV mtype), as (key, count) pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priorities: Option<Vec<(u64, u64)>>,
     /// Consumer only: stream offset of the first wrong byte.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_mismatch: Option<u64>,

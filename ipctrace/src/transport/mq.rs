@@ -320,6 +320,11 @@ impl Family for Mq {
             if cin.calls > 0 {
                 push(out, p, "bytes copied in (load_msg)", cin.bytes, w.bytes, 0.0);
             }
+            // Messages per priority (SysV: mtype), as the kernel saw them at each send.
+            let seen = by_priority(o);
+            for &(key, n) in w.priorities.iter().flatten() {
+                push(out, p, &format!("messages at priority {key}"), seen.get(&key).copied().unwrap_or(0), n, 0.0);
+            }
         } else {
             let r = o.sum(RECV, None);
             push(out, p, "receive bytes", r.bytes, w.bytes, 0.0);

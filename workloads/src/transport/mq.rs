@@ -297,17 +297,18 @@ fn deadline() -> libc::timespec {
 }
 
 impl Queue {
-    /// One send of `msg` (a SysV message is `buf`: mtype then text); Err(errno).
-    fn send(&self, msg: &[u8], buf: &mut Vec<u8>) -> std::result::Result<(), i32> {
+    /// One send of `msg` with `key` (POSIX: the priority; SysV: the mtype, at least 1; a
+    /// SysV message is `buf`: mtype then text); Err(errno).
+    fn send(&self, msg: &[u8], buf: &mut Vec<u8>, key: u64) -> std::result::Result<(), i32> {
         let r = match self {
             Queue::Posix(fd) => {
                 let ts = deadline();
                 // SAFETY: mq_timedsend from a valid buffer.
-                unsafe { libc::mq_timedsend(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &ts) }
+                unsafe { libc::mq_timedsend(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), key as u32, &ts) }
             }
             Queue::Sysv(id) => {
                 buf.clear();
-                buf.extend_from_slice(&1i64.to_ne_bytes());
+                buf.extend_from_slice(&(key.max(1) as i64).to_ne_bytes());
                 buf.extend_from_slice(msg);
                 // SAFETY: msgsnd of a struct msgbuf of msg.len() text bytes.
                 unsafe { libc::msgsnd(*id, buf.as_ptr().cast(), msg.len(), 0) }
@@ -316,20 +317,28 @@ impl Queue {
         if r < 0 { Err(errno()) } else { Ok(()) }
     }
 
-    /// One receive into `buf` (room for mtype + text); the text's length, or Err(errno).
-    fn recv(&self, buf: &mut [u8]) -> std::result::Result<usize, i32> {
+    /// One receive into `buf` (room for mtype + text; SysV `msgtyp` 0: in order, -N: lowest
+    /// mtype first): the text's length and its key (priority or mtype), or Err(errno).
+    fn recv(&self, buf: &mut [u8], msgtyp: i64) -> std::result::Result<(usize, u64), i32> {
+        let mut prio = 0u32;
         let r = match self {
             Queue::Posix(fd) => {
                 let ts = deadline();
-                let mut prio = 0u32;
                 let text = &mut buf[8..];
                 // SAFETY: mq_timedreceive into a valid buffer of at least mq_msgsize bytes.
                 unsafe { libc::mq_timedreceive(fd.as_raw_fd(), text.as_mut_ptr().cast(), text.len(), &mut prio, &ts) }
             }
             // SAFETY: msgrcv into a struct msgbuf with buf.len() - 8 text bytes.
-            Queue::Sysv(id) => unsafe { libc::msgrcv(*id, buf.as_mut_ptr().cast(), buf.len() - 8, 0, 0) },
+            Queue::Sysv(id) => unsafe { libc::msgrcv(*id, buf.as_mut_ptr().cast(), buf.len() - 8, msgtyp, 0) },
         };
-        if r < 0 { Err(errno()) } else { Ok(r as usize) }
+        if r < 0 {
+            return Err(errno());
+        }
+        let key = match self {
+            Queue::Posix(_) => prio as u64,
+            Queue::Sysv(_) => i64::from_ne_bytes(buf[..8].try_into().unwrap_or_default()).max(0) as u64,
+        };
+        Ok((r as usize, key))
     }
 }
 
@@ -360,6 +369,11 @@ fn run_role(c: &RoleCtx) -> Result<Witness> {
     w
 }
 
+/// `--mq-priorities N` when it means something (N > 1).
+fn priorities(c: &RoleCtx) -> Option<u64> {
+    c.args.shape.mq_priorities.filter(|n| *n > 1)
+}
+
 fn produce(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
     let o = &c.stream;
     let pat = PatternBuf::new(o.msg_size);
@@ -368,10 +382,12 @@ fn produce(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
     let mut scratch = vec![0u8; o.msg_size];
     let mut buf = Vec::with_capacity(o.msg_size + 8);
     let mut off = 0u64;
-    let send = |msg: &[u8], w: &mut Witness, buf: &mut Vec<u8>, off: u64| -> Result<()> {
+    let n = priorities(c);
+    let mut per_key: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    let send = |msg: &[u8], w: &mut Witness, buf: &mut Vec<u8>, off: u64, key: u64| -> Result<()> {
         loop {
             w.calls += 1;
-            match q.send(msg, buf) {
+            match q.send(msg, buf, key) {
                 Ok(()) => return Ok(()),
                 Err(libc::EINTR | libc::ETIMEDOUT | libc::EAGAIN) => c.peer.check("consumer")?,
                 Err(libc::EIDRM | libc::EINVAL) if w.messages > 0 => {
@@ -382,18 +398,44 @@ fn produce(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
         }
     };
     while let Some(len) = o.next_len(off, w.messages) {
-        let mut msg: &[u8] = pat.window(off, len);
-        if let Some(x) = o.corrupt_at.filter(|x| (off..off + len as u64).contains(x)) {
-            scratch[..len].copy_from_slice(msg);
-            scratch[(x - off) as usize] ^= 0xff;
-            msg = &scratch[..len];
-        }
-        send(msg, &mut w, &mut buf, off)?;
+        let corrupt = o.corrupt_at.filter(|x| (off..off + len as u64).contains(x));
+        // With priorities the sequence number goes first: the queue may deliver out of order.
+        let numbered = n.is_some() && len >= 8;
+        let msg: &[u8] = if corrupt.is_some() || numbered {
+            scratch[..len].copy_from_slice(pat.window(off, len));
+            if let Some(x) = corrupt {
+                scratch[(x - off) as usize] ^= 0xff;
+            }
+            if numbered {
+                scratch[..8].copy_from_slice(&w.messages.to_le_bytes());
+            }
+            &scratch[..len]
+        } else {
+            pat.window(off, len)
+        };
+        let key = match n {
+            Some(n) => {
+                let prio = w.messages % n;
+                let key = if matches!(q, Queue::Sysv(_)) { n - prio } else { prio };
+                *per_key.entry(key).or_default() += 1;
+                key
+            }
+            None => 0,
+        };
+        send(msg, &mut w, &mut buf, off, key)?;
         off += len as u64;
         w.messages += 1;
     }
-    // The end of the stream: a queue has no EOF.
-    send(&[], &mut w, &mut buf, off)?;
+    // The end of the stream: a queue has no EOF (sent last, at the lowest priority: POSIX 0,
+    // SysV the highest mtype).
+    let last = match (n, q) {
+        (Some(n), Queue::Sysv(_)) => n,
+        _ => 0,
+    };
+    send(&[], &mut w, &mut buf, off, last)?;
+    if n.is_some() {
+        w.priorities = Some(per_key.into_iter().collect());
+    }
     w.bytes = off;
     w.elapsed_ns = start.elapsed().as_nanos() as u64;
     Ok(w)
@@ -406,11 +448,19 @@ fn consume(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
     let start = Instant::now();
     let mut buf = vec![0u8; o.msg_size.max(1) + 8];
     let mut off = 0u64;
+    let prios = priorities(c);
+    let msgtyp = prios.map_or(0, |n| -(n as i64));
+    let mut per_key: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     loop {
         w.calls += 1;
-        let n = match q.recv(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        let n = match q.recv(&mut buf, msgtyp) {
+            Ok((0, _)) => break,
+            Ok((n, key)) => {
+                if prios.is_some() {
+                    *per_key.entry(key).or_default() += 1;
+                }
+                n
+            }
             Err(libc::EINTR | libc::ETIMEDOUT | libc::EAGAIN) => {
                 c.peer.check("producer")?;
                 continue;
@@ -418,10 +468,22 @@ fn consume(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
             Err(e) => bail!("receiving on the {transport} queue failed: {}", std::io::Error::from_raw_os_error(e)),
         };
         if w.first_mismatch.is_none() {
-            w.first_mismatch = first_mismatch(&pat, off, &buf[8..8 + n]);
+            w.first_mismatch = match prios {
+                // Each message where its sequence number puts it (a short last one: at the end).
+                Some(_) if n >= 8 => {
+                    let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap_or_default());
+                    let at = seq * o.msg_size as u64;
+                    first_mismatch(&pat, at + 8, &buf[16..8 + n])
+                }
+                Some(_) => first_mismatch(&pat, o.total.saturating_sub(n as u64), &buf[8..8 + n]),
+                None => first_mismatch(&pat, off, &buf[8..8 + n]),
+            };
         }
         off += n as u64;
         w.messages += 1;
+    }
+    if prios.is_some() {
+        w.priorities = Some(per_key.into_iter().collect());
     }
     w.bytes = off;
     w.verified_bytes = Some(w.first_mismatch.unwrap_or(off));
