@@ -69,17 +69,10 @@ fn kernel_mq_calls_agree_with_strace() {
     if !require_root("kernel_mq_calls_agree_with_strace") {
         return;
     }
-    let log = std::env::temp_dir().join(format!("ipctrace-strace-mq-{}.log", std::process::id()));
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=mq_timedsend,mq_timedreceive,msgsnd,msgrcv", "-o"])
-        .arg(&log)
-        .args([BIN, "run", "--format", "json", "--transport", "mq,sysv-msg", "--total", "8MiB", "--msg-size", "4096"])
-        .output()
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, text) = run_under_strace(
+        "mq_timedsend,mq_timedreceive,msgsnd,msgrcv",
+        &["--transport", "mq,sysv-msg", "--total", "8MiB", "--msg-size", "4096"],
+    );
     for run in r["runs"].as_array().unwrap() {
         let (send, recv) =
             if run["transport"] == "mq" { ("mq_timedsend", "mq_timedreceive") } else { ("msgsnd", "msgrcv") };

@@ -61,18 +61,10 @@ fn kernel_socket_calls_agree_with_strace() {
     if !require_root("kernel_socket_calls_agree_with_strace") {
         return;
     }
-    let log = std::env::temp_dir().join(format!("ipctrace-strace-sock-{}.log", std::process::id()));
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=sendto,recvfrom", "-o"])
-        .arg(&log)
-        .args([BIN, "run", "--format", "json", "--transport", "unix-stream,unix-dgram", "--total", "16MiB"])
-        .args(["--msg-size", "4096"])
-        .output()
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, text) = run_under_strace(
+        "sendto,recvfrom",
+        &["--transport", "unix-stream,unix-dgram", "--total", "16MiB", "--msg-size", "4096"],
+    );
     for run in r["runs"].as_array().unwrap() {
         let p = process(run, "producer");
         let c = process(run, "consumer");

@@ -29,6 +29,20 @@ fn attach(pids: &[u32], extra: &[&str]) -> Child {
     attach_json(pids, extra)
 }
 
+/// `ipctrace trace --save` of `python3 -c script`: (what the program and the report printed,
+/// the saved report). Exit code 0 asserted.
+fn trace_python(script: &str) -> (String, Value) {
+    let saved = std::env::temp_dir().join(format!("ipctrace-py-trace-{}.json", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["trace", "--save", &saved.to_string_lossy(), "--", &python(), "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&saved);
+    (String::from_utf8_lossy(&out.stdout).into_owned(), r)
+}
+
 fn report(out: Output) -> Value {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON report: {e}"))
@@ -218,15 +232,7 @@ fn kernel_trace_python_multiprocessing_pipe_bytes_per_direction() {
     if !require_root("kernel_trace_python_multiprocessing_pipe_bytes_per_direction") {
         return;
     }
-    let saved = std::env::temp_dir().join(format!("ipctrace-mp-{}.json", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &python(), "-c", MP_PIPE])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
+    let (stdout, r) = trace_python(MP_PIPE);
     let (p, c) = (fields(&stdout, "parent"), fields(&stdout, "child"));
     assert_eq!(num(&c, "got"), 9_000_011);
     let (pp, cp) = (num(&p, "pid"), num(&c, "pid"));
@@ -270,15 +276,7 @@ fn kernel_trace_memfd_passed_over_a_socket_is_a_shm_channel() {
     if !require_root("kernel_trace_memfd_passed_over_a_socket_is_a_shm_channel") {
         return;
     }
-    let saved = std::env::temp_dir().join(format!("ipctrace-memfd-{}.json", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &python(), "-c", MEMFD])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
+    let (stdout, r) = trace_python(MEMFD);
     let (pp, c) = (num(&fields(&stdout, "parent"), "pid"), fields(&stdout, "child"));
     let cp = num(&c, "pid");
     let shm: Vec<&Value> = r["overview"]["channels"]
@@ -330,17 +328,8 @@ fn kernel_trace_tcp_loopback_is_not_analysed_and_not_a_unix_channel() {
     if !require_root("kernel_trace_tcp_loopback_is_not_analysed_and_not_a_unix_channel") {
         return;
     }
-    let saved = std::env::temp_dir().join(format!("ipctrace-tcp-{}.json", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &python(), "-c", TCP])
-        .output()
-        .unwrap();
-    // Not "no IPC observed" (exit 3): the loopback traffic is named.
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
+    // Exit 0 (trace_python asserts it), not "no IPC observed" (3): the loopback traffic is named.
+    let (stdout, r) = trace_python(TCP);
     let (cl, sv) = (fields(&stdout, "client"), fields(&stdout, "server"));
     assert_eq!(num(&sv, "got"), num(&cl, "sent"));
     let na = r["overview"]["not_analysed"].as_array().expect("not_analysed");
@@ -353,5 +342,5 @@ fn kernel_trace_tcp_loopback_is_not_analysed_and_not_a_unix_channel() {
     for c in r["overview"]["channels"].as_array().unwrap() {
         assert!(!c["kind"].as_str().unwrap().starts_with("unix") || c["bytes"].as_u64().unwrap() < 1000, "{c:#}");
     }
-    assert!(text.contains("not analysed: ") && text.contains("over TCP loopback between"), "{text}");
+    assert!(stdout.contains("not analysed: ") && stdout.contains("over TCP loopback between"), "{stdout}");
 }

@@ -240,3 +240,20 @@ pub fn events_counted(r: &Value) -> u64 {
         .map(|e| e["calls"].as_u64().unwrap())
         .sum()
 }
+
+/// `ipctrace run --format json ARGS` under `strace -f -e trace=CALLS`: (the report, the
+/// strace log). Exit code 0 asserted.
+pub fn run_under_strace(calls: &str, args: &[&str]) -> (Value, String) {
+    let log = std::env::temp_dir().join(format!("ipctrace-strace-{}-{}.log", std::process::id(), calls.len()));
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", &format!("trace={calls}"), "-o"])
+        .arg(&log)
+        .args([BIN, "run", "--format", "json"])
+        .args(args)
+        .output()
+        .expect("strace is installed by `cargo xtask setup`");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    (serde_json::from_slice(&out.stdout).unwrap(), text)
+}
