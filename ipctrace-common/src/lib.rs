@@ -197,6 +197,8 @@ pub mod sysrow {
     pub const INET: u32 = 1 << 16;
     /// POSIX and SysV message queues.
     pub const MQ: u32 = 1 << 17;
+    /// Reads and writes on eventfds (notifications).
+    pub const NOTIFY: u32 = 1 << 18;
 }
 
 /// Defines a `#[repr(u16)]` id enum with its list, its decoder and its names, so a value
@@ -321,6 +323,10 @@ ids! {
         /// signal:signal_generate to a target: keyed by the receiver, `kind` = the signal number, `ino` = the sender's pid; the result (0
         /// delivered, 1 ignored, 2 already pending: coalesced, ...) in the event's value.
         Signal = 39 => "signal",
+        /// write(2) on an eventfd of a target (the notification; channel = the eventfd inode).
+        EventfdWrite = 40 => "eventfd_write",
+        /// read(2) on an eventfd of a target (the wait for it).
+        EventfdRead = 41 => "eventfd_read",
     }
 }
 

@@ -15,6 +15,7 @@ mod fdpass;
 mod futex;
 mod inet;
 mod mq;
+mod notify;
 mod pages;
 mod pipe;
 mod sample;

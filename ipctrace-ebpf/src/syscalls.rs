@@ -11,8 +11,8 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use ipctrace_common::{ProbeId, SYSCALL_SLOTS, sysop, sysrow, target};
 
 use crate::{
-    SYSCALLS, TARGETS, current, fdcache, fdpass, finish, futex, inet, mq, offsets, pending_take, pipe, read_at, shm,
-    sock,
+    SYSCALLS, TARGETS, current, fdcache, fdpass, finish, futex, inet, mq, notify, offsets, pending_take, pipe, read_at,
+    shm, sock,
 };
 
 /// x86's TS_COMPAT: the task is in a 32-bit syscall, whose numbers are not these.
@@ -87,10 +87,13 @@ fn on_fd(c: &Call, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe
         }
         return Some(sk);
     }
-    if c.w & pipe_row != 0
-        && let Some(kind) = f.channel()
-    {
-        pipe::enter(f.ino, kind, pipe_probe);
+    if let Some(kind) = f.channel() {
+        if c.w & pipe_row != 0 {
+            pipe::enter(f.ino, kind, pipe_probe);
+        }
+        if c.w & sysrow::NOTIFY != 0 {
+            notify::enter(f.ino, kind, pipe_probe == ProbeId::PipeRead);
+        }
     }
     None
 }

@@ -58,6 +58,7 @@ fn allowed(rel: &str) -> bool {
         || rel == "ipctrace-ebpf/src/sock.rs"
         || rel == "ipctrace-ebpf/src/inet.rs"
         || rel == "ipctrace-ebpf/src/mq.rs"
+        || rel == "ipctrace-ebpf/src/notify.rs"
         || rel == "ipctrace-ebpf/src/fdpass.rs"
         || rel == "ipctrace/src/layout_tests.rs"
 }

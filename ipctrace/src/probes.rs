@@ -209,6 +209,20 @@ static COMMON: &[LogicalProbe] = &[
         )],
     },
     LogicalProbe {
+        name: "eventfd_calls",
+        what: "eventfd writes (notifications) and reads (waits for them) by targets",
+        ids: &[ProbeId::EventfdWrite, ProbeId::EventfdRead],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Derived,
+            "calls = write(2)/read(2) on an fd whose file operations are eventfd's, with their results",
+            &[Attach::Syscalls {
+                row: ipctrace_common::sysrow::NOTIFY,
+                ops: &[ipctrace_common::sysop::READ, ipctrace_common::sysop::WRITE],
+            }],
+        )],
+    },
+    LogicalProbe {
         name: "fork",
         what: "children of targets join the filter before they run; the process tree and exit codes",
         ids: &[],

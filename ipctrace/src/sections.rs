@@ -15,7 +15,7 @@ use crate::{
     kernel::symbols::KernelSymbols,
     model::{
         ChannelId, Label, Observed, Process, TransportRun,
-        overview::{ChannelRow, Endpoint, FdPass, NotAnalysed, Overview, ProcessNode},
+        overview::{ChannelRow, Endpoint, FdPass, NotAnalysed, Notification, Overview, ProcessNode},
     },
     observe,
     session::Session,
@@ -284,8 +284,60 @@ pub fn build(
             channels: rows,
             not_analysed: not_analysed(procs, &observed),
             fd_passes,
+            notifications: notifications(procs, &observed),
         },
     ))
+}
+
+/// Signals between processes (keyed by the receiver, with the sender as `waker`), and each
+/// eventfd's writes and reads with its busiest writer and reader.
+fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<Notification> {
+    let end = |pid: u32| Endpoint { pid, comm: procs.name(pid), external: false };
+    let mut out = Vec::new();
+    // (sender, receiver, signal) -> count
+    let mut signals: BTreeMap<(u32, u32, i32), u64> = BTreeMap::new();
+    // eventfd ino -> (writes by pid, reads by pid)
+    type PerPid = BTreeMap<u32, u64>;
+    let mut efds: BTreeMap<u64, (PerPid, PerPid)> = BTreeMap::new();
+    for (&pid, o) in observed {
+        for e in &o.events {
+            if e.probe == ProbeId::Signal.name() {
+                let sig = e.sub.parse().unwrap_or(0);
+                *signals.entry((e.waker.unwrap_or(0), pid, sig)).or_default() += e.calls;
+            } else if let Some(c) = &e.channel {
+                let slot = efds.entry(c.ino);
+                if e.probe == ProbeId::EventfdWrite.name() {
+                    *slot.or_default().0.entry(pid).or_default() += e.calls;
+                } else if e.probe == ProbeId::EventfdRead.name() {
+                    *slot.or_default().1.entry(pid).or_default() += e.calls;
+                }
+            }
+        }
+    }
+    for ((from, to, sig), n) in signals {
+        out.push(Notification {
+            what: crate::run::signal_name(sig),
+            signal: Some(sig),
+            from: (from != 0).then(|| end(from)),
+            to: Some(end(to)),
+            sent: n,
+            read: 0,
+            label: Label::Exact,
+        });
+    }
+    for (ino, (writes, reads)) in efds {
+        let busiest = |m: &PerPid| m.iter().max_by_key(|(_, n)| **n).map(|(p, _)| end(*p));
+        out.push(Notification {
+            what: format!("eventfd ino {ino}"),
+            signal: None,
+            from: busiest(&writes),
+            to: busiest(&reads),
+            sent: writes.values().sum(),
+            read: reads.values().sum(),
+            label: Label::Derived,
+        });
+    }
+    out
 }
 
 /// Traffic counted but not analysed (TCP/UDP over loopback): per connection, the bytes sent

@@ -344,3 +344,56 @@ fn kernel_trace_tcp_loopback_is_not_analysed_and_not_a_unix_channel() {
     }
     assert!(stdout.contains("not analysed: ") && stdout.contains("over TCP loopback between"), "{stdout}");
 }
+
+/// A parent notifies its child through an eventfd (7 writes, 7 blocking reads), then with
+/// three SIGUSR1; each side prints its own counts.
+const NOTIFY: &str = r#"
+import os, signal, time
+efd = os.eventfd(0)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    got = 0
+    def on(*_):
+        global got
+        got += 1
+    signal.signal(signal.SIGUSR1, on)
+    os.write(w, b"r")
+    reads = 0
+    for _ in range(7):
+        os.eventfd_read(efd); reads += 1
+    while got < 3:
+        signal.pause()
+    print(f"child pid={os.getpid()} reads={reads} signals={got}", flush=True)
+    os._exit(0)
+os.read(r, 1)
+writes = kills = 0
+for _ in range(7):
+    os.eventfd_write(efd, 1); writes += 1; time.sleep(0.02)
+for _ in range(3):
+    os.kill(pid, signal.SIGUSR1); kills += 1; time.sleep(0.05)
+os.waitpid(pid, 0)
+print(f"parent pid={os.getpid()} writes={writes} kills={kills}", flush=True)
+"#;
+
+#[test]
+fn kernel_trace_notifications_signals_and_eventfd() {
+    if !require_root("kernel_trace_notifications_signals_and_eventfd") {
+        return;
+    }
+    let (stdout, r) = trace_python(NOTIFY);
+    let (p, c) = (fields(&stdout, "parent"), fields(&stdout, "child"));
+    let (pp, cp) = (num(&p, "pid"), num(&c, "pid"));
+    let notes = r["overview"]["notifications"].as_array().expect("notifications");
+    let usr1: Vec<&Value> = notes.iter().filter(|n| n["what"] == "SIGUSR1").collect();
+    assert_eq!(usr1.len(), 1, "{notes:#?}");
+    assert_eq!((usr1[0]["from"]["pid"].as_u64(), usr1[0]["to"]["pid"].as_u64()), (Some(pp), Some(cp)));
+    assert_eq!(usr1[0]["sent"], num(&p, "kills"), "signals == the sender's count");
+    assert_eq!(num(&c, "signals"), num(&p, "kills"));
+    let efd: Vec<&Value> = notes.iter().filter(|n| n["what"].as_str().unwrap().starts_with("eventfd")).collect();
+    assert_eq!(efd.len(), 1, "{notes:#?}");
+    assert_eq!(efd[0]["sent"], num(&p, "writes"), "eventfd writes == the writer's count");
+    assert_eq!(efd[0]["read"], num(&c, "reads"), "eventfd reads == the reader's count");
+    assert_eq!((efd[0]["from"]["pid"].as_u64(), efd[0]["to"]["pid"].as_u64()), (Some(pp), Some(cp)));
+    assert!(stdout.contains("notification: SIGUSR1 ×3 from python3"), "{stdout}");
+}

@@ -18,6 +18,30 @@ pub struct Overview {
     /// fds passed over Unix sockets (SCM_RIGHTS).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fd_passes: Vec<FdPass>,
+    /// Notifications between processes: signals, eventfd writes and reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
+}
+
+/// Signals from one process to another, or the writes and reads of one eventfd.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Notification {
+    /// `SIGUSR1`, `eventfd ino 123`.
+    pub what: String,
+    /// The signal's number (absent for an eventfd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The sender or writer (the busiest, for an eventfd), when traced or known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Endpoint>,
+    /// The receiver or reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Endpoint>,
+    /// Signals generated, or eventfd writes.
+    pub sent: u64,
+    /// eventfd reads (signals: 0; how they were consumed shows in the receiver's calls).
+    pub read: u64,
+    pub label: Label,
 }
 
 /// Traffic of a kind ipctrace counts but does not analyse, between the same processes.

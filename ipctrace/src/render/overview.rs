@@ -137,6 +137,9 @@ pub fn channel_table(o: &Overview, listed: usize) -> ChannelTable {
     ChannelTable { header, rows, rest }
 }
 
+/// Notification lines listed before the rest is summed in one line.
+const NOTES_LISTED: usize = 5;
+
 /// What the channel table does not hold: traffic counted but not analysed, and fds passed
 /// over sockets, one line each.
 pub fn note_lines(o: &Overview) -> Vec<String> {
@@ -156,6 +159,41 @@ pub fn note_lines(o: &Overview) -> Vec<String> {
             group(n.calls),
             n.label.name()
         ));
+    }
+    // The busiest notifications (a shell's children all send it SIGCHLD); the rest summed.
+    let mut notes: Vec<&crate::model::overview::Notification> = o.notifications.iter().collect();
+    notes.sort_by_key(|n| std::cmp::Reverse(n.sent + n.read));
+    let rest = notes.split_off(notes.len().min(NOTES_LISTED));
+    for n in notes {
+        let who = |e: &Option<Endpoint>| e.as_ref().map_or("?".to_string(), |e| end(&Some(e.clone())));
+        out.push(if n.signal.is_none() {
+            format!(
+                "notification: {}: {} writes by {}, {} reads by {} ({})",
+                n.what,
+                group(n.sent),
+                who(&n.from),
+                group(n.read),
+                who(&n.to),
+                n.label.name()
+            )
+        } else {
+            format!(
+                "notification: {} ×{} from {} to {} ({})",
+                n.what,
+                group(n.sent),
+                who(&n.from),
+                who(&n.to),
+                n.label.name()
+            )
+        });
+    }
+    if !rest.is_empty() {
+        let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+        for n in &rest {
+            *by.entry(if n.signal.is_some() { n.what.as_str() } else { "eventfd writes" }).or_default() += n.sent;
+        }
+        let list: Vec<String> = by.iter().map(|(w, c)| format!("{w} ×{}", group(*c))).collect();
+        out.push(format!("+ {} more notifications ({}; JSON lists them)", rest.len(), list.join(", ")));
     }
     for p in &o.fd_passes {
         let row = |id: Option<u32>| id.map(|i| format!(" (#{i})")).unwrap_or_default();
