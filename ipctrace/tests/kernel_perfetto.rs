@@ -230,8 +230,7 @@ fn kernel_perfetto_signals_are_instants_on_the_sender() {
     if !require_root("kernel_perfetto_signals_are_instants_on_the_sender") {
         return;
     }
-    let py = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
-    let py = String::from_utf8(py.stdout).unwrap().trim().to_string();
+    let py = system_python();
     let (trace, events) = (tmp("sig.pftrace"), tmp("sig.jsonl"));
     let out = Command::new(BIN)
         .args(["trace", "--perfetto", trace.to_str().unwrap(), "--events", events.to_str().unwrap()])

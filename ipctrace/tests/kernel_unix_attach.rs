@@ -16,13 +16,8 @@ use common::*;
 use serde_json::Value;
 use workloads::c_programs::UDS_PC;
 
-/// The real Python interpreter (`python3` may be a shim script that forks shells).
 fn python() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed by these tests");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    system_python()
 }
 
 fn attach(pids: &[u32], extra: &[&str]) -> Child {

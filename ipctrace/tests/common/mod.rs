@@ -257,3 +257,13 @@ pub fn run_under_strace(calls: &str, args: &[&str]) -> (Value, String) {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     (serde_json::from_slice(&out.stdout).unwrap(), text)
 }
+
+/// The real Python interpreter (`python3` may be a shim script that forks shells, which would
+/// show up as processes of the traced program).
+pub fn system_python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed by these tests");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
