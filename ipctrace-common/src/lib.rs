@@ -63,6 +63,17 @@ pub struct Offsets {
     pub sock_dport: u32,
     pub sock_num: u32,
     pub sock_v6_daddr: u32,
+    /// `struct eventfd_ctx.id` (the `eventfd-id` of /proc/PID/fdinfo): every eventfd shares
+    /// one anon inode, so this names the channel (`EVENTFD_ID`).
+    pub eventfd_id: u32,
+}
+
+/// An eventfd's channel id: this bit with its `eventfd-id`, apart from any inode number.
+pub const EVENTFD_ID: u64 = 1 << 62;
+
+/// The `eventfd-id` of an eventfd channel's id, if it is one.
+pub const fn eventfd_id(ino: u64) -> Option<u64> {
+    if ino & EVENTFD_ID != 0 { Some(ino & !EVENTFD_ID) } else { None }
 }
 
 /// An fd passed with SCM_RIGHTS: by whom, what (its kind and inode), over which channel (the
@@ -124,6 +135,7 @@ impl Offsets {
         sock_dport: u32::MAX,
         sock_num: u32::MAX,
         sock_v6_daddr: u32::MAX,
+        eventfd_id: u32::MAX,
     };
 }
 
@@ -164,6 +176,8 @@ pub mod sysop {
     pub const MQ_RECV: u32 = 23;
     pub const MSGSND: u32 = 24;
     pub const MSGRCV: u32 = 25;
+    /// poll, ppoll, select, pselect6, epoll_wait, epoll_pwait, epoll_pwait2.
+    pub const POLL: u32 = 26;
     pub const MASK: u32 = 0xff;
 }
 
@@ -197,8 +211,10 @@ pub mod sysrow {
     pub const INET: u32 = 1 << 16;
     /// POSIX and SysV message queues.
     pub const MQ: u32 = 1 << 17;
-    /// Reads and writes on eventfds (notifications).
+    /// Reads and writes on eventfds, reads on signalfds (notifications).
     pub const NOTIFY: u32 = 1 << 18;
+    /// Poll-family waits, and the notification reads that follow them.
+    pub const POLL: u32 = 1 << 19;
 }
 
 /// Defines a `#[repr(u16)]` id enum with its list, its decoder and its names, so a value
@@ -327,6 +343,14 @@ ids! {
         EventfdWrite = 40 => "eventfd_write",
         /// read(2) on an eventfd of a target (the wait for it).
         EventfdRead = 41 => "eventfd_read",
+        /// read(2) on a signalfd of a target: signals taken as data (bytes: 128 per signal).
+        SignalfdRead = 42 => "signalfd_read",
+        /// A poll-family wait by a target (poll, ppoll, select, pselect6, epoll_wait,
+        /// epoll_pwait, epoll_pwait2), with its result (> 0: something ready; 0: timed out).
+        PollWait = 43 => "poll_wait",
+        /// A poll-family wait that returned ready, followed by the same thread's next traced
+        /// call being a read of an eventfd or signalfd: the wake-up is counted on that fd.
+        PollWake = 44 => "poll_wake",
     }
 }
 

@@ -4,7 +4,7 @@
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use ipctrace_common::{
-    AF_UNIX, ChannelKind, MQUEUE_MAGIC, PIPEFS_MAGIC, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK, TMPFS_MAGIC, loss,
+    AF_UNIX, ChannelKind, EVENTFD_ID, MQUEUE_MAGIC, PIPEFS_MAGIC, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK, TMPFS_MAGIC, loss,
 };
 
 use crate::{count_loss, file_ops, offsets, read_at};
@@ -63,7 +63,7 @@ pub(crate) unsafe fn classify_file(file: *const u8) -> Result<Option<(u64, Chann
         };
         Ok(match kind {
             ChannelKind::Other => None,
-            k => Some((read_at(inode, o.inode_ino)?, k)),
+            k => Some((channel_id(file, inode, k)?, k)),
         })
     }
 }
@@ -152,7 +152,22 @@ unsafe fn fd_info(fd: u64) -> Result<Fd, i32> {
         if kind == ChannelKind::Other {
             return Ok(Fd::UNTRACED);
         }
-        Ok(Fd { kind: kind as u16, ino: read_at(inode, o.inode_ino)?, ..Fd::UNTRACED })
+        Ok(Fd { kind: kind as u16, ino: channel_id(file, inode, kind)?, ..Fd::UNTRACED })
+    }
+}
+
+/// The id of a channel of `kind`: its inode number, but for an eventfd (every one has the
+/// same anon inode) its context's id, tagged `EVENTFD_ID`.
+#[inline(always)]
+unsafe fn channel_id(file: *const u8, inode: *const u8, kind: ChannelKind) -> Result<u64, i32> {
+    let o = offsets();
+    unsafe {
+        if kind == ChannelKind::EventFd && o.eventfd_id != u32::MAX {
+            let ctx: *const u8 = read_at(file, o.file_private_data)?;
+            let id: u32 = read_at(ctx, o.eventfd_id)?;
+            return Ok(EVENTFD_ID | id as u64);
+        }
+        read_at(inode, o.inode_ino)
     }
 }
 

@@ -334,6 +334,7 @@ fn finish(tgid: u32, mut p: Pending, ret: i64) {
     agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
     pipe::flush_pages(tgid, &p);
     sock::flush(tgid, &p);
+    notify::exit(&p, ret);
 }
 
 /// Starts a call on a channel for the current thread.

@@ -1,15 +1,56 @@
-//! Notifications through eventfds: a target's write(2) on an eventfd (the notification) and
-//! read(2) (the wait for it), at the syscall tier (entered from `syscalls` with the classified
-//! fd); the channel is the eventfd's inode, so writers and readers of one eventfd meet on it.
+//! Notifications through eventfds and signalfds, and the poll-family waits that sleep on
+//! them, at the syscall tier (entered from `syscalls` with the classified fd): a target's
+//! write(2) on an eventfd (the notification), read(2) of an eventfd or signalfd (taking it);
+//! the channel is the fd's inode, so writers and readers of one eventfd meet on it. A
+//! poll-family call that returns ready marks the thread (its `PENDING` slot, idle, with kind
+//! `POLLED`); if its next traced call is such a read, the wake-up is counted on that fd.
 
-use ipctrace_common::{ChannelKind, ProbeId};
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use ipctrace_common::{ChannelKind, Pending, ProbeId};
 
-use crate::start_call;
+use crate::{PENDING, agg_event, current, start_call};
 
-/// A read (`read`) or write on an fd of `kind` with inode `ino`: counted if it is an eventfd.
+/// The `kind` of an idle `PENDING` slot whose last call was a poll-family wait that returned
+/// ready (a real kind is below 16).
+const POLLED: u16 = u16::MAX;
+
+/// A read (`read`) or write on an fd of `kind` with inode `ino`: counted if it is an eventfd
+/// (or, for a read, a signalfd).
 #[inline(always)]
 pub(crate) fn enter(ino: u64, kind: ChannelKind, read: bool) {
-    if kind == ChannelKind::EventFd {
-        start_call(ino, if read { ProbeId::EventfdRead } else { ProbeId::EventfdWrite }, kind);
+    let probe = match (kind, read) {
+        (ChannelKind::EventFd, true) => ProbeId::EventfdRead,
+        (ChannelKind::EventFd, false) => ProbeId::EventfdWrite,
+        (ChannelKind::SignalFd, true) => ProbeId::SignalfdRead,
+        _ => return,
+    };
+    if read && polled() {
+        let (tgid, _) = current();
+        agg_event(tgid, ProbeId::PollWake as u16, kind as u16, ino, 0);
+    }
+    start_call(ino, probe, kind);
+}
+
+/// Was the thread's last traced call a poll-family wait that returned ready?
+#[inline(always)]
+fn polled() -> bool {
+    let id = bpf_get_current_pid_tgid();
+    unsafe { PENDING.get(&id) }.is_some_and(|p| p.probe == 0 && p.kind == POLLED)
+}
+
+/// A poll-family wait starts (no channel: what it waits for is only known by what follows).
+#[inline(always)]
+pub(crate) fn poll_enter() {
+    start_call(0, ProbeId::PollWait, ChannelKind::Other);
+}
+
+/// A call ended (its slot idle again): a poll-family wait that returned ready marks it.
+#[inline(always)]
+pub(crate) fn exit(p: &Pending, ret: i64) {
+    if p.probe == ProbeId::PollWait as u16 && ret > 0 {
+        let id = bpf_get_current_pid_tgid();
+        if let Some(slot) = PENDING.get_ptr_mut(&id) {
+            unsafe { (*slot).kind = POLLED };
+        }
     }
 }

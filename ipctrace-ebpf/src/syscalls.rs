@@ -146,6 +146,7 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         // msgsnd(msqid, msgp, msgsz, flags), msgrcv(msqid, msgp, msgsz, type, flags).
         sysop::MSGSND => mq::sysv(arg(regs, 0), Some((arg(regs, 2), arg(regs, 1)))),
         sysop::MSGRCV => mq::sysv(arg(regs, 0), None),
+        sysop::POLL => notify::poll_enter(),
         sysop::SPLICE => pipe::splice_enter(arg(regs, 0), arg(regs, 2)),
         sysop::OPEN => shm::open_enter(tgid, arg(regs, 0)),
         sysop::OPENAT => shm::open_enter(tgid, arg(regs, 1)),

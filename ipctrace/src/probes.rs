@@ -136,6 +136,24 @@ pub fn syscalls_of(op: u32) -> &'static [(&'static str, i64)] {
         sysop::MQ_RECV => &[("mq_timedreceive", libc::SYS_mq_timedreceive)],
         sysop::MSGSND => &[("msgsnd", libc::SYS_msgsnd)],
         sysop::MSGRCV => &[("msgrcv", libc::SYS_msgrcv)],
+        #[cfg(target_arch = "x86_64")]
+        sysop::POLL => &[
+            ("poll", libc::SYS_poll),
+            ("ppoll", libc::SYS_ppoll),
+            ("select", libc::SYS_select),
+            ("pselect6", libc::SYS_pselect6),
+            ("epoll_wait", libc::SYS_epoll_wait),
+            ("epoll_pwait", libc::SYS_epoll_pwait),
+            // epoll_pwait2 (5.11+), numbered alike on every architecture.
+            ("epoll_pwait2", 441),
+        ],
+        #[cfg(not(target_arch = "x86_64"))]
+        sysop::POLL => &[
+            ("ppoll", libc::SYS_ppoll),
+            ("pselect6", libc::SYS_pselect6),
+            ("epoll_pwait", libc::SYS_epoll_pwait),
+            ("epoll_pwait2", 441),
+        ],
         sysop::RECV => &[("recvfrom", libc::SYS_recvfrom), ("recvmsg", libc::SYS_recvmsg)],
         sysop::SENDFILE => &[("sendfile", libc::SYS_sendfile)],
         sysop::SPLICE => &[("splice", libc::SYS_splice)],
@@ -209,17 +227,31 @@ static COMMON: &[LogicalProbe] = &[
         )],
     },
     LogicalProbe {
-        name: "eventfd_calls",
-        what: "eventfd writes (notifications) and reads (waits for them) by targets",
-        ids: &[ProbeId::EventfdWrite, ProbeId::EventfdRead],
+        name: "notify_calls",
+        what: "eventfd writes (notifications) and reads (taking them), signalfd reads, by targets",
+        ids: &[ProbeId::EventfdWrite, ProbeId::EventfdRead, ProbeId::SignalfdRead],
         impls: &[imp(
             Mechanism::Tracepoint,
             Label::Derived,
-            "calls = write(2)/read(2) on an fd whose file operations are eventfd's, with their results",
+            "calls = write(2)/read(2) on an fd whose file operations are eventfd's (read(2) on a \
+             signalfd's), with their results",
             &[Attach::Syscalls {
                 row: ipctrace_common::sysrow::NOTIFY,
                 ops: &[ipctrace_common::sysop::READ, ipctrace_common::sysop::WRITE],
             }],
+        )],
+    },
+    LogicalProbe {
+        name: "poll_waits",
+        what: "poll/select/epoll waits by targets, and the notification each ready return led to",
+        ids: &[ProbeId::PollWait, ProbeId::PollWake],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Derived,
+            "calls = poll, ppoll, select, pselect6, epoll_wait, epoll_pwait(2) with their results and \
+             blocked time; a wake-up (ready return) is attributed to an eventfd or signalfd when the \
+             thread's next traced call reads it (needs notify_calls)",
+            &[Attach::Syscalls { row: ipctrace_common::sysrow::POLL, ops: &[ipctrace_common::sysop::POLL] }],
         )],
     },
     LogicalProbe {

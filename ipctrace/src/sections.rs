@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use ipctrace_common::ProbeId;
+use ipctrace_common::{ChannelKind, ProbeId};
 
 use crate::{
     conclude, discover,
@@ -277,6 +277,8 @@ pub fn build(
         rows.push(row);
     }
     let fd_passes = fd_passes(session, procs, discovery, &chans_named, &rows);
+    let mut notes = notifications(procs, &observed);
+    attribute(&mut notes, &rows, &mut runs);
     Ok((
         runs,
         Overview {
@@ -284,32 +286,39 @@ pub fn build(
             channels: rows,
             not_analysed: not_analysed(procs, &observed),
             fd_passes,
-            notifications: notifications(procs, &observed),
+            notifications: notes,
         },
     ))
 }
 
 /// Signals between processes (keyed by the receiver, with the sender as `waker`), and each
-/// eventfd's writes and reads with its busiest writer and reader.
+/// eventfd's or signalfd's writes and reads with its busiest writer and reader and the poll
+/// wake-ups attributed to it.
 fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<Notification> {
     let end = |pid: u32| Endpoint { pid, comm: procs.name(pid), external: false };
     let mut out = Vec::new();
     // (sender, receiver, signal) -> count
     let mut signals: BTreeMap<(u32, u32, i32), u64> = BTreeMap::new();
-    // eventfd ino -> (writes by pid, reads by pid)
+    // (fd kind, id, reader for a signalfd) -> (writes by pid, reads by pid, poll wake-ups).
+    // Every signalfd shares one anon inode and reads its own process's signals: one line per
+    // reading process.
     type PerPid = BTreeMap<u32, u64>;
-    let mut efds: BTreeMap<u64, (PerPid, PerPid)> = BTreeMap::new();
+    let mut efds: BTreeMap<(&str, u64, u32), (PerPid, PerPid, u64)> = BTreeMap::new();
     for (&pid, o) in observed {
         for e in &o.events {
             if e.probe == ProbeId::Signal.name() {
                 let sig = e.sub.parse().unwrap_or(0);
                 *signals.entry((e.waker.unwrap_or(0), pid, sig)).or_default() += e.calls;
             } else if let Some(c) = &e.channel {
-                let slot = efds.entry(c.ino);
+                // The sub-key of these calls is the fd's kind: eventfd or signalfd.
+                let reader = if ipctrace_common::eventfd_id(c.ino).is_some() { 0 } else { pid };
+                let slot = efds.entry((e.sub.as_str(), c.ino, reader));
                 if e.probe == ProbeId::EventfdWrite.name() {
                     *slot.or_default().0.entry(pid).or_default() += e.calls;
-                } else if e.probe == ProbeId::EventfdRead.name() {
+                } else if e.probe == ProbeId::EventfdRead.name() || e.probe == ProbeId::SignalfdRead.name() {
                     *slot.or_default().1.entry(pid).or_default() += e.calls;
+                } else if e.probe == ProbeId::PollWake.name() {
+                    slot.or_default().2 += e.calls;
                 }
             }
         }
@@ -322,22 +331,77 @@ fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<N
             to: Some(end(to)),
             sent: n,
             read: 0,
+            poll_wakeups: 0,
+            channel: None,
             label: Label::Exact,
         });
     }
-    for (ino, (writes, reads)) in efds {
+    for ((what, ino, reader), (writes, reads, woke)) in efds {
         let busiest = |m: &PerPid| m.iter().max_by_key(|(_, n)| **n).map(|(p, _)| end(*p));
+        let name = match ipctrace_common::eventfd_id(ino) {
+            Some(id) => format!("{what} id {id}"),
+            None => format!("{what} of {} {reader}", procs.name(reader)),
+        };
         out.push(Notification {
-            what: format!("eventfd ino {ino}"),
+            what: name,
             signal: None,
             from: busiest(&writes),
             to: busiest(&reads),
             sent: writes.values().sum(),
             read: reads.values().sum(),
+            poll_wakeups: woke,
+            channel: None,
             label: Label::Derived,
         });
     }
     out
+}
+
+/// The rule that makes a notification the sync stage of a channel.
+pub const SYNC_RULE: &str = "the only data channel between the notification's sender and receiver (either way; SIGCHLD, which announces an exit, never)";
+
+/// Each notification whose sender and receiver (two different processes) share exactly one
+/// data channel becomes that channel's sync stage: a stage in its section, and the row id in
+/// the notification. The others stay in the notifications list alone.
+fn attribute(notes: &mut [Notification], rows: &[ChannelRow], runs: &mut [TransportRun]) {
+    for n in notes.iter_mut() {
+        let (Some(from), Some(to)) = (n.from.as_ref().map(|e| e.pid), n.to.as_ref().map(|e| e.pid)) else { continue };
+        if from == to || n.signal == Some(libc::SIGCHLD) {
+            continue;
+        }
+        let pair = |r: &ChannelRow| {
+            let (w, rd) = (r.writer.as_ref().map(|e| e.pid), r.reader.as_ref().map(|e| e.pid));
+            (w == Some(from) && rd == Some(to)) || (w == Some(to) && rd == Some(from))
+        };
+        let mut shared = rows.iter().enumerate().filter(|(_, r)| pair(r));
+        let (Some((i, row)), None) = (shared.next(), shared.next()) else { continue };
+        n.channel = Some(row.id);
+        let who = |e: &Option<Endpoint>| e.as_ref().map_or("?".to_string(), |e| format!("{} {}", e.comm, e.pid));
+        let note = if n.signal.is_some() {
+            format!("{} ×{} from {} to {}", n.what, n.sent, who(&n.from), who(&n.to))
+        } else {
+            format!(
+                "{}: {} writes by {}, {} reads by {}, {} poll/epoll wake-ups led to a read",
+                n.what,
+                n.sent,
+                who(&n.from),
+                n.read,
+                who(&n.to),
+                n.poll_wakeups
+            )
+        };
+        runs[i].path.stages.push(crate::model::path::Stage {
+            name: format!("sync: {}", n.what),
+            depth: 0,
+            count: Some(n.sent.max(n.read)),
+            bytes: None,
+            time: None,
+            label: Some(Label::Derived),
+            also: None,
+            observed: true,
+            note: Some(format!("{note}; attributed to this channel as {SYNC_RULE}")),
+        });
+    }
 }
 
 /// Traffic counted but not analysed (TCP/UDP over loopback): per connection, the bytes sent
@@ -392,7 +456,7 @@ fn fd_passes(
         .fd_passes()
         .into_iter()
         .filter_map(|(k, times)| {
-            let kind = ipctrace_common::ChannelKind::name_of(k.kind)?;
+            let kind = ChannelKind::name_of(k.kind)?;
             // The receiver: the reader of the socket's direction, else who held the socket.
             let to = row_of(k.via)
                 .and_then(|r| r.reader.clone())

@@ -113,6 +113,54 @@ fn kernel_attach_shm_pc_futex_and_faults() {
     assert!(pages > 0 && faults.abs_diff(pages) * 50 <= pages, "producer faults {faults} vs {pages} pages");
 }
 
+/// The C reference with --eventfd: each eventfd is one notification line whose writes, reads
+/// and poll wake-ups equal the program's own counts, attributed to the shm segment as its
+/// sync stage (the only data channel between the two processes).
+#[test]
+fn kernel_attach_shm_pc_eventfd_is_the_segments_sync_stage() {
+    if !require_root("kernel_attach_shm_pc_eventfd_is_the_segments_sync_stage") {
+        return;
+    }
+    let (p, c, s, r) = attached_c_run(SHM_PC, &["--eventfd", "--total", "64MiB", "--msg-size", "4096"]);
+    let shm_row =
+        r["overview"]["channels"].as_array().unwrap().iter().find(|x| x["kind"] == "shm").expect("the segment");
+    let id = shm_row["id"].as_u64().unwrap();
+    let by_pid = |pid: i32| s.iter().find(|m| m["pid"] == pid.to_string()).expect("a summary line");
+    let n = |m: &std::collections::HashMap<String, String>, k: &str| m[k].parse::<u64>().unwrap();
+    let notes: Vec<&Value> = r["overview"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["what"].as_str().unwrap().starts_with("eventfd id "))
+        .collect();
+    // The data eventfd (producer -> consumer) is written whenever the consumer waited; the
+    // space one (consumer -> producer) only if the ring ever filled.
+    let mut used = 0;
+    for (writer, reader) in [(p, c), (c, p)] {
+        let writes = n(by_pid(writer), "eventfd_write");
+        let note = notes.iter().find(|x| x["from"]["pid"] == writer);
+        let Some(note) = note else {
+            assert_eq!(writes, 0, "{writer} wrote an eventfd no notification shows: {notes:?}");
+            continue;
+        };
+        used += 1;
+        assert_eq!(note["to"]["pid"], reader);
+        assert_eq!(note["sent"], writes, "writes by {writer}");
+        assert_eq!(note["read"], n(by_pid(reader), "eventfd_read"), "reads by {reader}");
+        assert_eq!(note["poll_wakeups"], n(by_pid(reader), "ready"), "polls of {reader} that woke");
+        assert_eq!(note["channel"], id, "the sync stage of the segment");
+    }
+    assert!(used >= 1 && notes.len() == used, "one line per eventfd used: {notes:?}");
+    assert!(n(by_pid(c), "eventfd_read") > 0, "the consumer waited: the comparison says something");
+    let run = r["runs"].as_array().unwrap().iter().find(|x| x["data_channel_ino"] == shm_row["ino"]).unwrap();
+    let syncs = run["path"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["name"].as_str().unwrap().starts_with("sync: eventfd id ") && x["label"] == "derived");
+    assert_eq!(syncs.count(), used, "each eventfd is a stage of the segment's path");
+}
+
 #[test]
 fn kernel_attach_follows_a_stopped_shell_pipeline() {
     if !require_root("kernel_attach_follows_a_stopped_shell_pipeline") {

@@ -160,3 +160,62 @@ fn kernel_shm_sem_and_pipe_agree_with_strace() {
         assert_eq!(observed(p, op).0, n, "{op} calls of {pid} vs strace");
     }
 }
+
+/// shm-eventfd: eventfd writes and reads, the polls that waited for them and the wake-ups
+/// attributed to the eventfd equal the workload's own counters; in the same run shm-futex
+/// (the negative control) shows no eventfd or poll call at all.
+#[test]
+fn kernel_shm_eventfd_calls_equal_the_witness() {
+    if !require_root("kernel_shm_eventfd_calls_equal_the_witness") {
+        return;
+    }
+    let (code, r, stderr) =
+        run_json(&["--transport", "shm-eventfd,shm-futex", "--total", "64MiB", "--msg-size", "4096"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = &r["runs"][0];
+    assert_eq!(run["transport"], "shm-eventfd");
+    for a in run["agreement"].as_array().unwrap() {
+        assert_eq!(a["agrees"], true, "observed vs witness: {a}");
+    }
+    let figures: Vec<&str> =
+        run["agreement"].as_array().unwrap().iter().map(|a| a["figure"].as_str().unwrap()).collect();
+    for f in ["eventfd writes", "eventfd reads", "poll waits", "poll wake-ups followed by an eventfd read"] {
+        assert_eq!(figures.iter().filter(|x| **x == f).count(), 2, "{f} compared for both processes");
+    }
+    let cons = process(run, "consumer");
+    let prod = process(run, "producer");
+    // At 4 KiB the consumer waits: the comparison is not vacuous.
+    let reads = cons["witness"]["eventfd"]["reads"].as_u64().unwrap();
+    assert!(reads > 0, "the consumer never waited");
+    assert_eq!(sum(cons, "eventfd_read", None)["calls"], reads);
+    assert_eq!(sum(prod, "eventfd_write", None)["calls"], prod["witness"]["eventfd"]["writes"].as_u64().unwrap());
+    // The wake-ups are counted on the eventfd the consumer read, and that is the fd the
+    // producer wrote.
+    let ino = |p: &serde_json::Value, probe: &str| -> Vec<u64> {
+        p["observed"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["probe"] == probe)
+            .filter_map(|e| e["channel"]["ino"].as_u64())
+            .collect()
+    };
+    let woke = ino(cons, "poll_wake");
+    assert_eq!(woke.len(), 1, "one eventfd woke the consumer: {woke:?}");
+    assert!(ino(prod, "eventfd_write").contains(&woke[0]), "the producer wrote that eventfd");
+    // The stage says what woke the ring.
+    let stages: Vec<&str> =
+        run["path"]["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(stages.iter().any(|s| s.contains("eventfd write")), "{stages:?}");
+    // Negative control: the futex ring in the same run made no eventfd call and was never
+    // woken out of a poll (its only polls are zero-timeout checks of the peer's pidfd).
+    let futex = &r["runs"][1];
+    assert_eq!(futex["transport"], "shm-futex");
+    for p in futex["processes"].as_array().unwrap() {
+        for probe in ["eventfd_write", "eventfd_read", "poll_wake"] {
+            assert_eq!(sum(p, probe, None)["calls"], 0, "{probe} in shm-futex");
+        }
+        let polls = sum(p, "poll_wait", None);
+        assert_eq!(polls["zero"], polls["calls"], "shm-futex polls that returned ready");
+    }
+}

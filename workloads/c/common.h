@@ -32,6 +32,7 @@ struct opts {
     uint64_t priorities;     /* mq: messages at priorities 0..N-1 (round robin), 0/1 = one */
     int handoff;             /* mq: send only once the consumer is blocked in its receive */
     int queue_first;         /* mq: the consumer receives only after every message was sent */
+    int eventfd;             /* shm: synchronize with two eventfds (poll + read / write) */
 };
 
 /* Which program parses its options: the extra options each takes. */
@@ -100,7 +101,7 @@ static void usage(const char *prog, enum prog kind)
             "  sizes: B, K/KiB, M/MiB, G/GiB (K = KiB = 1024)\n"
             "  --wait-start: fork, print the pids, and start when the producer gets SIGUSR1\n",
             prog,
-            kind == PROG_SHM   ? " [--slot-size SIZE] [--slots N] [--populate]"
+            kind == PROG_SHM   ? " [--slot-size SIZE] [--slots N] [--populate] [--eventfd]"
             : kind == PROG_UDS ? " [--type stream|dgram|seqpacket] [--socket-path PATH|@NAME]"
             : kind == PROG_MQ  ? " [--sysv] [--mq-name /NAME] [--depth N] [--priorities N] [--handoff | --queue-first]"
                                : "");
@@ -137,6 +138,8 @@ static struct opts parse_opts(int argc, char **argv, enum prog kind)
                 usage(argv[0], kind);
         } else if (shm && !strcmp(a, "--populate")) {
             o.populate = 1;
+        } else if (shm && !strcmp(a, "--eventfd")) {
+            o.eventfd = 1;
         } else if (kind == PROG_UDS && !strcmp(a, "--type")) {
             o.sock_type = VALUE();
             if (strcmp(o.sock_type, "stream") && strcmp(o.sock_type, "dgram") && strcmp(o.sock_type, "seqpacket"))
@@ -173,18 +176,23 @@ struct futex_witness {
     uint64_t wait_calls, wait_woken, wait_eagain, wait_timedout, wait_eintr, wake_calls, woken;
 };
 
+struct eventfd_witness {
+    uint64_t writes, reads, reads_eagain, polls, polls_ready, polls_timedout;
+};
+
 struct witness {
     const char *transport, *role;
     uint64_t bytes, messages, calls;
     int64_t verified;   /* -1: not a consumer */
     int64_t mismatch;   /* -1: none */
     struct futex_witness *futex;
+    struct eventfd_witness *eventfd;
 };
 
 /* The same line the Rust workloads print (Witness::summary_line). */
 static void summary(const struct witness *w)
 {
-    char verified[48] = "", fx[160] = "", result[48] = "ok";
+    char verified[48] = "", fx[160] = "", efd[160] = "", result[48] = "ok";
     if (w->verified >= 0)
         snprintf(verified, sizeof verified, " verified=%lld", (long long)w->verified);
     if (w->futex)
@@ -192,11 +200,16 @@ static void summary(const struct witness *w)
                  (unsigned long long)w->futex->wait_calls, (unsigned long long)w->futex->wait_woken,
                  (unsigned long long)w->futex->wait_eagain, (unsigned long long)w->futex->wait_timedout,
                  (unsigned long long)w->futex->wake_calls);
+    if (w->eventfd)
+        snprintf(efd, sizeof efd, " eventfd_write=%llu eventfd_read=%llu eagain=%llu poll=%llu ready=%llu timedout=%llu",
+                 (unsigned long long)w->eventfd->writes, (unsigned long long)w->eventfd->reads,
+                 (unsigned long long)w->eventfd->reads_eagain, (unsigned long long)w->eventfd->polls,
+                 (unsigned long long)w->eventfd->polls_ready, (unsigned long long)w->eventfd->polls_timedout);
     if (w->mismatch >= 0)
         snprintf(result, sizeof result, "mismatch@%lld", (long long)w->mismatch);
-    printf("workload=%s role=%s pid=%d bytes=%llu messages=%llu calls=%llu%s%s result=%s\n", w->transport, w->role,
+    printf("workload=%s role=%s pid=%d bytes=%llu messages=%llu calls=%llu%s%s%s result=%s\n", w->transport, w->role,
            (int)getpid(), (unsigned long long)w->bytes, (unsigned long long)w->messages,
-           (unsigned long long)w->calls, verified, fx, result);
+           (unsigned long long)w->calls, verified, fx, efd, result);
     fflush(stdout);
 }
 

@@ -1,13 +1,17 @@
 /* shm_pc: the seed's producer-consumer over POSIX shared memory (shm_open + ftruncate + mmap,
  * MADV_NOHUGEPAGE), a single-producer single-consumer ring synchronized by FUTEX_WAIT /
- * FUTEX_WAKE system calls made directly, so each one is counted. After the start gate the
+ * FUTEX_WAKE system calls made directly, so each one is counted; with --eventfd by two eventfds
+ * made before the fork (write to notify; poll, then read, to wait). After the start gate the
  * parent (producer) creates and maps the object; the child (consumer) opens and maps it by
- * name and unlinks it. Same options, verification and summary line as the Rust shm-futex. */
+ * name and unlinks it. Same options, verification and summary line as the Rust shm-futex and
+ * shm-eventfd. */
 #include "common.h"
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <stdatomic.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -103,6 +107,38 @@ static void fwake(struct futex_witness *f, _Atomic uint32_t *word)
         f->woken += (uint64_t)r;
 }
 
+/* --eventfd: the consumer waits on data_efd, the producer on space_efd. */
+static int use_eventfd, data_efd = -1, space_efd = -1;
+
+static int efd_of(struct header *h, _Atomic uint32_t *seq) { return seq == &h->data_seq ? data_efd : space_efd; }
+
+static void ewait(struct eventfd_witness *e, int fd, const char *peer)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    e->polls++;
+    int r = poll(&p, 1, (int)(WAIT_NS / 1000000));
+    if (r <= 0) {
+        if (r == 0) {
+            e->polls_timedout++;
+            check_peer(peer);
+        }
+        return;
+    }
+    e->polls_ready++;
+    uint64_t v;
+    e->reads++;
+    if (read(fd, &v, 8) < 0)
+        e->reads_eagain++;
+}
+
+static void enotify(struct eventfd_witness *e, int fd)
+{
+    uint64_t one = 1;
+    e->writes++;
+    if (write(fd, &one, 8) < 0)
+        perror("shm_pc: eventfd write");
+}
+
 /* Block until cond. seq is an event count: +2 per notification, low bit = "a waiter may sleep"
  * (set by the waiter with a CAS, cleared by the notifier that wakes it): see the Rust
  * Waiter::wait_until for the argument that no wake-up is lost. */
@@ -115,14 +151,20 @@ static void fwake(struct futex_witness *f, _Atomic uint32_t *word)
             continue;                                                                                                  \
         if (cond)                                                                                                      \
             break;                                                                                                     \
-        fwait(&fx, &(seq), v | 1, peer);                                                                               \
+        if (use_eventfd)                                                                                               \
+            ewait(&ef, efd_of(h, &(seq)), peer);                                                                       \
+        else                                                                                                           \
+            fwait(&fx, &(seq), v | 1, peer);                                                                           \
     }
 
 #define NOTIFY(seq)                                                                                                    \
     do {                                                                                                               \
         if (atomic_fetch_add(&(seq), 2) & 1) {                                                                         \
             atomic_fetch_and(&(seq), ~1u);                                                                             \
-            fwake(&fx, &(seq));                                                                                        \
+            if (use_eventfd)                                                                                           \
+                enotify(&ef, efd_of(h, &(seq)));                                                                       \
+            else                                                                                                       \
+                fwake(&fx, &(seq));                                                                                    \
         }                                                                                                              \
     } while (0)
 
@@ -154,7 +196,9 @@ static int produce(const struct opts *o)
     atomic_store(&h->magic, MAGIC);
 
     struct futex_witness fx = {0};
-    struct witness w = {.transport = "shm-futex", .role = "producer", .verified = -1, .mismatch = -1, .futex = &fx};
+    struct eventfd_witness ef = {0};
+    struct witness w = {.transport = use_eventfd ? "shm-eventfd" : "shm-futex", .role = "producer", .verified = -1,
+                        .mismatch = -1, .futex = use_eventfd ? NULL : &fx, .eventfd = use_eventfd ? &ef : NULL};
     uint8_t *pat = pattern_buf(o->msg_size);
     uint64_t off = 0, head = 0;
     while (off < o->total) {
@@ -204,7 +248,9 @@ static int consume(const struct opts *o)
     uint64_t slot_size = h->slot_size, slots = h->slots, stride = stride_of(slot_size);
 
     struct futex_witness fx = {0};
-    struct witness w = {.transport = "shm-futex", .role = "consumer", .verified = 0, .mismatch = -1, .futex = &fx};
+    struct eventfd_witness ef = {0};
+    struct witness w = {.transport = use_eventfd ? "shm-eventfd" : "shm-futex", .role = "consumer", .verified = 0,
+                        .mismatch = -1, .futex = use_eventfd ? NULL : &fx, .eventfd = use_eventfd ? &ef : NULL};
     uint8_t *pat = pattern_buf(slot_size);
     uint64_t off = 0, tail = 0;
     while (off < o->total) {
@@ -234,6 +280,15 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGHUP, on_signal);
+    if (o.eventfd) {
+        use_eventfd = 1;
+        data_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        space_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (data_efd < 0 || space_efd < 0) {
+            perror("shm_pc: eventfd");
+            return 1;
+        }
+    }
     gate_prepare(&o);
     pid_t child = fork();
     if (child < 0) {

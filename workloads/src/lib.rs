@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod control;
+pub mod eventfd;
 pub mod futex;
 pub mod pattern;
 pub mod peer;
@@ -18,7 +19,7 @@ pub mod witness;
 pub mod c_programs {
     /// fork + pipe producer/consumer.
     pub const PIPE_PC: &str = env!("IPCTRACE_PIPE_PC");
-    /// shm_open + mmap ring with direct futex calls.
+    /// shm_open + mmap ring with direct futex calls (or eventfds with --eventfd).
     pub const SHM_PC: &str = env!("IPCTRACE_SHM_PC");
     /// fork + socketpair (or a named socket) producer/consumer, --type stream|dgram|seqpacket.
     pub const UDS_PC: &str = env!("IPCTRACE_UDS_PC");

@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    eventfd::EventfdWitness,
     futex::FutexWitness,
     stream::{Rtt, Rusage},
     transport::shm::{SemWitness, ShmInfo},
@@ -47,6 +48,9 @@ pub struct Witness {
     /// shm-sem: sem_wait/sem_post calls (user level).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sem: Option<SemWitness>,
+    /// shm-eventfd: eventfd writes, reads and the polls that waited for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventfd: Option<EventfdWitness>,
     /// Ping-pong mode (producer): round-trip times measured with the producer's own clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt: Option<Rtt>,
@@ -82,9 +86,29 @@ impl Witness {
             .as_ref()
             .map(|s| format!(" sem_wait={} sem_post={}", s.wait_calls, s.post_calls))
             .unwrap_or_default();
+        let efd = self
+            .eventfd
+            .as_ref()
+            .map(|e| {
+                format!(
+                    " eventfd_write={} eventfd_read={} eagain={} poll={} ready={} timedout={}",
+                    e.writes, e.reads, e.reads_eagain, e.polls, e.polls_ready, e.polls_timedout
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "workload={} role={} pid={} bytes={} messages={} calls={}{}{}{} result={}",
-            self.transport, self.role, self.pid, self.bytes, self.messages, self.calls, verified, futex, sem, result
+            "workload={} role={} pid={} bytes={} messages={} calls={}{}{}{}{} result={}",
+            self.transport,
+            self.role,
+            self.pid,
+            self.bytes,
+            self.messages,
+            self.calls,
+            verified,
+            futex,
+            sem,
+            efd,
+            result
         )
     }
 

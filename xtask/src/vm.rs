@@ -360,14 +360,24 @@ fn sum(p: &Value, probe: &str, sub: Option<&str>, field: &str) -> u64 {
 
 /// A socket run: bytes both ways == payload, every figure agrees with the witness, and (if
 /// given) the copies per byte and their label.
-fn check_socket_run(c: &mut Checks, what: &str, run: &Value, total: u64, copies: Option<(&str, f64)>) {
+fn check_socket_run(c: &mut Checks, what: &str, run: &Value, loss: &Value, total: u64, copies: Option<(&str, f64)>) {
     let procs = run["processes"].as_array().cloned().unwrap_or_default();
     let role = |r: &str| procs.iter().find(|p| p["role"] == r).cloned().unwrap_or_default();
     let sent =
         sum(&role("producer"), "sock_send", None, "bytes") + sum(&role("producer"), "sock_sendfile", None, "bytes");
     let got = sum(&role("consumer"), "sock_recv", None, "bytes");
     c.check(&format!("{what}: bytes sent and received == payload"), sent == total && got == total, || {
-        format!("sent {sent}, received {got}, payload {total}")
+        // What the consumer's probes counted, to tell a missed call from a lost event.
+        let rows: Vec<String> = role("consumer")["observed"]["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|o| o["probe"].as_str().is_some_and(|p| p.starts_with("sock") || p.starts_with("skb")))
+                    .map(|o| format!("{} {} calls {} bytes {}", o["probe"], o["sub"], o["calls"], o["bytes"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!("sent {sent}, received {got}, payload {total}; consumer rows: {rows:?}; loss: {loss}")
     });
     let bad: Vec<String> = run["agreement"]
         .as_array()
@@ -486,7 +496,7 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
         });
         // Every socket transport: exact bytes per direction from the unix_* functions, 2.0 copies.
         for t in Transport::ALL.iter().filter(|t| t.is_socket()).map(|t| t.name()) {
-            check_socket_run(c, &format!("{guest} {mech}: {t}"), &by(t), total, Some(("exact", 2.0)));
+            check_socket_run(c, &format!("{guest} {mech}: {t}"), &by(t), &r["loss"], total, Some(("exact", 2.0)));
         }
     }
     // The tracepoint tier on this kernel: the syscall fallback (6.1 has no sock tracepoints).
@@ -506,7 +516,7 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
     );
     for run in r["runs"].as_array().cloned().unwrap_or_default() {
         let t = run["transport"].as_str().unwrap_or("?").to_string();
-        check_socket_run(c, &format!("{guest} tracepoint: {t}"), &run, 8 << 20, Some(("derived", 2.0)));
+        check_socket_run(c, &format!("{guest} tracepoint: {t}"), &run, &r["loss"], 8 << 20, Some(("derived", 2.0)));
     }
     // The message queues: the copies counted at load_msg/store_msg (exact), == the payload.
     for (step, mech) in [("run_queues_fentry", "fentry"), ("run_queues_kprobe", "kprobe")] {
@@ -547,7 +557,7 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
     // sendfile into a stream socket: pages are attached, not copied (sendpage before 6.5,
     // MSG_SPLICE_PAGES after): one copy per byte, on the receiving side.
     let r = json(&b, "run_sendfile")?;
-    check_socket_run(c, &format!("{guest}: unix-stream with sendfile"), &r["runs"][0], 8 << 20, None);
+    check_socket_run(c, &format!("{guest}: unix-stream with sendfile"), &r["runs"][0], &r["loss"], 8 << 20, None);
     let copies = r["runs"][0]["path"]["metrics"]["kernel_copies_per_byte"].as_f64().unwrap_or(0.0);
     c.check(
         &format!("{guest}: sendfile into a stream socket: 1.0 copies per byte"),

@@ -85,6 +85,7 @@ pub fn offsets() -> Result<Offsets> {
         unix_peer: offset(&btf, "unix_sock", "peer").unwrap_or(u32::MAX),
         socket_alloc_inode: offset(&btf, "socket_alloc", "vfs_inode").unwrap_or(u32::MAX),
         msghdr_flags: offset(&btf, "msghdr", "msg_flags").unwrap_or(u32::MAX),
+        eventfd_id: offset(&btf, "eventfd_ctx", "id").unwrap_or(u32::MAX),
         regs_args: {
             let mut a = [u32::MAX; 6];
             for (i, f) in ["di", "si", "dx", "r10", "r8", "r9"].into_iter().enumerate() {
@@ -151,6 +152,7 @@ mod tests {
             ("unix_sock.peer", o.unix_peer),
             ("socket_alloc.vfs_inode", o.socket_alloc_inode),
             ("msghdr.msg_flags", o.msghdr_flags),
+            ("eventfd_ctx.id", o.eventfd_id),
             ("task_struct.__state", o.task_state),
             ("sock_common.skc_daddr", o.sock_daddr),
             ("sock_common.skc_num", o.sock_num),

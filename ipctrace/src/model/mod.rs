@@ -317,6 +317,13 @@ impl std::ops::Add for Sum {
     }
 }
 
+impl Sum {
+    /// Calls that failed, whatever the errno.
+    pub fn errors(&self) -> u64 {
+        self.eagain + self.etimedout + self.eintr + self.other_errors
+    }
+}
+
 use ipctrace_common::ProbeId;
 
 impl Observed {

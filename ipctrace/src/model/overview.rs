@@ -18,15 +18,15 @@ pub struct Overview {
     /// fds passed over Unix sockets (SCM_RIGHTS).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fd_passes: Vec<FdPass>,
-    /// Notifications between processes: signals, eventfd writes and reads.
+    /// Notifications between processes: signals, eventfd writes and reads, signalfd reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Notification>,
 }
 
-/// Signals from one process to another, or the writes and reads of one eventfd.
+/// Signals from one process to another, or the writes and reads of one eventfd or signalfd.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Notification {
-    /// `SIGUSR1`, `eventfd ino 123`.
+    /// `SIGUSR1`, `eventfd id 3` (its eventfd-id in /proc/PID/fdinfo), `signalfd of postgres 45`.
     pub what: String,
     /// The signal's number (absent for an eventfd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,8 +39,17 @@ pub struct Notification {
     pub to: Option<Endpoint>,
     /// Signals generated, or eventfd writes.
     pub sent: u64,
-    /// eventfd reads (signals: 0; how they were consumed shows in the receiver's calls).
+    /// eventfd or signalfd reads (signals: 0; how they were consumed shows in the receiver's
+    /// calls, or in its signalfd's line).
     pub read: u64,
+    /// Poll-family waits (poll, select, epoll) that returned ready and were followed by a
+    /// read of this fd by the same thread: the wake-ups it caused (derived).
+    #[serde(default)]
+    pub poll_wakeups: u64,
+    /// The data channel (its row id) this notification is the sync stage of: the only data
+    /// channel between its sender and its receiver (derived; None: no single channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u32>,
     pub label: Label,
 }
 

@@ -166,9 +166,19 @@ pub fn note_lines(o: &Overview) -> Vec<String> {
     let rest = notes.split_off(notes.len().min(NOTES_LISTED));
     for n in notes {
         let who = |e: &Option<Endpoint>| e.as_ref().map_or("?".to_string(), |e| end(&Some(e.clone())));
-        out.push(if n.signal.is_none() {
+        let mut woke = if n.poll_wakeups > 0 {
+            format!(", {} poll/epoll wake-ups led to the read", group(n.poll_wakeups))
+        } else {
+            String::new()
+        };
+        // The channel it is the sync stage of (derived: the only one between the two).
+        let at = n.channel.map(|c| format!(" · sync of #{c}")).unwrap_or_default();
+        woke.push_str(&at);
+        out.push(if n.signal.is_none() && n.sent == 0 {
+            format!("notification: {}: {} reads by {}{woke} ({})", n.what, group(n.read), who(&n.to), n.label.name())
+        } else if n.signal.is_none() {
             format!(
-                "notification: {}: {} writes by {}, {} reads by {} ({})",
+                "notification: {}: {} writes by {}, {} reads by {}{woke} ({})",
                 n.what,
                 group(n.sent),
                 who(&n.from),
@@ -178,7 +188,7 @@ pub fn note_lines(o: &Overview) -> Vec<String> {
             )
         } else {
             format!(
-                "notification: {} ×{} from {} to {} ({})",
+                "notification: {} ×{} from {} to {}{at} ({})",
                 n.what,
                 group(n.sent),
                 who(&n.from),

@@ -244,6 +244,56 @@ impl Family for Shm {
                 ck.calls
             )),
         ));
+        // shm-eventfd, or any pair that signals through an eventfd beside its segment.
+        let (pe, ce) = both(ProbeId::EventfdWrite);
+        let (pr, cr) = both(ProbeId::EventfdRead);
+        if pe.calls + ce.calls + pr.calls + cr.calls > 0 {
+            let lbl = p.label(ProbeId::EventfdWrite).or(c.label(ProbeId::EventfdRead));
+            let (pp, cp) = both(ProbeId::PollWait);
+            let (pw, cw) = both(ProbeId::PollWake);
+            let blocked = |o: &Observed| o.sum(ProbeId::Blocked, Some(ProbeId::PollWait.name())).time_ns;
+            v.push(stage(
+                "steady state: poll/epoll waits for the eventfd",
+                0,
+                pp.calls + cp.calls,
+                None,
+                latency(&hist_of(&[p, c], ProbeId::PollWait)),
+                p.label(ProbeId::PollWait).or(c.label(ProbeId::PollWait)),
+                Some(format!(
+                    "returned ready {}, timed out {} (producer {} / consumer {}); blocked {} ms; \
+                     wake-ups followed by an eventfd read: {} (derived: the thread's next traced call)",
+                    (pp.calls + cp.calls).saturating_sub(pp.zero + cp.zero + pp.errors() + cp.errors()),
+                    pp.zero + cp.zero,
+                    pp.calls,
+                    cp.calls,
+                    (blocked(p) + blocked(c)) / 1_000_000,
+                    pw.calls + cw.calls
+                )),
+            ));
+            v.push(stage(
+                "steady state: eventfd write (notify)",
+                0,
+                pe.calls + ce.calls,
+                None,
+                None,
+                lbl,
+                Some(format!("producer {} / consumer {} writes", pe.calls, ce.calls)),
+            ));
+            v.push(stage(
+                "steady state: eventfd read (take the notification)",
+                0,
+                pr.calls + cr.calls,
+                None,
+                None,
+                lbl,
+                Some(format!(
+                    "producer {} / consumer {} reads, {} found nothing (EAGAIN)",
+                    pr.calls,
+                    cr.calls,
+                    pr.eagain + cr.eagain
+                )),
+            ));
+        }
         let (pu, cu) = both(ProbeId::ShmMunmap);
         let (pl, cl) = both(ProbeId::ShmUnlink);
         v.push(stage(
@@ -262,6 +312,19 @@ impl Family for Shm {
     }
 
     fn agreement(&self, p: &Process, out: &mut Vec<Agreement>) {
+        if let Some(e) = p.witness.as_ref().and_then(|w| w.eventfd.as_ref()) {
+            let writes = p.observed.sum(ProbeId::EventfdWrite, None);
+            let reads = p.observed.sum(ProbeId::EventfdRead, None);
+            push(out, p, "eventfd writes", writes.calls, e.writes, 0.0);
+            push(out, p, "eventfd reads", reads.calls, e.reads, 0.0);
+            push(out, p, "eventfd reads that found nothing (EAGAIN)", reads.eagain, e.reads_eagain, 0.0);
+            let polls = p.observed.sum(ProbeId::PollWait, None);
+            push(out, p, "poll waits", polls.calls, e.polls, 0.0);
+            push(out, p, "poll waits timed out", polls.zero, e.polls_timedout, 0.0);
+            // Each of the workload's reads follows a poll that returned ready.
+            let woke = p.observed.sum(ProbeId::PollWake, None).calls;
+            push(out, p, "poll wake-ups followed by an eventfd read", woke, e.polls_ready, 0.0);
+        }
         let Some(f) = p.witness.as_ref().and_then(|w| w.futex.as_ref()) else { return };
         let wait = p.observed.sum(ProbeId::FutexWait, None);
         let wake = p.observed.sum(ProbeId::FutexWake, None);
@@ -287,6 +350,8 @@ impl Family for Shm {
         &[
             ProbeId::FutexWait,
             ProbeId::FutexWake,
+            ProbeId::EventfdWrite,
+            ProbeId::EventfdRead,
             ProbeId::ShmOpen,
             ProbeId::ShmFtruncate,
             ProbeId::ShmMmap,
@@ -351,7 +416,18 @@ impl Family for Shm {
         use crate::model::diagram::{End::*, Unit};
         let (p, c) = (&e.producer.observed, &e.consumer.observed);
         let fault_label = |o: &Observed| o.label(ProbeId::MmFault).or(o.label(ProbeId::FaultUser));
-        let waited = |o: &Observed| o.sum(ProbeId::Blocked, Some(ProbeId::FutexWait.name())).time_ns;
+        // Woken by eventfd writes (shm-eventfd) or by futex_wake, as seen; a section of
+        // `attach` holds only the segment's own calls, so neither may show.
+        let seen = |probe: ProbeId| p.sum(probe, None).calls + c.sum(probe, None).calls > 0;
+        let (wait_in, blocked_cap, wake) = if seen(ProbeId::EventfdWrite) {
+            (ProbeId::PollWait, "poll blocked (eventfd)", " (eventfd write)")
+        } else if seen(ProbeId::FutexWake) {
+            (ProbeId::FutexWait, "futex_wait blocked", " (futex_wake)")
+        } else {
+            (ProbeId::FutexWait, "futex_wait blocked", "")
+        };
+        let waited = |o: &Observed| o.sum(ProbeId::Blocked, Some(wait_in.name())).time_ns;
+        let (woke_consumer, woke_producer) = (format!("consumer woken{wake}"), format!("producer woken{wake}"));
         let samples = |o: &Observed| -> (u64, u64) {
             let all: Vec<_> = o.stacks_of(ProbeId::Sample).collect();
             (all.iter().filter(|s| !s.kernel.is_empty()).map(|s| s.count).sum(), all.iter().map(|s| s.count).sum())
@@ -383,7 +459,7 @@ impl Family for Shm {
                 "wait_producer",
                 ArrowKind::Block,
                 (Process(0), Object),
-                "futex_wait blocked",
+                blocked_cap,
                 Unit::Ns,
                 waited(p),
                 p.label(ProbeId::Blocked),
@@ -392,7 +468,7 @@ impl Family for Shm {
                 "wake_consumer",
                 ArrowKind::Wake,
                 (Process(0), Process(1)),
-                "consumer woken (futex_wake)",
+                &woke_consumer,
                 Unit::Count,
                 woken_by(c, e.producer.pid),
                 Some(Label::Exact),
@@ -401,7 +477,7 @@ impl Family for Shm {
                 "wait_consumer",
                 ArrowKind::Block,
                 (Process(1), Object),
-                "futex_wait blocked",
+                blocked_cap,
                 Unit::Ns,
                 waited(c),
                 c.label(ProbeId::Blocked),
@@ -410,7 +486,7 @@ impl Family for Shm {
                 "wake_producer",
                 ArrowKind::Wake,
                 (Process(1), Process(0)),
-                "producer woken (futex_wake)",
+                &woke_producer,
                 Unit::Count,
                 woken_by(p, e.consumer.pid),
                 Some(Label::Exact),

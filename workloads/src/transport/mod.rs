@@ -27,6 +27,8 @@ pub enum Transport {
     ShmFutex,
     /// POSIX shm ring synchronized with process-shared POSIX semaphores.
     ShmSem,
+    /// POSIX shm ring synchronized with two eventfds (write to notify, poll + read to wait).
+    ShmEventfd,
     /// AF_UNIX stream socket (a socketpair, or --socket-path).
     UnixStream,
     /// AF_UNIX datagram socket: one datagram per message.
@@ -41,11 +43,12 @@ pub enum Transport {
 
 impl Transport {
     /// Every built-in transport, in the order reports, benches and tests list them.
-    pub const ALL: [Transport; 9] = [
+    pub const ALL: [Transport; 10] = [
         Transport::Pipe,
         Transport::Fifo,
         Transport::ShmFutex,
         Transport::ShmSem,
+        Transport::ShmEventfd,
         Transport::UnixStream,
         Transport::UnixDgram,
         Transport::UnixSeqpacket,
@@ -63,6 +66,7 @@ impl Transport {
             Transport::Fifo => &pipe::FIFO,
             Transport::ShmFutex => &shm::SHM_FUTEX,
             Transport::ShmSem => &shm::SHM_SEM,
+            Transport::ShmEventfd => &shm::SHM_EVENTFD,
             Transport::UnixStream => &uds::UNIX_STREAM,
             Transport::UnixDgram => &uds::UNIX_DGRAM,
             Transport::UnixSeqpacket => &uds::UNIX_SEQPACKET,

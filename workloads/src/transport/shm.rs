@@ -1,8 +1,10 @@
 //! The shared-memory transports: a POSIX shm single-producer single-consumer ring (shm_open +
 //! ftruncate + mmap MAP_SHARED, MADV_NOHUGEPAGE so faults stay per page), synchronized either
 //! by FUTEX_WAIT / FUTEX_WAKE on two sequence words (`shm-futex`) or by two process-shared
-//! POSIX semaphores (`shm-sem`). After set-up no byte crosses the kernel: the producer writes
-//! slots, the consumer verifies them in place. The launcher only picks the object's name.
+//! POSIX semaphores (`shm-sem`), or by two eventfds the launcher makes and both sides inherit
+//! (`shm-eventfd`: write to notify, poll + read to wait). After set-up no byte crosses the
+//! kernel: the producer writes slots, the consumer verifies them in place. The launcher picks
+//! the object's name (and makes the eventfds).
 
 use std::{
     ffi::CString,
@@ -13,9 +15,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, ChannelKind, Cleanup, RoleCtx, Spec, nothing_to_prepare};
+use super::{Channel, ChannelKind, Cleanup, RoleCtx, RoleFds, Spec, nothing_to_prepare};
 use crate::{
     cleanup,
+    eventfd::{self, EventfdWitness},
     futex::{FutexWitness, Waited},
     pattern::{PatternBuf, first_mismatch},
     peer::Peer,
@@ -31,6 +34,14 @@ pub static SHM_FUTEX: Spec =
 pub static SHM_SEM: Spec =
     Spec { name: "shm-sem", kind: ChannelKind::Shm, setup, prepare: nothing_to_prepare, run: run_sem };
 
+pub static SHM_EVENTFD: Spec = Spec {
+    name: "shm-eventfd",
+    kind: ChannelKind::Shm,
+    setup: setup_eventfd,
+    prepare: nothing_to_prepare,
+    run: run_eventfd,
+};
+
 static SHM_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The object's name: the producer creates it. A random part, so another user cannot guess
@@ -40,6 +51,20 @@ fn setup(l: &Launch) -> Result<Channel> {
     let n = SHM_SEQ.fetch_add(1, SeqCst);
     let name = format!("/{}-{}-{n}-{:016x}", l.shm_prefix, std::process::id(), random_u64());
     Ok(Channel { path: Some(name.clone()), cleanup: Some(Cleanup::ShmName(name)), ..Default::default() })
+}
+
+/// The name, and two eventfds given to both roles: the consumer waits on the data one (fd
+/// 4), the producer on the space one (fd 5).
+fn setup_eventfd(l: &Launch) -> Result<Channel> {
+    let mut ch = setup(l)?;
+    let [data, space] = eventfd::pair()?;
+    let fds = || -> Result<RoleFds> { Ok(RoleFds { data: Some(data.try_clone()?), ack: Some(space.try_clone()?) }) };
+    ch.fds = [fds()?, fds()?];
+    Ok(ch)
+}
+
+fn run_eventfd(c: &RoleCtx) -> Result<Witness> {
+    run_role(c, SyncKind::Eventfd { data: c.args.data_fd, space: c.args.ack_fd })
 }
 
 fn run_futex(c: &RoleCtx) -> Result<Witness> {
@@ -118,6 +143,9 @@ pub enum SyncKind {
     Futex { spin: u32 },
     /// sem_wait/sem_post on process-shared semaphores in the header.
     Sem,
+    /// write / poll + read on two eventfds: `data` (the consumer waits there) and `space`
+    /// (the producer waits there).
+    Eventfd { data: i32, space: i32 },
 }
 
 /// Shared header at offset 0 of the object. Counters on their own cache lines.
@@ -351,17 +379,53 @@ struct Waiter<'a> {
     sync: SyncKind,
     fx: FutexWitness,
     sem: SemWitness,
+    efd: EventfdWitness,
     peer: &'a Peer,
     peer_name: &'static str,
+    /// The header's `data_seq` (which eventfd a word goes with).
+    data_seq: &'a AtomicU32,
 }
 
-impl Waiter<'_> {
+impl<'a> Waiter<'a> {
+    fn new(sync: SyncKind, peer: &'a Peer, peer_name: &'static str, data_seq: &'a AtomicU32) -> Self {
+        Waiter {
+            sync,
+            fx: Default::default(),
+            sem: Default::default(),
+            efd: Default::default(),
+            peer,
+            peer_name,
+            data_seq,
+        }
+    }
+
     /// Blocks until `ready()`. `seq` is this side's futex word, an event count: it rises by 2
     /// per notification and its low bit says "a waiter may sleep here" (set by the waiter
     /// with a CAS, cleared by the notifier that wakes it), so a wake is issued only when
     /// someone may sleep and no notification can be lost. `sem` is the semaphore (shm-sem).
+    /// shm-eventfd uses the same bit and sleeps in poll on its eventfd instead of the word.
     fn wait_until(&mut self, ready: impl Fn() -> bool, seq: &AtomicU32, sem: &libc::sem_t) -> Result<()> {
         match self.sync {
+            SyncKind::Eventfd { .. } => loop {
+                if ready() {
+                    return Ok(());
+                }
+                let v = seq.load(SeqCst);
+                if v & 1 == 0 && seq.compare_exchange(v, v | 1, SeqCst, SeqCst).is_err() {
+                    continue;
+                }
+                if ready() {
+                    return Ok(());
+                }
+                if !self.efd.wait(self.eventfd_of(seq), WAIT_TIMEOUT)
+                    && let Err(e) = self.peer.check(self.peer_name)
+                {
+                    if ready() {
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+            },
             SyncKind::Futex { spin } => loop {
                 if ready() {
                     return Ok(());
@@ -419,6 +483,13 @@ impl Waiter<'_> {
     /// Tells the other side: bump its word and wake it if it may sleep, or post its semaphore.
     fn notify(&mut self, seq: &AtomicU32, sem: &libc::sem_t) {
         match self.sync {
+            SyncKind::Eventfd { .. } => {
+                if seq.fetch_add(2, SeqCst) & 1 != 0 {
+                    seq.fetch_and(!1, SeqCst);
+                    let fd = self.eventfd_of(seq);
+                    self.efd.notify(fd);
+                }
+            }
             SyncKind::Futex { .. } => {
                 if seq.fetch_add(2, SeqCst) & 1 != 0 {
                     seq.fetch_and(!1, SeqCst);
@@ -433,10 +504,23 @@ impl Waiter<'_> {
         }
     }
 
+    /// The eventfd that goes with a sequence word: the consumer waits for data on `data_seq`.
+    fn eventfd_of(&self, seq: &AtomicU32) -> i32 {
+        let SyncKind::Eventfd { data, space } = self.sync else { return -1 };
+        if std::ptr::eq(seq, self.data_seq) { data } else { space }
+    }
+
     fn into_witness(self, w: &mut Witness) {
         match self.sync {
             SyncKind::Futex { .. } => w.futex = Some(self.fx),
             SyncKind::Sem => w.sem = Some(self.sem),
+            SyncKind::Eventfd { .. } => {
+                // The process's other polls: zero-timeout checks of the peer's pidfd.
+                let mut e = self.efd;
+                e.polls += self.peer.polls();
+                e.polls_timedout += self.peer.polls();
+                w.eventfd = Some(e);
+            }
         }
     }
 }
@@ -460,8 +544,7 @@ pub fn produce(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
     let region = create(a.name, &g, a.sync, a.populate).context("setting up the shared ring")?;
     let h = region.header();
     let pat = PatternBuf::new(o.msg_size);
-    let mut waiter =
-        Waiter { sync: a.sync, fx: Default::default(), sem: Default::default(), peer, peer_name: "consumer" };
+    let mut waiter = Waiter::new(a.sync, peer, "consumer", &h.data_seq);
     let mut rtt = RttRecorder::default();
     let (mut off, mut head) = (0u64, 0u64);
     let space = |head: u64| head - h.tail.load(SeqCst) < g.slots as u64;
@@ -507,8 +590,7 @@ pub fn consume(a: &ShmArgs<'_>, peer: &Peer) -> Result<Witness> {
     let (region, g) = open(a.name, &a.geometry, peer, a.populate).context("attaching to the shared ring")?;
     let h = region.header();
     let pat = PatternBuf::new(g.slot_size);
-    let mut waiter =
-        Waiter { sync: a.sync, fx: Default::default(), sem: Default::default(), peer, peer_name: "producer" };
+    let mut waiter = Waiter::new(a.sync, peer, "producer", &h.data_seq);
     let (mut off, mut tail) = (0u64, 0u64);
     loop {
         waiter.wait_until(|| h.head.load(SeqCst) > tail || h.final_head.load(SeqCst) != 0, &h.data_seq, &h.items)?;
