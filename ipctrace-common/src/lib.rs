@@ -561,7 +561,22 @@ pub struct Range {
     pub ino: u64,
 }
 
-pub const RANGES_PER_PROCESS: usize = 4;
+pub const RANGES_PER_PROCESS: usize = 16;
+
+/// A shared anonymous mapping's channel id (mmap MAP_SHARED|MAP_ANONYMOUS seen by the
+/// syscall dispatcher: its shmem file is not in the arguments): this bit, the mapping
+/// process's pid (bits 32-60) and the page number of its address (bits 0-31). Children that
+/// inherit the mapping inherit the range, and so the id.
+pub const SHARED_ANON: u64 = 1 << 61;
+
+/// (pid, address) of a shared anonymous mapping's channel id, if it is one.
+pub const fn shared_anon(ino: u64) -> Option<(u32, u64)> {
+    if ino & SHARED_ANON != 0 && ino & EVENTFD_ID == 0 {
+        Some((((ino >> 32) & 0x1fff_ffff) as u32, (ino & 0xffff_ffff) << 12))
+    } else {
+        None
+    }
+}
 
 /// The shm mappings of a process (filled at mmap exit, or by the loader for `attach`).
 #[repr(C)]

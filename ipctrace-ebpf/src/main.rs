@@ -102,6 +102,11 @@ static OFFCPU: HashMap<u32, OffCpu> = HashMap::with_max_entries(16384, 0);
 #[map]
 static SHM_RANGES: HashMap<u32, Ranges> = HashMap::with_max_entries(4096, 0);
 
+/// One all-zero `Ranges`, never written: what a process's first range is inserted into (a
+/// `Ranges` is too large for the stack).
+#[map]
+static RANGES_ZERO: Array<Ranges> = Array::with_max_entries(1, 0);
+
 /// `--events`: the per-event stream (resized by the loader; unused unless EVENTS_ON).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);

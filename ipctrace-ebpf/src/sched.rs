@@ -149,6 +149,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
         }
         let _ = TARGETS.insert(&child, &t, 0);
         let _ = PARENTS.insert(&child, &tgid, 0);
+        crate::shm::fork(tgid, child);
         if let Ok(comm) = bpf_get_current_comm() {
             let _ = COMMS.insert(&child, &comm, 0);
         }

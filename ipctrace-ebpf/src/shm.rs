@@ -10,10 +10,10 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use ipctrace_common::{ChannelKind, Pending, ProbeId, Range, Ranges, loss};
+use ipctrace_common::{ChannelKind, Pending, ProbeId, Range, SHARED_ANON, loss};
 
 use crate::{
-    SHM_RANGES, agg_call, agg_event,
+    RANGES_ZERO, SHM_RANGES, agg_call, agg_event,
     classify::{classify_fd, classify_file},
     count_loss, current, is_target, now, offsets, pending_start, read_at, shm_ino_of,
 };
@@ -56,38 +56,69 @@ pub(crate) fn ftruncate_enter(tgid: u32, fd: u64, length: u64) {
     }
 }
 
-/// mmap(addr, len, prot, flags, fd, off) of a shmem fd: remember the length until the exit.
+const MAP_SHARED: u64 = 0x01;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// mmap(addr, len, prot, flags, fd, off) of a shmem fd, or a shared anonymous mapping
+/// (`ino` 0 until the exit names it): remember the length until the exit.
 #[inline(always)]
-pub(crate) fn mmap_enter(fd: u64, len: u64) {
-    if fd as i64 == -1 || fd == u32::MAX as u64 {
-        return;
-    }
-    if let Some((ino, ChannelKind::Shm)) = classify_fd(fd) {
-        pending_start(Pending { ino, start_ns: now(), len, probe: ProbeId::ShmMmap as u16, kind: SHM, _pad: 0 });
-    }
+pub(crate) fn mmap_enter(fd: u64, len: u64, flags: u64) {
+    let ino = if fd as i64 == -1 || fd == u32::MAX as u64 {
+        if flags & MAP_SHARED == 0 || flags & MAP_ANONYMOUS == 0 {
+            return;
+        }
+        0
+    } else {
+        match classify_fd(fd) {
+            Some((ino, ChannelKind::Shm)) => ino,
+            _ => return,
+        }
+    };
+    pending_start(Pending { ino, start_ns: now(), len, probe: ProbeId::ShmMmap as u16, kind: SHM, _pad: 0 });
 }
 
-/// ... and at the exit, record the mapping [addr, addr + len) as the object's.
+/// ... and at the exit, record the mapping [addr, addr + len) as the object's (a shared
+/// anonymous one gets its id: `SHARED_ANON`).
 #[inline(always)]
 pub(crate) fn mmap_exit(tgid: u32, p: &Pending, addr: i64) {
     if addr < 0 && addr > -4096 {
         return;
     }
-    agg_event(tgid, ProbeId::ShmMmap as u16, SHM, p.ino, p.len);
-    let mut rs = unsafe { SHM_RANGES.get(&tgid) }.copied().unwrap_or(Ranges::default());
-    let new = Range { start: addr as u64, end: addr as u64 + p.len, ino: p.ino };
-    let mut placed = false;
-    for r in rs.r.iter_mut() {
-        if !placed && r.start == 0 {
-            *r = new;
-            placed = true;
+    let ino = if p.ino == 0 {
+        SHARED_ANON | ((tgid as u64 & 0x1fff_ffff) << 32) | ((addr as u64 >> 12) & 0xffff_ffff)
+    } else {
+        p.ino
+    };
+    agg_event(tgid, ProbeId::ShmMmap as u16, SHM, ino, p.len);
+    add_range(tgid, Range { start: addr as u64, end: addr as u64 + p.len, ino });
+}
+
+/// Adds a mapping to `tgid`'s ranges, in place (a full table is loss).
+#[inline(always)]
+fn add_range(tgid: u32, new: Range) {
+    if unsafe { SHM_RANGES.get(&tgid) }.is_none() {
+        let Some(zero) = RANGES_ZERO.get(0) else { return };
+        if SHM_RANGES.insert(&tgid, zero, 0).is_err() {
+            count_loss(loss::RANGES_FULL);
+            return;
         }
     }
-    if !placed {
-        count_loss(loss::RANGES_FULL);
-        return;
+    let Some(rs) = SHM_RANGES.get_ptr_mut(&tgid) else { return };
+    for r in unsafe { (*rs).r.iter_mut() } {
+        if r.start == 0 {
+            *r = new;
+            return;
+        }
     }
-    let _ = SHM_RANGES.insert(&tgid, &rs, 0);
+    count_loss(loss::RANGES_FULL);
+}
+
+/// A target forked: the child inherits its parent's mappings, shared ones included.
+#[inline(always)]
+pub(crate) fn fork(parent: u32, child: u32) {
+    if let Some(rs) = unsafe { SHM_RANGES.get(&parent) } {
+        let _ = SHM_RANGES.insert(&child, rs, 0);
+    }
 }
 
 /// munmap(addr, len) of a traced mapping.
@@ -141,17 +172,23 @@ pub fn page_fault_kernel(ctx: RawTracePointContext) -> u32 {
 #[map]
 static PENDING_FAULT: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 
-/// Function tier: handle_mm_fault(struct vm_area_struct *vma, ...): is vma->vm_file shmem?
+/// Function tier: handle_mm_fault(struct vm_area_struct *vma, unsigned long address, ...):
+/// in a traced mapping (by the id the mapping got), or is vma->vm_file shmem?
 #[inline(always)]
-fn fault_entry(vma: *const u8) -> u32 {
+fn fault_entry(vma: *const u8, address: u64) -> u32 {
     let (tgid, _) = current();
     if !is_target(tgid) {
         return 0;
     }
-    let file: *const u8 = unsafe { read_at(vma, offsets().vma_file) }.unwrap_or(core::ptr::null());
-    let (ino, k) = match unsafe { classify_file(file) } {
-        Ok(Some((ino, ChannelKind::Shm))) => (ino, SHM),
-        _ => (0, ChannelKind::Other as u16),
+    let (ino, k) = match shm_ino_of(tgid, address) {
+        Some(ino) => (ino, SHM),
+        None => {
+            let file: *const u8 = unsafe { read_at(vma, offsets().vma_file) }.unwrap_or(core::ptr::null());
+            match unsafe { classify_file(file) } {
+                Ok(Some((ino, ChannelKind::Shm))) => (ino, SHM),
+                _ => (0, ChannelKind::Other as u16),
+            }
+        }
     };
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     let p = Pending { ino, start_ns: now(), len: 0, probe: ProbeId::MmFault as u16, kind: k, _pad: 0 };
@@ -182,7 +219,7 @@ pub fn fentry_mm_fault(ctx: FEntryContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    fault_entry(ctx.arg(0))
+    fault_entry(ctx.arg(0), ctx.arg(1))
 }
 
 #[fexit(function = "handle_mm_fault")]
@@ -198,7 +235,7 @@ pub fn kprobe_mm_fault(ctx: ProbeContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    fault_entry(ctx.arg(0).unwrap_or(core::ptr::null()))
+    fault_entry(ctx.arg(0).unwrap_or(core::ptr::null()), ctx.arg(1).unwrap_or(0))
 }
 
 #[kretprobe]

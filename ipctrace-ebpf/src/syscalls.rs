@@ -152,7 +152,7 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         sysop::OPENAT => shm::open_enter(tgid, arg(regs, 1)),
         sysop::UNLINK => shm::unlink_enter(tgid, arg(regs, 0)),
         sysop::FTRUNCATE => shm::ftruncate_enter(tgid, arg(regs, 0), arg(regs, 1)),
-        sysop::MMAP => shm::mmap_enter(arg(regs, 4), arg(regs, 1)),
+        sysop::MMAP => shm::mmap_enter(arg(regs, 4), arg(regs, 1), arg(regs, 3)),
         sysop::MUNMAP => shm::munmap_enter(tgid, arg(regs, 0), arg(regs, 1)),
         sysop::FUTEX => futex::futex_enter(tgid, arg(regs, 0), arg(regs, 1)),
         sysop::FUTEX_WAIT => futex::start(tgid, arg(regs, 0), ProbeId::FutexWait),

@@ -127,7 +127,7 @@ fn report(
         sweep: None,
         crossovers: Vec::new(),
         command_exit,
-        loss: observe::loss_from(&session.losses()?, unknown),
+        loss: observe::loss_from(&session.losses()?, unknown, session.skipped_runs()),
         timeline,
     };
     conclude::finish(&mut r);

@@ -117,15 +117,25 @@ pub fn observe(
     Observed { events, stacks: out_stacks }
 }
 
-/// The loss counters, summed and split by what they affect.
-pub fn loss_from(raw: &[u64], unknown_ids: u64) -> Loss {
+/// The loss counters, summed and split by what they affect; `skipped`: program runs the
+/// kernel skipped, by program (counted as lost events).
+pub fn loss_from(raw: &[u64], unknown_ids: u64, skipped: BTreeMap<String, u64>) -> Loss {
     let counters: BTreeMap<String, u64> =
         loss::NAMES.iter().zip(raw).map(|(n, v)| (n.replace([' ', '-'], "_"), *v)).collect();
     let stacks =
         [loss::STACK_FAILED, loss::STACK_COUNT_FULL].iter().map(|&i| raw.get(i as usize).copied().unwrap_or(0)).sum();
     let stream = raw.get(loss::RINGBUF_FULL as usize).copied().unwrap_or(0);
     let total: u64 = counters.values().sum();
-    Loss { counters, events: total - stacks - stream, stacks, stream, unknown_ids, total: total + unknown_ids }
+    let runs: u64 = skipped.values().sum();
+    Loss {
+        counters,
+        events: total - stacks - stream + runs,
+        stacks,
+        stream,
+        unknown_ids,
+        skipped_runs: skipped,
+        total: total + unknown_ids + runs,
+    }
 }
 
 #[cfg(test)]
@@ -158,11 +168,11 @@ mod tests {
 
     #[test]
     fn loss_sums() {
-        let l = loss_from(&[1, 2, 3, 4, 0, 0, 0, 5], 2);
-        assert_eq!(l.total, 17);
+        let l = loss_from(&[1, 2, 3, 4, 0, 0, 0, 5], 2, [("raw_sys_enter".to_string(), 7)].into());
+        assert_eq!(l.total, 24);
         assert_eq!(l.stacks, 4);
         assert_eq!(l.stream, 5);
-        assert_eq!(l.events, 6);
+        assert_eq!(l.events, 13);
         assert_eq!(l.unknown_ids, 2);
         assert_eq!(l.counters["in_flight_map_full"], 1);
     }

@@ -139,6 +139,10 @@ fn hottest_stages(procs: &[&Process]) -> Vec<Stage> {
         .collect()
 }
 
+/// The role of a process that shares a channel besides its two ends (a shared segment's
+/// third and further mappers).
+pub const MAPPER: &str = "mapper";
+
 /// A process ipctrace did not trace (an external peer): no events.
 pub fn external(role: &str) -> Process {
     Process { pid: 0, role: role.into(), observed: Default::default(), witness: None, exit: None }
@@ -153,9 +157,10 @@ pub fn build(f: &dyn Family, processes: &[Process], elapsed_ns: u64) -> PathMode
     if p.pid == 0 && c.pid == 0 {
         return PathModel::default();
     }
-    let ends = Ends { producer: p, consumer: c };
+    let others: Vec<&Process> = processes.iter().filter(|x| x.role == MAPPER).collect();
+    let ends = Ends { producer: p, consumer: c, others };
     let mut stages = f.stages(&ends);
-    let present: Vec<&Process> = [p, c].into_iter().filter(|x| x.pid != 0).collect();
+    let present: Vec<&Process> = ends.all().collect();
     stages.extend(hottest_stages(&present));
     PathModel { stages, metrics: metrics(f, processes, c, elapsed_ns), diagram: Some(f.diagram(&ends)) }
 }

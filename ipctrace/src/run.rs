@@ -469,7 +469,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
         sweep,
         crossovers: Vec::new(),
         command_exit: None,
-        loss: observe::loss_from(&session.losses()?, unknown),
+        loss: observe::loss_from(&session.losses()?, unknown, session.skipped_runs()),
         timeline,
     };
     conclude::finish(&mut report);

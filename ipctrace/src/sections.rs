@@ -209,8 +209,10 @@ pub fn build(
             producer.is_none().then(|| outside(w_obj)).flatten(),
             consumer.is_none().then(|| outside(r_obj)).flatten(),
         );
+        let others = family.others(ino, &observed, found, (producer, consumer));
         let mut processes = Vec::new();
-        for (pid, role) in [(producer, "producer"), (consumer, "consumer")] {
+        let more = others.iter().map(|p| (Some(*p), crate::path::MAPPER));
+        for (pid, role) in [(producer, "producer"), (consumer, "consumer")].into_iter().chain(more) {
             if let Some(pid) = pid {
                 processes.push(Process {
                     pid,
@@ -231,6 +233,14 @@ pub fn build(
         let description = if producer.is_none() && consumer.is_none() {
             let held: Vec<String> = holders.iter().map(|p| format!("{} {p}", procs.name(*p))).collect();
             format!("{what} · held by {} · no traffic observed", held.join(", "))
+        } else if !others.is_empty() {
+            let all: Vec<String> = [producer, consumer]
+                .into_iter()
+                .flatten()
+                .chain(others.iter().copied())
+                .map(|p| format!("{} {p}", procs.name(p)))
+                .collect();
+            format!("{what} · mapped by {} ({} processes)", all.join(", "), all.len())
         } else {
             format!("{what} · {} -> {}", side(producer, &w_out), side(consumer, &r_out))
         };
@@ -259,6 +269,7 @@ pub fn build(
             name: what,
             writer: end(producer, w_out),
             reader: end(consumer, r_out),
+            mappers: others.iter().map(|&pid| Endpoint { pid, comm: procs.name(pid), external: false }).collect(),
             bytes,
             calls,
             copies_per_byte: run.path.metrics.kernel_copies_per_byte,
@@ -323,6 +334,14 @@ fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<N
             }
         }
     }
+    // Who sent each receiver most of its signals: a signalfd's reads are theirs (derived).
+    let mut senders: BTreeMap<u32, (u64, u32)> = BTreeMap::new();
+    for (&(from, to, _), &n) in &signals {
+        let e = senders.entry(to).or_default();
+        if from != 0 && n > e.0 {
+            *e = (n, from);
+        }
+    }
     for ((from, to, sig), n) in signals {
         out.push(Notification {
             what: crate::run::signal_name(sig),
@@ -342,10 +361,12 @@ fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<N
             Some(id) => format!("{what} id {id}"),
             None => format!("{what} of {} {reader}", procs.name(reader)),
         };
+        // A signalfd is written by whoever signals its reader: the busiest sender.
+        let from = busiest(&writes).or_else(|| senders.get(&reader).filter(|s| s.1 != 0).map(|s| end(s.1)));
         out.push(Notification {
             what: name,
             signal: None,
-            from: busiest(&writes),
+            from,
             to: busiest(&reads),
             sent: writes.values().sum(),
             read: reads.values().sum(),
@@ -369,9 +390,16 @@ fn attribute(notes: &mut [Notification], rows: &[ChannelRow], runs: &mut [Transp
         if from == to || n.signal == Some(libc::SIGCHLD) {
             continue;
         }
+        // Both among the channel's processes: its two ends and a segment's other mappers.
         let pair = |r: &ChannelRow| {
-            let (w, rd) = (r.writer.as_ref().map(|e| e.pid), r.reader.as_ref().map(|e| e.pid));
-            (w == Some(from) && rd == Some(to)) || (w == Some(to) && rd == Some(from))
+            let has = |pid: u32| {
+                [&r.writer, &r.reader]
+                    .into_iter()
+                    .flatten()
+                    .chain(r.mappers.iter())
+                    .any(|e| e.pid == pid && !e.external)
+            };
+            has(from) && has(to)
         };
         let mut shared = rows.iter().enumerate().filter(|(_, r)| pair(r));
         let (Some((i, row)), None) = (shared.next(), shared.next()) else { continue };

@@ -664,6 +664,27 @@ impl Session {
         Some(st.frames().iter().map(|f| f.ip).collect())
     }
 
+    /// Runs of each loaded program the kernel skipped (`recursion_misses` in the program's
+    /// fdinfo, 5.12+): the program was already running on that CPU. On kernels where syscall
+    /// tracepoints run their programs preemptible, a task preempted inside one makes the
+    /// others on that CPU miss it. Programs with none are left out.
+    pub fn skipped_runs(&self) -> BTreeMap<String, u64> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut out = BTreeMap::new();
+        for (name, prog) in self.bpf.programs() {
+            let Ok(fd) = prog.fd() else { continue };
+            let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+            let n = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("recursion_misses:")?.trim().parse::<u64>().ok()))
+                .unwrap_or(0);
+            if n > 0 {
+                *out.entry(name.to_string()).or_default() += n;
+            }
+        }
+        out
+    }
+
     /// Loss counters summed over CPUs, indexed by `ipctrace_common::loss`.
     pub fn losses(&self) -> Result<Vec<u64>> {
         let m: PerCpuArray<_, u64> = PerCpuArray::try_from(self.bpf.map("LOSS").context("LOSS map")?)?;

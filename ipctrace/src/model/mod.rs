@@ -285,6 +285,10 @@ pub struct Loss {
     pub stream: u64,
     #[serde(default)]
     pub unknown_ids: u64,
+    /// Runs of a program the kernel skipped (its recursion guard: the program was already
+    /// running on that CPU, e.g. preempted inside it), by program: events never seen.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped_runs: BTreeMap<String, u64>,
     pub total: u64,
 }
 

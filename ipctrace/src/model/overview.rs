@@ -137,6 +137,10 @@ pub struct ChannelRow {
     pub writer: Option<Endpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reader: Option<Endpoint>,
+    /// Shared memory: the processes besides `writer` and `reader` that map the segment (its
+    /// third and further mappers; `writer` is the one that sized or first mapped it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mappers: Vec<Endpoint>,
     /// Bytes that crossed the channel as the kernel saw them (0 where it cannot: shared memory).
     pub bytes: u64,
     /// Data-path calls on the channel by both ends.

@@ -95,6 +95,10 @@ pub fn text_block(d: &Diagram) -> Vec<String> {
         format!("          {}{}", pad(&a0, w), a1),
         format!("  kernel  '--> [{}] {}'", d.object, "-".repeat(w.saturating_sub(d.object.chars().count() + 8))),
     ];
+    // A segment's further mappers: one line each, their arrow beside the name.
+    for i in 2..d.processes.len() {
+        out.push(format!("  also    {}  {}", name(i), arrow(i)));
+    }
     let list = |kind: ArrowKind| -> Vec<String> {
         d.arrows.iter().filter(|a| a.kind == kind).map(|a| format!("{} {}", a.caption, with_label(a))).collect()
     };

@@ -118,8 +118,12 @@ pub fn channel_table(o: &Overview, listed: usize) -> ChannelTable {
                 c.name.clone(),
                 if c.writer.is_none() && c.reader.is_none() {
                     "(no traffic seen)".into()
-                } else {
+                } else if c.mappers.is_empty() {
                     format!("{} -> {}", end(&c.writer), end(&c.reader))
+                } else {
+                    // A segment with more mappers: all of them, not a pair.
+                    let more: Vec<String> = c.mappers.iter().map(|m| end(&Some(m.clone()))).collect();
+                    format!("{}, {}, {} (all map it)", end(&c.writer), end(&c.reader), more.join(", "))
                 },
                 group(c.bytes),
                 group(c.calls),

@@ -298,6 +298,9 @@ pub fn render(r: &Report, v: &View) -> String {
     if r.loss.unknown_ids > 0 {
         detail.push(format!("unknown probe ids {}", r.loss.unknown_ids));
     }
+    for (prog, n) in &r.loss.skipped_runs {
+        detail.push(format!("{prog} runs the kernel skipped {n}"));
+    }
     if let Some(s) = &r.event_stream {
         let _ = writeln!(
             out,

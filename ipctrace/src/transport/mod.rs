@@ -23,10 +23,19 @@ use crate::{
     probes::LogicalProbe,
 };
 
-/// The two ends of a channel (an end outside the targets is a process with pid 0).
+/// The two ends of a channel (an end outside the targets is a process with pid 0), and any
+/// other process that shares it (a shared segment's further mappers).
 pub struct Ends<'a> {
     pub producer: &'a Process,
     pub consumer: &'a Process,
+    pub others: Vec<&'a Process>,
+}
+
+impl<'a> Ends<'a> {
+    /// Every traced process of the channel: the two ends, then the others.
+    pub fn all(&self) -> impl Iterator<Item = &'a Process> + '_ {
+        [self.producer, self.consumer].into_iter().filter(|p| p.pid != 0).chain(self.others.iter().copied())
+    }
 }
 
 /// One family of channels: what ipctrace knows about its kernel data path.
@@ -57,6 +66,17 @@ pub trait Family: Sync {
         observed: &BTreeMap<u32, Observed>,
         found: &BTreeMap<u32, Vec<Found>>,
     ) -> (Option<u32>, Option<u32>);
+    /// attach/trace: the processes besides the pair that share channel `ino` (a shared
+    /// segment's other mappers; none for a channel with two ends).
+    fn others(
+        &self,
+        _ino: u64,
+        _observed: &BTreeMap<u32, Observed>,
+        _found: &BTreeMap<u32, Vec<Found>>,
+        _pair: (Option<u32>, Option<u32>),
+    ) -> Vec<u32> {
+        Vec::new()
+    }
     /// attach/trace: the objects (inodes) whose holder is the writer and the reader of
     /// channel `ino`, so an end outside the targets can be named (None: it cannot tell).
     fn end_objects(&self, _ino: u64, _found: &BTreeMap<u32, Vec<Found>>) -> (Option<u64>, Option<u64>) {
@@ -90,7 +110,8 @@ pub trait Family: Sync {
 /// The processes of a picture: `producer PID` and `consumer PID` (or `external peer`).
 pub fn diagram_names(e: &Ends) -> Vec<String> {
     [e.producer, e.consumer]
-        .iter()
+        .into_iter()
+        .chain(e.others.iter().copied())
         .map(|p| if p.pid == 0 { "external peer".to_string() } else { format!("{} {}", p.role, p.pid) })
         .collect()
 }

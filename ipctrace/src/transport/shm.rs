@@ -133,6 +133,53 @@ fn faults(o: &Observed) -> u64 {
     }
 }
 
+/// The segment's mappers besides the two ends: each one's faults in it, futex calls on its
+/// words and eventfd calls.
+fn further_mappers(e: &Ends) -> Stage {
+    let mut faults_all = 0;
+    let each: Vec<String> = e
+        .others
+        .iter()
+        .map(|m| {
+            let o = &m.observed;
+            let f = faults(o);
+            faults_all += f;
+            format!(
+                "{} {}: {f} faults, {} futex_wait, {} futex_wake, {} eventfd writes, {} eventfd reads",
+                m.role,
+                m.pid,
+                o.sum(ProbeId::FutexWait, None).calls,
+                o.sum(ProbeId::FutexWake, None).calls,
+                o.sum(ProbeId::EventfdWrite, None).calls,
+                o.sum(ProbeId::EventfdRead, None).calls
+            )
+        })
+        .collect();
+    let label =
+        e.others.iter().find_map(|m| m.observed.label(ProbeId::MmFault).or(m.observed.label(ProbeId::FaultUser)));
+    stage(
+        format!("further mappers ({}): faults in the shm mapping", e.others.len()),
+        0,
+        faults_all,
+        None,
+        None,
+        label,
+        Some(format!("{} (a read fault maps up to 16 pages: fault-around)", each.join("; "))),
+    )
+}
+
+/// Every process that maps segment `ino` (in /proc) or made calls on it, by pid.
+fn mappers(ino: u64, observed: &BTreeMap<u32, Observed>, found: &BTreeMap<u32, Vec<Found>>) -> Vec<u32> {
+    let users = observed
+        .iter()
+        .filter(|(_, o)| o.events.iter().any(|e| e.channel.as_ref().is_some_and(|c| c.ino == ino)))
+        .map(|(p, _)| *p);
+    let mut all: Vec<u32> = users.chain(super::holders(found, ino)).collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 fn is_shmem_frame(f: &str) -> bool {
     f.starts_with("shmem_")
 }
@@ -187,7 +234,7 @@ impl Family for Shm {
             latency(&p.hist(ProbeId::MmFault)),
             fault_label,
             Some(format!(
-                "producer {pf}, consumer {cf} (the consumer's faults map up to 16 pages each: fault-around); \
+                "producer {pf}, consumer {cf} (a read fault maps up to 16 pages: fault-around); \
                  shmem pages allocated: {shmem_pages}{}{}",
                 fault_chain.map(|c| format!("; path seen: {c}")).unwrap_or_default(),
                 if zeroing { "; page zeroing seen in samples" } else { "" }
@@ -294,6 +341,9 @@ impl Family for Shm {
                 )),
             ));
         }
+        if !e.others.is_empty() {
+            v.push(further_mappers(e));
+        }
         let (pu, cu) = both(ProbeId::ShmMunmap);
         let (pl, cl) = both(ProbeId::ShmUnlink);
         v.push(stage(
@@ -370,14 +420,7 @@ impl Family for Shm {
         observed: &BTreeMap<u32, Observed>,
         found: &BTreeMap<u32, Vec<Found>>,
     ) -> (Option<u32>, Option<u32>) {
-        let holders = super::holders(found, ino);
-        let users = observed
-            .iter()
-            .filter(|(_, o)| o.events.iter().any(|e| e.channel.as_ref().is_some_and(|c| c.ino == ino)))
-            .map(|(p, _)| *p);
-        let mut all: Vec<u32> = users.chain(holders.iter().copied()).collect();
-        all.sort();
-        all.dedup();
+        let all = mappers(ino, observed, found);
         // The producer sizes the object (ftruncate); otherwise the lower pid.
         let sizer =
             all.iter().copied().find(|p| observed.get(p).is_some_and(|o| o.sum(ProbeId::ShmFtruncate, None).calls > 0));
@@ -386,13 +429,29 @@ impl Family for Shm {
         (prod, cons)
     }
 
+    /// Every other process that maps the segment or made calls on it.
+    fn others(
+        &self,
+        ino: u64,
+        observed: &BTreeMap<u32, Observed>,
+        found: &BTreeMap<u32, Vec<Found>>,
+        (prod, cons): (Option<u32>, Option<u32>),
+    ) -> Vec<u32> {
+        mappers(ino, observed, found).into_iter().filter(|p| Some(*p) != prod && Some(*p) != cons).collect()
+    }
+
     fn find_in_maps(&self, f: &[&str]) -> Option<(Found, u64, u64)> {
         // start-end perms offset dev inode path; shared mappings only.
         if f.len() < 6 || !f[1].contains('s') {
             return None;
         }
         let path = f[5..].join(" ");
-        if !(path.starts_with("/dev/shm/") || path.starts_with("/memfd:") || path.starts_with("/SYSV")) {
+        // A MAP_SHARED|MAP_ANONYMOUS region shows as /dev/zero (deleted): its shmem file.
+        if !(path.starts_with("/dev/shm/")
+            || path.starts_with("/memfd:")
+            || path.starts_with("/SYSV")
+            || path.starts_with("/dev/zero"))
+        {
             return None;
         }
         let (a, b) = f[0].split_once('-')?;
@@ -493,10 +552,25 @@ impl Family for Shm {
             ),
             kernel_share,
         ];
+        let mut arrows = arrows;
+        for (i, m) in e.others.iter().enumerate() {
+            let id = format!("fault_mapper_{}", i + 2);
+            let lbl = fault_label(&m.observed);
+            arrows.push(Arrow::new(
+                &id,
+                ArrowKind::Fault,
+                (Process(i + 2), Object),
+                "first-touch faults",
+                Unit::Count,
+                faults(&m.observed),
+                lbl,
+            ));
+        }
         let copied = self.copied_bytes(p) + self.copied_bytes(c);
+        let by = if e.others.is_empty() { "both".to_string() } else { format!("{} processes", 2 + e.others.len()) };
         Diagram {
             processes: super::diagram_names(e),
-            object: "shared pages (shmem), mapped by both".into(),
+            object: format!("shared pages (shmem), mapped by {by}"),
             shared: true,
             arrows,
             note: Some(format!("no copy through the kernel: both map the same pages ({copied} bytes copied by calls)")),
@@ -508,7 +582,11 @@ impl Family for Shm {
     }
 
     fn describe(&self, _kind: ChannelKind, ino: u64, path: Option<&str>) -> String {
+        if let Some((pid, addr)) = ipctrace_common::shared_anon(ino) {
+            return format!("shared anonymous mapping of pid {pid} at {addr:#x}");
+        }
         match path {
+            Some("/dev/zero") => format!("shared anonymous mapping (ino {ino})"),
             Some(p) if p.starts_with("/dev/shm/") || p.starts_with("/memfd:") || p.starts_with("/SYSV") => p.into(),
             Some(p) => format!("/dev/shm{p}"),
             None => format!("shm ino {ino}"),
