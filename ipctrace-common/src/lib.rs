@@ -337,7 +337,8 @@ ids! {
         /// store_msg during a receive: bytes copied kernel message -> user (function tier).
         MqCopyOut = 38 => "mq_copy_out",
         /// signal:signal_generate to a target: keyed by the receiver, `kind` = the signal number, `ino` = the sender's pid; the result (0
-        /// delivered, 1 ignored, 2 already pending: coalesced, ...) in the event's value.
+        /// delivered, 1 ignored, 2 already pending: coalesced, ...) in the event's value; the
+        /// aggregate's bytes count the coalesced ones.
         Signal = 39 => "signal",
         /// write(2) on an eventfd of a target (the notification; channel = the eventfd inode).
         EventfdWrite = 40 => "eventfd_write",

@@ -219,6 +219,8 @@ pub fn signal_generate(ctx: RawTracePointContext) -> u32 {
     let sig = ctx.arg::<u64>(0) as u16;
     let result = ctx.arg::<u64>(4) as i32 as i64;
     crate::emit(receiver, ProbeId::Signal as u16, sig, sender as u64, result, 0, tid);
-    crate::agg_add(receiver, ProbeId::Signal as u16, sig, sender as u64, 1, 0);
+    // The aggregate's `bytes` counts the signals that found one already pending (coalesced:
+    // TRACE_SIGNAL_ALREADY_PENDING), which the receiver will see once.
+    crate::agg_add(receiver, ProbeId::Signal as u16, sig, sender as u64, 1, (result == 2) as u64);
     0
 }

@@ -15,6 +15,7 @@ use crate::{
     kernel::symbols::KernelSymbols,
     model::{
         ChannelId, Label, Observed, Process, TransportRun,
+        diagram::{Arrow, ArrowKind, End, Unit},
         overview::{ChannelRow, Endpoint, FdPass, NotAnalysed, Notification, Overview, ProcessNode},
     },
     observe,
@@ -289,6 +290,7 @@ pub fn build(
     }
     let fd_passes = fd_passes(session, procs, discovery, &chans_named, &rows);
     let mut notes = notifications(procs, &observed);
+    notes.sort_by_key(|n| std::cmp::Reverse(n.sent + n.read));
     attribute(&mut notes, &rows, &mut runs);
     Ok((
         runs,
@@ -308,8 +310,8 @@ pub fn build(
 fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<Notification> {
     let end = |pid: u32| Endpoint { pid, comm: procs.name(pid), external: false };
     let mut out = Vec::new();
-    // (sender, receiver, signal) -> count
-    let mut signals: BTreeMap<(u32, u32, i32), u64> = BTreeMap::new();
+    // (sender, receiver, signal) -> (count, coalesced)
+    let mut signals: BTreeMap<(u32, u32, i32), (u64, u64)> = BTreeMap::new();
     // (fd kind, id, reader for a signalfd) -> (writes by pid, reads by pid, poll wake-ups).
     // Every signalfd shares one anon inode and reads its own process's signals: one line per
     // reading process.
@@ -319,7 +321,9 @@ fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<N
         for e in &o.events {
             if e.probe == ProbeId::Signal.name() {
                 let sig = e.sub.parse().unwrap_or(0);
-                *signals.entry((e.waker.unwrap_or(0), pid, sig)).or_default() += e.calls;
+                let s = signals.entry((e.waker.unwrap_or(0), pid, sig)).or_default();
+                s.0 += e.calls;
+                s.1 += e.bytes;
             } else if let Some(c) = &e.channel {
                 // The sub-key of these calls is the fd's kind: eventfd or signalfd.
                 let reader = if ipctrace_common::eventfd_id(c.ino).is_some() { 0 } else { pid };
@@ -336,19 +340,20 @@ fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<N
     }
     // Who sent each receiver most of its signals: a signalfd's reads are theirs (derived).
     let mut senders: BTreeMap<u32, (u64, u32)> = BTreeMap::new();
-    for (&(from, to, _), &n) in &signals {
+    for (&(from, to, _), &(n, _)) in &signals {
         let e = senders.entry(to).or_default();
         if from != 0 && n > e.0 {
             *e = (n, from);
         }
     }
-    for ((from, to, sig), n) in signals {
+    for ((from, to, sig), (n, coalesced)) in signals {
         out.push(Notification {
             what: crate::run::signal_name(sig),
             signal: Some(sig),
             from: (from != 0).then(|| end(from)),
             to: Some(end(to)),
             sent: n,
+            coalesced,
             read: 0,
             poll_wakeups: 0,
             channel: None,
@@ -369,6 +374,7 @@ fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<N
             from,
             to: busiest(&reads),
             sent: writes.values().sum(),
+            coalesced: 0,
             read: reads.values().sum(),
             poll_wakeups: woke,
             channel: None,
@@ -377,6 +383,10 @@ fn notifications(procs: &Processes, observed: &BTreeMap<u32, Observed>) -> Vec<N
     }
     out
 }
+
+/// Notification arrows drawn in one channel's picture (the band between the processes and the
+/// user/kernel line holds this many).
+const MAX_NOTIFY_ARROWS: usize = 4;
 
 /// The rule that makes a notification the sync stage of a channel.
 pub const SYNC_RULE: &str = "the only data channel between the notification's sender and receiver (either way; SIGCHLD, which announces an exit, never)";
@@ -418,6 +428,37 @@ fn attribute(notes: &mut [Notification], rows: &[ChannelRow], runs: &mut [Transp
                 n.poll_wakeups
             )
         };
+        // Drawn as an arrow between the two in the channel's picture (the busiest
+        // MAX_NOTIFY_ARROWS: `notes` comes sorted).
+        let index = |pid: u32| {
+            let procs = &runs[i].processes;
+            let at = |role: &str| procs.iter().find(|p| p.role == role).map(|p| p.pid);
+            let mappers = procs.iter().filter(|p| p.role == crate::path::MAPPER).map(|p| p.pid);
+            if at("producer") == Some(pid) {
+                Some(0)
+            } else if at("consumer") == Some(pid) {
+                Some(1)
+            } else {
+                mappers.into_iter().position(|p| p == pid).map(|k| k + 2)
+            }
+        };
+        if let (Some(a), Some(b)) = (index(from), index(to))
+            && let Some(d) = runs[i].path.diagram.as_mut()
+        {
+            let drawn = d.arrows.iter().filter(|x| x.kind == ArrowKind::Notify).count();
+            if drawn < MAX_NOTIFY_ARROWS {
+                let label = if n.signal.is_some() { Label::Exact } else { Label::Derived };
+                d.arrows.push(Arrow::new(
+                    &format!("notify_{drawn}"),
+                    ArrowKind::Notify,
+                    (End::Process(a), End::Process(b)),
+                    &n.what,
+                    Unit::Count,
+                    n.sent.max(n.read),
+                    Some(label),
+                ));
+            }
+        }
         runs[i].path.stages.push(crate::model::path::Stage {
             name: format!("sync: {}", n.what),
             depth: 0,

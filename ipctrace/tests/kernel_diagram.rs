@@ -4,7 +4,9 @@
 //! rusage — not the BPF figures they were drawn from. Controls: a populated shm mapping draws
 //! no first-touch fault, a splicing consumer one copy and one page move, `--sample-hz 0` the
 //! sampled figures as not observed. The terminal block fits 100 columns, names two copies for
-//! the pipe and none for shared memory.
+//! the pipe and none for shared memory. A segment with three mappers is drawn with three
+//! processes, each fault arrow the faults that mapper measured itself, and the notifications
+//! between them as arrows with the counts the processes kept.
 
 mod common;
 
@@ -80,8 +82,13 @@ fn pictures(dom: &str) -> Vec<HashMap<String, Drawn>> {
 
 /// `ipctrace run` with an HTML page and the saved report: (pictures, report, terminal text).
 fn run_drawn(args: &[&str]) -> (Vec<HashMap<String, Drawn>>, Value, String) {
+    drawn("run", args)
+}
+
+/// `ipctrace SUB` (run, trace) with an HTML page and the saved report, as `run_drawn`.
+fn drawn(sub: &str, args: &[&str]) -> (Vec<HashMap<String, Drawn>>, Value, String) {
     let (html, saved) = (tmp("page.html"), tmp("report.json"));
-    let mut full = vec!["run", "--html", html.to_str().unwrap(), "--save", saved.to_str().unwrap()];
+    let mut full = vec![sub, "--html", html.to_str().unwrap(), "--save", saved.to_str().unwrap()];
     full.extend_from_slice(args);
     let out = ipctrace(&full);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -164,5 +171,39 @@ fn kernel_diagram_controls() {
     for p in &pics {
         let sampled: Vec<&Drawn> = p.values().filter(|a| a.kind == "cpu").collect();
         assert!(!sampled.is_empty() && sampled.iter().all(|a| !a.observed), "{p:?}");
+    }
+}
+
+/// Three processes map one segment (tests/common/mappers.py): the picture has a process and a
+/// fault arrow for each, the fault numbers are what each mapper's getrusage saw around its own
+/// touches (2%), and the notifications between them are drawn with the counts the processes
+/// kept.
+#[test]
+fn kernel_diagram_three_mappers_and_their_notifications() {
+    if !require_root("kernel_diagram_three_mappers_and_their_notifications") {
+        return;
+    }
+    let py = system_python();
+    let (pics, r, out) = drawn("trace", &["--", &py, "-c", include_str!("common/mappers.py")]);
+    let said: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let who = |role: &str| said.iter().find(|x| x["role"] == role).unwrap_or_else(|| panic!("{role}: {said:?}"));
+    let (w, s, e) = (who("writer"), who("signalfd"), who("eventfd"));
+    let pic = pics.iter().find(|p| p.contains_key("fault_mapper_2")).expect("a picture with a third mapper");
+    // Which drawn process is which: the section's roles, in the picture's order.
+    let row = r["overview"]["channels"].as_array().unwrap().iter().find(|c| c["kind"] == "shm").unwrap();
+    let run = r["runs"].as_array().unwrap().iter().find(|x| x["data_channel_ino"] == row["ino"]).unwrap();
+    let pid_of = |role: &str| process(run, role)["pid"].clone();
+    for (arrow, role) in [("fault_producer", "producer"), ("fault_consumer", "consumer"), ("fault_mapper_2", "mapper")]
+    {
+        let me = [w, s, e].into_iter().find(|x| x["pid"] == pid_of(role)).expect("a mapper of the program");
+        let own = me["faults"].as_u64().unwrap();
+        let drawn = pic[arrow].value.unwrap_or(0);
+        assert!(drawn.abs_diff(own) <= (own / 50).max(2), "{arrow}: drawn {drawn}, {me} measured itself");
+    }
+    let notes: Vec<&Drawn> = pic.values().filter(|d| d.kind == "notify").collect();
+    assert_eq!(notes.len(), 4, "the four busiest notifications drawn: {pic:?}");
+    let counts = [&w["signals"], &w["writes"], &s["reads"], &e["reads"]].map(|v| v.as_u64().unwrap());
+    for n in notes {
+        assert!(n.observed && counts.contains(&n.value.unwrap()), "{n:?} vs the processes' counts {counts:?}");
     }
 }

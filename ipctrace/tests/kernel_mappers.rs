@@ -8,132 +8,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// The writer fills ROUNDS regions of the segment; after each it signals reader 1 (SIGUSR1,
-/// taken through a signalfd the reader sleeps on in epoll_wait) and writes an eventfd reader 2
-/// sleeps on. Each reader reads the region and acknowledges (SIGUSR2 / a second eventfd), so
-/// no notification coalesces. Every process counts its own notifications, epoll wake-ups and
-/// the faults getrusage saw around its own touches of the segment, and prints them as JSON.
-const PROGRAM: &str = r#"
-import ctypes, json, mmap, os, resource, select, signal, sys, time
-NAME = "/dev/shm/ipctrace-mappers-%d" % os.getpid()
-PAGES, ROUNDS, PAGE = 2048, 4, 4096
-PER = PAGES // ROUNDS
-libc = ctypes.CDLL(None, use_errno=True)
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
-efd, ack_efd = os.eventfd(0), os.eventfd(0)
-
-SCRATCH = mmap.mmap(-1, PAGE, flags=mmap.MAP_PRIVATE)
-
-def say(d):
-    # One write(2) per line: the three processes share stdout.
-    os.write(1, (json.dumps(d) + "\n").encode())
-
-def minflt():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-def segment():
-    while True:
-        try:
-            fd = os.open(NAME, os.O_RDWR)
-            if os.fstat(fd).st_size == PAGES * PAGE:
-                break
-            os.close(fd)
-        except FileNotFoundError:
-            pass
-        time.sleep(0.001)
-    m = mmap.mmap(fd, PAGES * PAGE)
-    os.close(fd)
-    return m
-
-def touch(m, r, write):
-    # The offsets are made before the count starts: the loop itself allocates nothing.
-    offs = [i * PAGE for i in range(r * PER, (r + 1) * PER)]
-    # The same steps on a private page first: the copy-on-write faults a forked interpreter
-    # takes when it first touches its objects (refcounts) fall outside the count.
-    for o in offs[:1]:
-        SCRATCH[0] = 1
-        SCRATCH[0]
-    minflt()
-    t0 = minflt()
-    if write:
-        for o in offs:
-            m[o] = 1
-    else:
-        for o in offs:
-            m[o]
-    return minflt() - t0
-
-def reader(kind):
-    m = segment()
-    ep = select.epoll()
-    if kind == "signalfd":
-        mask = (ctypes.c_ulong * 16)()
-        libc.sigemptyset(ctypes.byref(mask))
-        libc.sigaddset(ctypes.byref(mask), signal.SIGUSR1)
-        fd = libc.signalfd(-1, ctypes.byref(mask), os.O_CLOEXEC)
-    else:
-        fd = efd
-    ep.register(fd, select.EPOLLIN)
-    faults = wakeups = reads = 0
-    for r in range(ROUNDS):
-        while not ep.poll():
-            pass
-        wakeups += 1
-        os.read(fd, 128 if kind == "signalfd" else 8)
-        reads += 1
-        faults += touch(m, r, False)
-        if kind == "signalfd":
-            os.kill(WRITER, signal.SIGUSR2)
-        else:
-            os.eventfd_write(ack_efd, 1)
-    say({"role": kind, "pid": os.getpid(), "faults": faults, "wakeups": wakeups, "reads": reads})
-
-def writer(r1):
-    fd = os.open(NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    os.ftruncate(fd, PAGES * PAGE)
-    m = mmap.mmap(fd, PAGES * PAGE)
-    os.close(fd)
-    faults = signals = writes = 0
-    for r in range(ROUNDS):
-        faults += touch(m, r, True)
-        os.kill(r1, signal.SIGUSR1)
-        signals += 1
-        os.eventfd_write(efd, 1)
-        writes += 1
-        signal.sigwait({signal.SIGUSR2})
-        os.eventfd_read(ack_efd)
-    os.unlink(NAME)
-    say({"role": "writer", "pid": os.getpid(), "faults": faults, "signals": signals, "writes": writes})
-
-"#;
-
-/// The program's main: the writer's pid reaches reader 1 through a pipe from the parent (not
-/// a channel between two mappers).
-const MAIN: &str = r#"
-rd, wr = os.pipe()
-r1 = os.fork()
-if r1 == 0:
-    os.close(wr)
-    WRITER = int(os.read(rd, 16))
-    os.close(rd)
-    reader("signalfd")
-    os._exit(0)
-r2 = os.fork()
-if r2 == 0:
-    os.close(rd); os.close(wr)
-    reader("eventfd")
-    os._exit(0)
-w = os.fork()
-if w == 0:
-    os.close(rd); os.close(wr)
-    writer(r1)
-    os._exit(0)
-os.close(rd)
-os.write(wr, str(w).encode())
-os.close(wr)
-for p in (r1, r2, w):
-    os.waitpid(p, 0)
-"#;
+/// The program (see its header): three mappers of one segment and their notifications.
+const PROGRAM: &str = include_str!("common/mappers.py");
 
 fn fault_count(p: &Value) -> u64 {
     ["fault_user", "fault_kernel", "mm_fault"].iter().map(|f| sum(p, f, Some("shm"))["calls"]).sum()
@@ -144,10 +20,10 @@ fn kernel_trace_three_mappers_and_their_notifications() {
     if !require_root("kernel_trace_three_mappers_and_their_notifications") {
         return;
     }
-    let script = format!("{PROGRAM}{MAIN}");
+    let script = PROGRAM;
     let saved = std::env::temp_dir().join(format!("ipctrace-mappers-{}.json", std::process::id()));
     let out = std::process::Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &system_python(), "-c", &script])
+        .args(["trace", "--save", &saved.to_string_lossy(), "--", &system_python(), "-c", script])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -251,4 +127,61 @@ print("child", pid, "sum", sum(m[i * 4096] for i in range(N)))
     let p = run["processes"].as_array().unwrap().iter().find(|p| p["pid"] == child).unwrap();
     let faults = fault_count(p);
     assert!(faults.abs_diff(1024) <= 20, "the child's write faults {faults} vs 1024 pages");
+}
+
+/// Signals sent while one of the same number is pending coalesce: the report counts them as
+/// such (signal_generate's result), and the negative control (each one taken before the next
+/// is sent) has none.
+#[test]
+fn kernel_trace_coalesced_signals_are_counted() {
+    if !require_root("kernel_trace_coalesced_signals_are_counted") {
+        return;
+    }
+    // The child blocks SIGUSR1 and SIGUSR2; the parent sends 5 SIGUSR1 at once (1 pending, 4
+    // coalesced), then 3 SIGUSR2 one at a time, each taken by sigwait before the next.
+    let script = r#"
+import os, signal, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+rd, wr = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(wr)
+    os.read(rd, 1)
+    signal.sigwait({signal.SIGUSR1})
+    for _ in range(3):
+        signal.sigwait({signal.SIGUSR2})
+        os.kill(os.getppid(), signal.SIGUSR2)
+    os._exit(0)
+os.close(rd)
+for _ in range(5):
+    os.kill(pid, signal.SIGUSR1)
+os.write(wr, b"x")
+for _ in range(3):
+    os.kill(pid, signal.SIGUSR2)
+    signal.sigwait({signal.SIGUSR2})
+os.waitpid(pid, 0)
+print("child", pid)
+"#;
+    let saved = std::env::temp_dir().join(format!("ipctrace-coalesce-{}.json", std::process::id()));
+    let out = std::process::Command::new(BIN)
+        .args(["trace", "--save", &saved.to_string_lossy(), "--", &system_python(), "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&saved);
+    let child: u64 = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().parse().unwrap();
+    let notes = r["overview"]["notifications"].as_array().unwrap();
+    let to_child = |sig: &str| {
+        notes
+            .iter()
+            .find(|n| n["what"] == sig && n["to"]["pid"] == child)
+            .unwrap_or_else(|| panic!("{sig} to the child: {notes:?}"))
+    };
+    let usr1 = to_child("SIGUSR1");
+    assert_eq!(usr1["sent"], 5);
+    assert_eq!(usr1["coalesced"], 4, "{usr1}");
+    let usr2 = to_child("SIGUSR2");
+    assert_eq!(usr2["sent"], 3);
+    assert!(usr2.get("coalesced").is_none_or(|c| c == 0), "taken one by one: {usr2}");
 }

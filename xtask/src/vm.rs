@@ -187,6 +187,8 @@ mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 exec >/dev/ttyS1 2>&1
 echo "GUEST_KERNEL $(uname -r)"
+# The preemption model: a preemptible one lets the kernel skip syscall-tracepoint programs.
+echo "GUEST_PREEMPT $(cat /sys/kernel/debug/sched/preempt 2>/dev/null || dmesg | grep -o 'Dynamic Preempt: [a-z]*' | head -1)"
 step() {
   name=$1; shift
   echo "BEGIN $name"
@@ -423,6 +425,19 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
     let b = blocks(out);
     let guest = out.lines().find_map(|l| l.strip_prefix("GUEST_KERNEL ")).unwrap_or("?").to_string();
     println!("guest kernel {guest} ({kernel})");
+    if let Some(p) = out.lines().find_map(|l| l.strip_prefix("GUEST_PREEMPT ")) {
+        println!("guest preemption: {p}");
+    }
+    // Program runs the kernel skipped, step by step: what any shortfall below rests on.
+    for (step, (rc, _)) in &b {
+        if *rc == 0
+            && let Ok(v) = json(&b, step)
+            && let Some(m) = v["loss"]["skipped_runs"].as_object()
+            && !m.is_empty()
+        {
+            println!("note: {guest} {step}: program runs the kernel skipped: {}", Value::Object(m.clone()));
+        }
+    }
     if let Some((_, table)) = b.get("probes_table") {
         println!("ipctrace probes inside the guest:\n{table}");
     }

@@ -46,6 +46,9 @@ pub enum ArrowKind {
     Fault,
     /// A figure from CPU samples.
     Sampled,
+    /// A notification from one process to another (a signal, eventfd writes, a signalfd's
+    /// reads) that is this channel's sync stage.
+    Notify,
 }
 
 /// What an arrow's number counts.

@@ -23,6 +23,10 @@ pub struct Overview {
     pub notifications: Vec<Notification>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Signals from one process to another, or the writes and reads of one eventfd or signalfd.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Notification {
@@ -39,6 +43,10 @@ pub struct Notification {
     pub to: Option<Endpoint>,
     /// Signals generated, or eventfd writes.
     pub sent: u64,
+    /// Signals that found one of their number already pending (coalesced: the receiver sees
+    /// them once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coalesced: u64,
     /// eventfd or signalfd reads (signals: 0; how they were consumed shows in the receiver's
     /// calls, or in its signalfd's line).
     pub read: u64,

@@ -51,6 +51,7 @@ fn verb(k: ArrowKind) -> &'static str {
         ArrowKind::Block => "sleep",
         ArrowKind::Fault => "fault",
         ArrowKind::Sampled => "cpu",
+        ArrowKind::Notify => "notify",
     }
 }
 
@@ -103,6 +104,7 @@ pub fn text_block(d: &Diagram) -> Vec<String> {
         d.arrows.iter().filter(|a| a.kind == kind).map(|a| format!("{} {}", a.caption, with_label(a))).collect()
     };
     let wakes = list(ArrowKind::Wake);
+    let notes = list(ArrowKind::Notify);
     let sleeps: Vec<String> = d
         .arrows
         .iter()
@@ -114,6 +116,9 @@ pub fn text_block(d: &Diagram) -> Vec<String> {
     }
     if !wakes.is_empty() {
         out.push(format!("  wake:  {}", wakes.join(", ")));
+    }
+    if !notes.is_empty() {
+        out.push(format!("  notify: {}", notes.join(", ")));
     }
     for a in d.arrows.iter().filter(|a| a.kind == ArrowKind::Sampled) {
         out.push(format!("  cpu: {} {}", a.caption, with_label(a)));
@@ -139,6 +144,7 @@ fn color(a: &Arrow) -> &'static str {
         ArrowKind::Block => "#6d4c41",
         ArrowKind::Fault => "#ef6c00",
         ArrowKind::Sampled => "#6a1b9a",
+        ArrowKind::Notify => "#00838f",
     }
 }
 
@@ -163,7 +169,7 @@ pub fn svg(d: &Diagram, title: &str) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"diagram\" width=\"{W}\" height=\"{h}\" viewBox=\"0 0 {W} {h}\" \
          font-family=\"sans-serif\" font-size=\"10.5\"><defs>"
     );
-    for c in ["#c62828", "#1565c0", "#2e7d32", "#6d4c41", "#ef6c00", "#9e9e9e"] {
+    for c in ["#c62828", "#1565c0", "#2e7d32", "#6d4c41", "#ef6c00", "#00838f", "#9e9e9e"] {
         let id = &c[1..];
         let _ = write!(
             s,
@@ -205,6 +211,8 @@ pub fn svg(d: &Diagram, title: &str) -> String {
     );
     // Arrows between a process and the object: side by side under the process box.
     let mut slot = vec![0usize; n + 1];
+    // Notifications: one band each under the process boxes, above the user/kernel line.
+    let mut band = 0usize;
     for a in &drawn {
         let (x1, y1, x2, y2, tx, ty, anchor) = match (a.from, a.to) {
             (End::Process(i), End::Object) | (End::Object, End::Process(i)) => {
@@ -219,6 +227,12 @@ pub fn svg(d: &Diagram, title: &str) -> String {
                 let ty = LINE_Y + 30.0 + 30.0 * k as f64;
                 let tx = if left { 6.0 } else { W - 6.0 };
                 (x1, y1, x2, y2, tx, ty, if left { "start" } else { "end" })
+            }
+            (End::Process(i), End::Process(j)) if a.kind == ArrowKind::Notify => {
+                let y = PROC_Y + BOX_H + 10.0 + 11.0 * band as f64;
+                band += 1;
+                let (xi, xj) = (px(i), px(j));
+                (xi, y, xj, y, (xi + xj) / 2.0, y - 2.0, "middle")
             }
             (End::Process(i), End::Process(j)) => {
                 // Above the boxes: left to right nearer, right to left higher.

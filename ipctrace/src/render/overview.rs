@@ -191,8 +191,13 @@ pub fn note_lines(o: &Overview) -> Vec<String> {
                 n.label.name()
             )
         } else {
+            let coalesced = if n.coalesced > 0 {
+                format!(", {} coalesced (already pending)", group(n.coalesced))
+            } else {
+                String::new()
+            };
             format!(
-                "notification: {} ×{} from {} to {}{at} ({})",
+                "notification: {} ×{} from {} to {}{coalesced}{at} ({})",
                 n.what,
                 group(n.sent),
                 who(&n.from),
