@@ -24,6 +24,10 @@ pub struct Offsets {
     pub kiocb_filp: u32,
     /// `struct vm_area_struct.vm_file` (function tier: handle_mm_fault's first argument).
     pub vma_file: u32,
+    /// `struct vm_area_struct.vm_start` and `.vm_end` (function tier: a shm mapping learnt at
+    /// its first fault when its mmap was not seen).
+    pub vma_start: u32,
+    pub vma_end: u32,
     /// `struct file.f_op` and `.private_data` (sockets: the `struct socket *`);
     /// `struct file_operations.read_iter`.
     pub file_f_op: u32,
@@ -113,6 +117,8 @@ impl Offsets {
         task_exit_code: u32::MAX,
         kiocb_filp: u32::MAX,
         vma_file: u32::MAX,
+        vma_start: u32::MAX,
+        vma_end: u32::MAX,
         file_f_op: u32::MAX,
         fops_read_iter: u32::MAX,
         file_private_data: u32::MAX,

@@ -183,9 +183,20 @@ fn fault_entry(vma: *const u8, address: u64) -> u32 {
     let (ino, k) = match shm_ino_of(tgid, address) {
         Some(ino) => (ino, SHM),
         None => {
-            let file: *const u8 = unsafe { read_at(vma, offsets().vma_file) }.unwrap_or(core::ptr::null());
+            let o = offsets();
+            let file: *const u8 = unsafe { read_at(vma, o.vma_file) }.unwrap_or(core::ptr::null());
             match unsafe { classify_file(file) } {
-                Ok(Some((ino, ChannelKind::Shm))) => (ino, SHM),
+                Ok(Some((ino, ChannelKind::Shm))) => {
+                    // A shm mapping whose mmap the dispatcher did not see (mapped before
+                    // tracing, or its sys_exit run skipped by the kernel): learnt here, so
+                    // futex calls on words inside it are classified too.
+                    let start: Result<u64, i32> = unsafe { read_at(vma, o.vma_start) };
+                    let end: Result<u64, i32> = unsafe { read_at(vma, o.vma_end) };
+                    if let (Ok(start), Ok(end)) = (start, end) {
+                        add_range(tgid, Range { start, end, ino });
+                    }
+                    (ino, SHM)
+                }
                 _ => (0, ChannelKind::Other as u16),
             }
         }

@@ -30,6 +30,11 @@ pub struct Witness {
     /// in the buffer (`bytes` counts the datagrams' full lengths, as recv returned them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_bytes: Option<u64>,
+    /// mq/sysv-msg producer: bytes passed to every send call, retried ones included (the
+    /// kernel copies a message in before the call waits for room, so a send interrupted by the
+    /// workload's timeout and made again is copied twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_bytes: Option<u64>,
     /// mq/sysv-msg with priorities: messages sent (producer) or received (consumer) per
     /// priority as the kernel sees it (POSIX msg_prio; SysV mtype), as (key, count) pairs.
     #[serde(default, skip_serializing_if = "Option::is_none")]

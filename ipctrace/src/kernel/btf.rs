@@ -73,6 +73,8 @@ pub fn offsets() -> Result<Offsets> {
         // Only the function tier needs these; a kernel without them just loses that tier.
         kiocb_filp: offset(&btf, "kiocb", "ki_filp").unwrap_or(u32::MAX),
         vma_file: offset(&btf, "vm_area_struct", "vm_file").unwrap_or(u32::MAX),
+        vma_start: offset(&btf, "vm_area_struct", "vm_start").unwrap_or(u32::MAX),
+        vma_end: offset(&btf, "vm_area_struct", "vm_end").unwrap_or(u32::MAX),
         // Sockets, eventfd and signalfd: a kernel without them just never reports those kinds.
         file_f_op: offset(&btf, "file", "f_op").unwrap_or(u32::MAX),
         fops_read_iter: offset(&btf, "file_operations", "read_iter").unwrap_or(u32::MAX),

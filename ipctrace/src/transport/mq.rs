@@ -318,7 +318,8 @@ impl Family for Mq {
             push(out, p, "messages sent (handed off + queued)", msgs, w.messages, 0.0);
             let cin = o.sum(ProbeId::MqCopyIn, None);
             if cin.calls > 0 {
-                push(out, p, "bytes copied in (load_msg)", cin.bytes, w.bytes, 0.0);
+                // Every send attempt copies its message in, a retried one again.
+                push(out, p, "bytes copied in (load_msg)", cin.bytes, w.offered_bytes.unwrap_or(w.bytes), 0.0);
             }
             // Messages per priority (SysV: mtype), as the kernel saw them at each send.
             let seen = by_priority(o);

@@ -387,6 +387,7 @@ fn produce(q: &Queue, transport: &str, c: &RoleCtx) -> Result<Witness> {
     let send = |msg: &[u8], w: &mut Witness, buf: &mut Vec<u8>, off: u64, key: u64| -> Result<()> {
         loop {
             w.calls += 1;
+            *w.offered_bytes.get_or_insert(0) += msg.len() as u64;
             match q.send(msg, buf, key) {
                 Ok(()) => return Ok(()),
                 Err(libc::EINTR | libc::ETIMEDOUT | libc::EAGAIN) => c.peer.check("consumer")?,
