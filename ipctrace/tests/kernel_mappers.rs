@@ -20,17 +20,8 @@ fn kernel_trace_three_mappers_and_their_notifications() {
     if !require_root("kernel_trace_three_mappers_and_their_notifications") {
         return;
     }
-    let script = PROGRAM;
-    let saved = std::env::temp_dir().join(format!("ipctrace-mappers-{}.json", std::process::id()));
-    let out = std::process::Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &system_python(), "-c", script])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
-    let said: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let (stdout, r) = trace_python(PROGRAM);
+    let said: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let who = |role: &str| said.iter().find(|x| x["role"] == role).unwrap_or_else(|| panic!("{role}: {said:?}"));
     let (w, s, e) = (who("writer"), who("signalfd"), who("eventfd"));
     let pid = |v: &Value| v["pid"].as_u64().unwrap();
@@ -105,15 +96,7 @@ if pid == 0:
 os.waitpid(pid, 0)
 print("child", pid, "sum", sum(m[i * 4096] for i in range(N)))
 "#;
-    let saved = std::env::temp_dir().join(format!("ipctrace-anon-{}.json", std::process::id()));
-    let out = std::process::Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &system_python(), "-c", script])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, r) = trace_python(script);
     assert!(stdout.contains("sum 1024"), "{stdout}");
     let child: u64 = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
     let rows: Vec<&Value> =
@@ -162,15 +145,8 @@ for _ in range(3):
 os.waitpid(pid, 0)
 print("child", pid)
 "#;
-    let saved = std::env::temp_dir().join(format!("ipctrace-coalesce-{}.json", std::process::id()));
-    let out = std::process::Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &system_python(), "-c", script])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
-    let child: u64 = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (stdout, r) = trace_python(script);
+    let child: u64 = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
     let notes = r["overview"]["notifications"].as_array().unwrap();
     let to_child = |sig: &str| {
         notes

@@ -87,17 +87,7 @@ fn kernel_mq_calls_agree_with_strace() {
 
 /// `ipctrace trace --save` of mq_pc with `args`: (the program's output, the report).
 fn trace_mq_pc(args: &[&str]) -> (String, Value) {
-    let saved = std::env::temp_dir().join(format!("ipctrace-mqpc-{}.json", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", MQ_PC])
-        .args(args)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
-    (String::from_utf8_lossy(&out.stdout).into_owned(), r)
+    trace_saved(&[&[MQ_PC], args].concat())
 }
 
 /// The section of the queue (the one run whose transport is `t`).

@@ -24,20 +24,6 @@ fn attach(pids: &[u32], extra: &[&str]) -> Child {
     attach_json(pids, extra)
 }
 
-/// `ipctrace trace --save` of `python3 -c script`: (what the program and the report printed,
-/// the saved report). Exit code 0 asserted.
-fn trace_python(script: &str) -> (String, Value) {
-    let saved = std::env::temp_dir().join(format!("ipctrace-py-trace-{}.json", std::process::id()));
-    let out = Command::new(BIN)
-        .args(["trace", "--save", &saved.to_string_lossy(), "--", &python(), "-c", script])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&saved);
-    (String::from_utf8_lossy(&out.stdout).into_owned(), r)
-}
-
 fn report(out: Output) -> Value {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON report: {e}"))

@@ -267,3 +267,19 @@ pub fn system_python() -> String {
         .expect("python3 is needed by these tests");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// `ipctrace trace --save F -- CMD...`: (what the command and the report printed, the saved
+/// report). Exit code 0 asserted.
+pub fn trace_saved(cmd: &[&str]) -> (String, Value) {
+    let saved = std::env::temp_dir().join(format!("ipctrace-trace-{}-{}.json", std::process::id(), cmd.concat().len()));
+    let out = Command::new(BIN).args(["trace", "--save", &saved.to_string_lossy(), "--"]).args(cmd).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&saved);
+    (String::from_utf8_lossy(&out.stdout).into_owned(), r)
+}
+
+/// `trace_saved` of `python3 -c SCRIPT` with the real interpreter.
+pub fn trace_python(script: &str) -> (String, Value) {
+    trace_saved(&[&system_python(), "-c", script])
+}

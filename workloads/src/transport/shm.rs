@@ -406,30 +406,11 @@ impl<'a> Waiter<'a> {
     /// shm-eventfd uses the same bit and sleeps in poll on its eventfd instead of the word.
     fn wait_until(&mut self, ready: impl Fn() -> bool, seq: &AtomicU32, sem: &libc::sem_t) -> Result<()> {
         match self.sync {
-            SyncKind::Eventfd { .. } => loop {
+            SyncKind::Futex { .. } | SyncKind::Eventfd { .. } => loop {
                 if ready() {
                     return Ok(());
                 }
-                let v = seq.load(SeqCst);
-                if v & 1 == 0 && seq.compare_exchange(v, v | 1, SeqCst, SeqCst).is_err() {
-                    continue;
-                }
-                if ready() {
-                    return Ok(());
-                }
-                if !self.efd.wait(self.eventfd_of(seq), WAIT_TIMEOUT)
-                    && let Err(e) = self.peer.check(self.peer_name)
-                {
-                    if ready() {
-                        return Ok(());
-                    }
-                    return Err(e);
-                }
-            },
-            SyncKind::Futex { spin } => loop {
-                if ready() {
-                    return Ok(());
-                }
+                let spin = if let SyncKind::Futex { spin } = self.sync { spin } else { 0 };
                 for _ in 0..spin {
                     std::hint::spin_loop();
                     if ready() {
@@ -444,9 +425,12 @@ impl<'a> Waiter<'a> {
                 if ready() {
                     return Ok(());
                 }
-                if self.fx.wait(seq, v | 1, WAIT_TIMEOUT) == Waited::TimedOut
-                    && let Err(e) = self.peer.check(self.peer_name)
-                {
+                // Sleep on the word (futex) or on its eventfd (poll, then read).
+                let timed_out = match self.sync {
+                    SyncKind::Eventfd { .. } => !self.efd.wait(self.eventfd_of(seq), WAIT_TIMEOUT),
+                    _ => self.fx.wait(seq, v | 1, WAIT_TIMEOUT) == Waited::TimedOut,
+                };
+                if timed_out && let Err(e) = self.peer.check(self.peer_name) {
                     // What the peer published before it exited still counts.
                     if ready() {
                         return Ok(());
@@ -483,17 +467,16 @@ impl<'a> Waiter<'a> {
     /// Tells the other side: bump its word and wake it if it may sleep, or post its semaphore.
     fn notify(&mut self, seq: &AtomicU32, sem: &libc::sem_t) {
         match self.sync {
-            SyncKind::Eventfd { .. } => {
+            SyncKind::Futex { .. } | SyncKind::Eventfd { .. } => {
                 if seq.fetch_add(2, SeqCst) & 1 != 0 {
                     seq.fetch_and(!1, SeqCst);
-                    let fd = self.eventfd_of(seq);
-                    self.efd.notify(fd);
-                }
-            }
-            SyncKind::Futex { .. } => {
-                if seq.fetch_add(2, SeqCst) & 1 != 0 {
-                    seq.fetch_and(!1, SeqCst);
-                    self.fx.wake(seq);
+                    match self.sync {
+                        SyncKind::Eventfd { .. } => {
+                            let fd = self.eventfd_of(seq);
+                            self.efd.notify(fd);
+                        }
+                        _ => self.fx.wake(seq),
+                    }
                 }
             }
             SyncKind::Sem => {
