@@ -222,7 +222,13 @@ pub fn encode(t: &Timeline) -> Vec<u8> {
             .filter(|k| *k != ChannelKind::Other && e.ino != 0 && !matches!(probe, ProbeId::Blocked | ProbeId::Wakeup));
         let mut args = vec![int("value", e.value)];
         if let Some(k) = channel {
-            args.push(text("channel", format!("{} {}", k.name(), e.ino)));
+            // Ids that are not inode numbers read as what they name.
+            let name = match (ipctrace_common::eventfd_id(e.ino), ipctrace_common::shared_anon(e.ino)) {
+                (Some(id), _) => format!("{} id {id}", k.name()),
+                (None, Some((pid, addr))) => format!("{} shared anonymous mapping of pid {pid} at {addr:#x}", k.name()),
+                _ => format!("{} {}", k.name(), e.ino),
+            };
+            args.push(text("channel", name));
         }
         if probe == ProbeId::Wakeup {
             // A flow from waker to woken when both are targets; a waker outside the targets

@@ -415,18 +415,18 @@ fn attribute(notes: &mut [Notification], rows: &[ChannelRow], runs: &mut [Transp
         let (Some((i, row)), None) = (shared.next(), shared.next()) else { continue };
         n.channel = Some(row.id);
         let who = |e: &Option<Endpoint>| e.as_ref().map_or("?".to_string(), |e| format!("{} {}", e.comm, e.pid));
+        let woke = if n.poll_wakeups > 0 {
+            format!(", {} poll/epoll wake-ups led to a read", n.poll_wakeups)
+        } else {
+            String::new()
+        };
         let note = if n.signal.is_some() {
             format!("{} ×{} from {} to {}", n.what, n.sent, who(&n.from), who(&n.to))
+        } else if n.sent == 0 {
+            // A signalfd: read by its process, written by whoever signals it.
+            format!("{}: {} reads by {} (signals from {}){woke}", n.what, n.read, who(&n.to), who(&n.from))
         } else {
-            format!(
-                "{}: {} writes by {}, {} reads by {}, {} poll/epoll wake-ups led to a read",
-                n.what,
-                n.sent,
-                who(&n.from),
-                n.read,
-                who(&n.to),
-                n.poll_wakeups
-            )
+            format!("{}: {} writes by {}, {} reads by {}{woke}", n.what, n.sent, who(&n.from), n.read, who(&n.to))
         };
         // Drawn as an arrow between the two in the channel's picture (the busiest
         // MAX_NOTIFY_ARROWS: `notes` comes sorted).
