@@ -165,9 +165,14 @@ pub fn build(f: &dyn Family, processes: &[Process], elapsed_ns: u64) -> PathMode
     PathModel { stages, metrics: metrics(f, processes, c, elapsed_ns), diagram: Some(f.diagram(&ends)) }
 }
 
-/// `n / mib`, or None without a payload.
+/// The least payload a per-MiB figure is given for: below it the figure extrapolates more
+/// than 16 times (a 5-byte pipe of a traced script would show its processes' start-up faults
+/// as hundreds of millions per MiB).
+pub const PER_MIB_MIN_PAYLOAD: u64 = 64 << 10;
+
+/// `n / mib`, or None without enough payload (`PER_MIB_MIN_PAYLOAD`).
 fn per_mib(n: u64, payload: u64) -> Option<f64> {
-    (payload > 0).then(|| n as f64 / (payload as f64 / (1u64 << 20) as f64))
+    (payload >= PER_MIB_MIN_PAYLOAD).then(|| n as f64 / (payload as f64 / (1u64 << 20) as f64))
 }
 
 fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64) -> Metrics {
@@ -241,6 +246,8 @@ mod tests {
     #[test]
     fn no_payload_no_ratio() {
         assert_eq!(per_mib(10, 0), None);
+        assert_eq!(per_mib(10, 5), None, "5 bytes are no base for a per-MiB figure");
+        assert_eq!(per_mib(1, 64 << 10), Some(16.0));
         assert_eq!(per_mib(10, 1 << 20), Some(10.0));
     }
 }
