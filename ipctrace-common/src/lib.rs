@@ -489,11 +489,36 @@ pub struct AggVal {
     pub err: [u64; err::COUNT],
     /// log2 histogram of entry->exit durations.
     pub hist: [u64; HIST_BUCKETS],
+    /// What the calls added up while in flight, counted in the same update as the call (one
+    /// map update per call instead of two): pipe buffer pages allocated by a pipe write, as
+    /// events and bytes (`aux_probe`: `PageAlloc`); skbs queued by a socket send (`SkbQueued`).
+    pub aux_calls: u64,
+    pub aux_bytes: u64,
 }
 
 impl Default for AggVal {
     fn default() -> Self {
-        Self { calls: 0, bytes: 0, errors: 0, zero: 0, time_ns: 0, err: [0; err::COUNT], hist: [0; HIST_BUCKETS] }
+        Self {
+            calls: 0,
+            bytes: 0,
+            errors: 0,
+            zero: 0,
+            time_ns: 0,
+            err: [0; err::COUNT],
+            hist: [0; HIST_BUCKETS],
+            aux_calls: 0,
+            aux_bytes: 0,
+        }
+    }
+}
+
+/// The probe under which what calls of `probe` add up while in flight (`AggVal::aux_*`) is
+/// reported, if any.
+pub fn aux_probe(probe: u16) -> Option<ProbeId> {
+    match ProbeId::from_u16(probe)? {
+        ProbeId::PipeWrite | ProbeId::SpliceIn | ProbeId::Vmsplice => Some(ProbeId::PageAlloc),
+        ProbeId::SockSend | ProbeId::SockSendfile => Some(ProbeId::SkbQueued),
+        _ => None,
     }
 }
 
@@ -534,7 +559,17 @@ pub struct Pending {
     pub _pad: u32,
 }
 
-/// A thread that left the CPU, keyed by tid.
+/// What ipctrace keeps per thread of a target, by tid: the call in flight (`call.probe` 0:
+/// none) and, from a block until the thread runs again, the block (`off.ts` 0: running). One
+/// entry, so that a context switch finds both in one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Thread {
+    pub call: Pending,
+    pub off: OffCpu,
+}
+
+/// A thread that left the CPU after blocking.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OffCpu {
@@ -666,6 +701,7 @@ mod pod {
     unsafe impl aya::Pod for StackVal {}
     unsafe impl aya::Pod for Pending {}
     unsafe impl aya::Pod for OffCpu {}
+    unsafe impl aya::Pod for Thread {}
     unsafe impl aya::Pod for Range {}
     unsafe impl aya::Pod for Ranges {}
     unsafe impl aya::Pod for Event {}

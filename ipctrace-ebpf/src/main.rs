@@ -31,8 +31,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use ipctrace_common::{
-    AggKey, AggVal, Event, FileOps, HIST_BUCKETS, OffCpu, Offsets, Pending, ProbeId, Ranges, SYSCALL_SLOTS, StackKey,
-    StackVal, log2_bucket, loss,
+    AggKey, AggVal, Event, FileOps, HIST_BUCKETS, Offsets, Pending, ProbeId, Ranges, SYSCALL_SLOTS, StackKey, StackVal,
+    Thread, log2_bucket, loss,
 };
 
 /// Filled by the loader from BTF before loading (global data). Mutable, so that LLVM neither
@@ -72,11 +72,15 @@ static PARENTS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map]
 static EXITS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
-/// Calls in flight, by thread. A thread's entry stays once made (`probe` 0: nothing in
-/// flight) and is overwritten in place: an update of a hash map costs several times a lookup,
-/// and a traced pipe makes four of them per message otherwise. Removed when the thread exits.
+/// Per-thread state, by tid. A thread's entry stays once made and is overwritten in place (an
+/// update of a hash map costs several times a lookup, and a traced pipe would make several
+/// per message); removed when the thread exits.
 #[map]
-static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
+static THREADS: HashMap<u32, Thread> = HashMap::with_max_entries(16384, 0);
+
+/// One all-zero `Thread`, never written: what a thread's entry is inserted from.
+#[map]
+static THREAD_ZERO: Array<Thread> = Array::with_max_entries(1, 0);
 
 /// Aggregates per (tgid, probe, sub-key, channel), per CPU.
 #[map]
@@ -86,17 +90,13 @@ static AGG: PerCpuHashMap<AggKey, AggVal> = PerCpuHashMap::with_max_entries(8192
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 
-/// How often (and for OFFCPU how long) each stack was seen, per process and probe.
+/// How often (and for off-CPU stacks how long) each stack was seen, per process and probe.
 #[map]
 static STACK_COUNTS: PerCpuHashMap<StackKey, StackVal> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// Per-CPU tick for sampling block stacks (`BLOCK_STACK_EVERY`).
 #[map]
 static BLOCK_TICK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// Threads that blocked, by tid, until they run again.
-#[map]
-static OFFCPU: HashMap<u32, OffCpu> = HashMap::with_max_entries(16384, 0);
 
 /// shm mappings per process.
 #[map]
@@ -270,6 +270,14 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
     // the blocked thread.
     let other = if p.probe == ProbeId::Blocked as u16 { p._pad } else { 0 };
     emit_at(p.start_ns + dt, tgid, p.probe, p.kind, p.ino, ret, dt, other);
+    // What the call added up while in flight (`ipctrace_common::aux_probe`), in this update.
+    let (aux_calls, aux_bytes) = if pipe::fills_pipe(p.probe) {
+        (p._pad as u64, p.len)
+    } else if sock::queues(p.probe) {
+        (p._pad as u64, 0)
+    } else {
+        (0, 0)
+    };
     let Some(v) = agg_slot(&AggKey { tgid, probe: p.probe, kind: p.kind, ino: p.ino }) else { return };
     v.calls += 1;
     if ret > 0 {
@@ -295,28 +303,51 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
     if b < HIST_BUCKETS {
         v.hist[b] += 1;
     }
+    v.aux_calls += aux_calls;
+    v.aux_bytes += aux_bytes;
+}
+
+/// The current thread's id (its tid).
+#[inline(always)]
+fn tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+/// Thread `tid`'s entry, made (all zero) if it has none yet.
+#[inline(always)]
+fn thread_slot(tid: u32) -> Option<*mut Thread> {
+    if let Some(t) = THREADS.get_ptr_mut(&tid) {
+        return Some(t);
+    }
+    let zero = THREAD_ZERO.get(0)?;
+    if THREADS.insert(&tid, zero, 0).is_err() {
+        count_loss(loss::PENDING_FULL);
+        return None;
+    }
+    THREADS.get_ptr_mut(&tid)
 }
 
 /// Records a call's start for the current thread.
 #[inline(always)]
 fn pending_start(p: Pending) {
-    let id = bpf_get_current_pid_tgid();
-    if let Some(slot) = PENDING.get_ptr_mut(&id) {
-        unsafe { *slot = p };
-    } else if PENDING.insert(&id, &p, 0).is_err() {
-        count_loss(loss::PENDING_FULL);
-        return;
-    }
+    let Some(t) = thread_slot(tid()) else { return };
+    unsafe { (*t).call = p };
     if pipe::fills_pipe(p.probe) {
         pages::claim();
     }
 }
 
+/// The current thread's call slot (in flight or idle), if it has one.
+#[inline(always)]
+fn call_slot() -> Option<*mut Pending> {
+    let t = THREADS.get_ptr_mut(&tid())?;
+    Some(unsafe { &raw mut (*t).call })
+}
+
 /// The current thread's call in flight, if any.
 #[inline(always)]
 fn inflight() -> Option<*mut Pending> {
-    let id = bpf_get_current_pid_tgid();
-    let p = PENDING.get_ptr_mut(&id)?;
+    let p = call_slot()?;
     (unsafe { (*p).probe } != 0).then_some(p)
 }
 
@@ -337,7 +368,6 @@ fn finish(tgid: u32, mut p: Pending, ret: i64) {
     }
     let ret = mq::exit(tgid, &p, ret);
     agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
-    pipe::flush_pages(tgid, &p);
     sock::flush(tgid, &p);
     notify::exit(&p, ret);
 }
@@ -352,12 +382,12 @@ fn start_call(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
 #[inline(always)]
 fn pending_take() -> Option<(u32, Pending)> {
     let id = bpf_get_current_pid_tgid();
-    let slot = PENDING.get_ptr_mut(&id)?;
-    let p = unsafe { *slot };
+    let t = THREADS.get_ptr_mut(&(id as u32))?;
+    let p = unsafe { (*t).call };
     if p.probe == 0 {
         return None;
     }
-    unsafe { (*slot).probe = 0 };
+    unsafe { (*t).call.probe = 0 };
     Some(((id >> 32) as u32, p))
 }
 

@@ -2,15 +2,14 @@
 //! them, at the syscall tier (entered from `syscalls` with the classified fd): a target's
 //! write(2) on an eventfd (the notification), read(2) of an eventfd or signalfd (taking it);
 //! the channel is the fd's inode, so writers and readers of one eventfd meet on it. A
-//! poll-family call that returns ready marks the thread (its `PENDING` slot, idle, with kind
+//! poll-family call that returns ready marks the thread (its call slot in `THREADS`, idle, with kind
 //! `POLLED`); if its next traced call is such a read, the wake-up is counted on that fd.
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use ipctrace_common::{ChannelKind, Pending, ProbeId};
 
-use crate::{PENDING, agg_event, current, start_call};
+use crate::{agg_event, call_slot, current, start_call};
 
-/// The `kind` of an idle `PENDING` slot whose last call was a poll-family wait that returned
+/// The `kind` of an idle call slot whose last call was a poll-family wait that returned
 /// ready (a real kind is below 16).
 const POLLED: u16 = u16::MAX;
 
@@ -34,8 +33,7 @@ pub(crate) fn enter(ino: u64, kind: ChannelKind, read: bool) {
 /// Was the thread's last traced call a poll-family wait that returned ready?
 #[inline(always)]
 fn polled() -> bool {
-    let id = bpf_get_current_pid_tgid();
-    unsafe { PENDING.get(&id) }.is_some_and(|p| p.probe == 0 && p.kind == POLLED)
+    call_slot().is_some_and(|p| unsafe { (*p).probe == 0 && (*p).kind == POLLED })
 }
 
 /// A poll-family wait starts (no channel: what it waits for is only known by what follows).
@@ -48,8 +46,7 @@ pub(crate) fn poll_enter() {
 #[inline(always)]
 pub(crate) fn exit(p: &Pending, ret: i64) {
     if p.probe == ProbeId::PollWait as u16 && ret > 0 {
-        let id = bpf_get_current_pid_tgid();
-        if let Some(slot) = PENDING.get_ptr_mut(&id) {
+        if let Some(slot) = call_slot() {
             unsafe { (*slot).kind = POLLED };
         }
     }

@@ -6,8 +6,8 @@
 //!
 //! The write in flight is found without a hash lookup while it stays on its CPU: its start
 //! claims this CPU's `PIPE_PAGES` slot, where the pages are added up; the slot is emptied into
-//! the call (`PENDING`) when the writer leaves the CPU and at the call's exit. Allocations
-//! after the writer moved to another CPU find the call in `PENDING`.
+//! the call (its thread's `THREADS` entry) when the writer leaves the CPU and at the call's exit. Allocations
+//! after the writer moved to another CPU find the call there.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::map, macros::raw_tracepoint, maps::PerCpuArray,
@@ -48,17 +48,6 @@ pub(crate) fn settle(p: &mut Pending) {
                 *s = PageSlot { id: 0, pages: 0, bytes: 0 };
             }
         }
-    }
-}
-
-/// The current thread leaves the CPU: a write in flight takes its pages with it.
-#[inline(always)]
-pub(crate) fn leave_cpu() {
-    if let Some(s) = PIPE_PAGES.get_ptr_mut(0)
-        && unsafe { (*s).id } == bpf_get_current_pid_tgid()
-        && let Some(p) = inflight()
-    {
-        unsafe { settle(&mut *p) };
     }
 }
 

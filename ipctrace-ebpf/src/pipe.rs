@@ -11,7 +11,7 @@ use aya_ebpf::{
 use ipctrace_common::{ChannelKind, Pending, ProbeId, loss};
 
 use crate::{
-    agg_add, call_exit,
+    call_exit,
     classify::{classify_fd, classify_file, is_pipe},
     count_loss, current, is_target, offsets, read_at, start_call,
 };
@@ -42,15 +42,6 @@ pub(crate) fn splice_enter(fd_in: u64, fd_out: u64) {
 #[inline(always)]
 pub(crate) fn fills_pipe(probe: u16) -> bool {
     probe == ProbeId::PipeWrite as u16 || probe == ProbeId::SpliceIn as u16 || probe == ProbeId::Vmsplice as u16
-}
-
-/// Pipe buffer pages allocated during a write (added up by `mm_page_alloc` in the pending
-/// call's `_pad` and `len`): one aggregate update per call instead of one per page.
-#[inline(always)]
-pub(crate) fn flush_pages(tgid: u32, p: &Pending) {
-    if p._pad > 0 && fills_pipe(p.probe) {
-        agg_add(tgid, ProbeId::PageAlloc as u16, p.kind, p.ino, p._pad as u64, p.len);
-    }
 }
 
 /// Function tier: entry of pipe_write/pipe_read(struct kiocb *iocb, struct iov_iter *); the

@@ -3,12 +3,15 @@
 //! child's parent), the exit code of every target, and the signals targets send or receive.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext};
-use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched, target};
+use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, sched, target};
 
 use crate::{
-    BLOCK_TICK, COMMS, EXITS, OFFCPU, PARENTS, PENDING, TARGETS, agg_call, agg_event, count_loss, current, inflight,
-    is_target, now, offsets, stack_add, stack_id, task_field,
+    BLOCK_TICK, COMMS, EXITS, PARENTS, TARGETS, THREADS, agg_call, agg_event, current, is_target, now, offsets,
+    stack_add, stack_id, task_field, thread_slot,
 };
+
+/// `TASK_DEAD` in a task's state: its last switch, after its exit.
+const TASK_DEAD: u32 = 0x80;
 
 /// Is this block's stack to be captured? Every block no in-flight call explains, and one in
 /// BLOCK_STACK_EVERY of the others (per CPU).
@@ -38,7 +41,13 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     // The task leaving the CPU is `current`.
     let (tgid, tid) = current();
     if tid != 0 && is_target(tgid) {
-        crate::pages::leave_cpu();
+        // One lookup for both the call in flight and where the block will be kept.
+        let thread = THREADS.get_ptr_mut(&tid);
+        let call = thread.map(|t| unsafe { &raw mut (*t).call }).filter(|c| unsafe { (**c).probe } != 0);
+        if let Some(c) = call {
+            // A pipe write in flight takes the pages it allocated on this CPU with it.
+            crate::pages::settle(unsafe { &mut *c });
+        }
         let preempt = ctx.arg::<u64>(0) & 1 != 0;
         // Blocked = not preempted and not left runnable (a yield). Before 5.18 the state is
         // not an argument and is read from the task.
@@ -52,28 +61,28 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
         agg_event(tgid, ProbeId::SchedOut as u16, sub, 0, 0);
         if voluntary {
             // Where it blocked: the call in flight (pipe write, futex wait, ...) says it exactly.
-            let (p, k, ino) = match inflight() {
-                Some(p) => unsafe { ((*p).probe, (*p).kind, (*p).ino) },
+            let (p, k, ino) = match call {
+                Some(c) => unsafe { ((*c).probe, (*c).kind, (*c).ino) },
                 None => (0, 0, 0),
             };
             let kstack = if take_block_stack(p != 0) { stack_id(&ctx, 0) } else { -1 };
             let o = OffCpu { ts: now(), tgid, kstack, probe: p, kind: k, _pad: 0, ino };
-            // Like PENDING, a thread's entry is reused (ts 0: running) and removed at its exit.
-            if let Some(slot) = OFFCPU.get_ptr_mut(&tid) {
-                unsafe { *slot = o };
-            } else if OFFCPU.insert(&tid, &o, 0).is_err() {
-                count_loss(loss::OFFCPU_FULL);
+            // A dying thread's last switch (TASK_DEAD) comes after its exit removed its entry;
+            // it never runs again, so no entry is made for it.
+            let t = if state & TASK_DEAD != 0 { thread } else { thread.or_else(|| thread_slot(tid)) };
+            if let Some(t) = t {
+                unsafe { (*t).off = o };
             }
         }
     }
     // The task coming in: close its off-CPU interval.
     let next: u32 = task_field(ctx.arg(2), offsets().task_pid).unwrap_or(0);
     if next != 0
-        && let Some(slot) = OFFCPU.get_ptr_mut(&next)
-        && unsafe { (*slot).ts } != 0
+        && let Some(t) = THREADS.get_ptr_mut(&next)
+        && unsafe { (*t).off.ts } != 0
     {
-        let o = unsafe { *slot };
-        unsafe { (*slot).ts = 0 };
+        let o = unsafe { (*t).off };
+        unsafe { (*t).off.ts = 0 };
         let dt = now().saturating_sub(o.ts);
         let p = Pending {
             ino: o.ino,
@@ -110,12 +119,12 @@ pub fn sched_waking(ctx: RawTracePointContext) -> u32 {
     if pid == 0 {
         return 0;
     }
-    let Some(o) = (unsafe { OFFCPU.get(&pid) }).copied() else { return 0 };
+    let Some(o) = (unsafe { THREADS.get(&pid) }).map(|t| t.off) else { return 0 };
     if o.ts == 0 {
         return 0;
     }
     let (waker, _) = current();
-    // Counted by waker, without a stack walk: the blocked side's stack (OFFCPU) already says
+    // Counted by waker, without a stack walk: the blocked side's stack (`THREADS`) already says
     // where the wait was, and a walk per wake-up would double the cost of tracing a pipe.
     crate::emit(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 0, 0, pid);
     crate::agg_add(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 1, 0);
@@ -169,8 +178,7 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    let _ = PENDING.remove(&aya_ebpf::helpers::bpf_get_current_pid_tgid());
-    let _ = OFFCPU.remove(&tid);
+    let _ = THREADS.remove(&tid);
     crate::shm::thread_exit();
     if tid != tgid {
         return 0;

@@ -166,9 +166,9 @@ pub fn page_fault_kernel(ctx: RawTracePointContext) -> u32 {
     on_fault(&ctx, ProbeId::FaultKernel)
 }
 
-/// Faults in flight, by thread: separate from `PENDING` because a fault nests inside a
+/// Faults in flight, by thread: separate from a thread's call slot (`THREADS`) because a fault nests inside a
 /// pipe write or read (copy_from_user/copy_to_user on a page not yet mapped). Entries are
-/// reused like `PENDING`'s (`probe` 0: none in flight).
+/// reused like a call slot (`probe` 0: none in flight).
 #[map]
 static PENDING_FAULT: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 

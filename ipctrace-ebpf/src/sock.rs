@@ -177,14 +177,17 @@ pub fn consume_skb(_ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// What a socket call added up while in flight, counted once at its exit.
+/// Does a send add up the skbs it queues (`_pad`), counted with the call (`AggVal::aux_calls`)?
+#[inline(always)]
+pub(crate) fn queues(probe: u16) -> bool {
+    probe == ProbeId::SockSend as u16 || probe == ProbeId::SockSendfile as u16
+}
+
+/// What a socket receive added up while in flight, counted once at its exit (a send's skbs
+/// go with the call's own update: `queues`).
 #[inline(always)]
 pub(crate) fn flush(tgid: u32, p: &Pending) {
-    if p.probe == ProbeId::SockSend as u16 || p.probe == ProbeId::SockSendfile as u16 {
-        if p._pad > 0 {
-            crate::agg_add(tgid, ProbeId::SkbQueued as u16, p.kind, p.ino, p._pad as u64, 0);
-        }
-    } else if p.probe == ProbeId::SockRecv as u16 {
+    if p.probe == ProbeId::SockRecv as u16 {
         if p.len > 0 {
             crate::agg_add(tgid, ProbeId::SkbCopyOut as u16, p.kind, p.ino, 1, p.len);
         }

@@ -109,6 +109,7 @@ fn report(
     let stream = session.finish_stream()?;
     let unknown = unknown + session.unknown_stream_ids();
     let timeline = session.take_timeline(procs.comms.clone())?;
+    let stats = session.program_stats();
     let mut r = Report {
         schema_version: model::SCHEMA_VERSION,
         ipctrace_version: env!("CARGO_PKG_VERSION").into(),
@@ -127,7 +128,8 @@ fn report(
         sweep: None,
         crossovers: Vec::new(),
         command_exit,
-        loss: observe::loss_from(&session.losses()?, unknown, session.skipped_runs()),
+        loss: observe::loss_from(&session.losses()?, unknown, observe::skipped_runs(&stats)),
+        program_costs: observe::program_costs(&stats),
         timeline,
     };
     conclude::finish(&mut r);

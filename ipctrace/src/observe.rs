@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use ipctrace_common::{AggKey, AggVal, ChannelKind, ProbeId, StackKey, StackVal, err, loss, sched};
 
 use crate::{
-    model::{ChannelId, Label, Loss, Observation, Observed, StackCount, probe::Choice},
+    model::{ChannelId, Label, Loss, Observation, Observed, ProgramStat, StackCount, probe::Choice},
     probes,
 };
 
@@ -115,6 +115,16 @@ pub fn observe(
         });
     }
     Observed { events, stacks: out_stacks }
+}
+
+/// Program runs the kernel skipped, by program (programs with none left out).
+pub fn skipped_runs(stats: &[ProgramStat]) -> BTreeMap<String, u64> {
+    stats.iter().filter(|s| s.skipped_runs > 0).map(|s| (s.name.clone(), s.skipped_runs)).collect()
+}
+
+/// What the programs cost, when BPF statistics were on (programs that ran), else nothing.
+pub fn program_costs(stats: &[ProgramStat]) -> Vec<ProgramStat> {
+    stats.iter().filter(|s| s.run_time_ns > 0).cloned().collect()
 }
 
 /// The loss counters, summed and split by what they affect; `skipped`: program runs the

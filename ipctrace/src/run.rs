@@ -452,6 +452,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
         }
     }
     let timeline = session.take_timeline(names)?;
+    let stats = session.program_stats();
     let mut report = Report {
         schema_version: model::SCHEMA_VERSION,
         ipctrace_version: env!("CARGO_PKG_VERSION").into(),
@@ -469,7 +470,8 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
         sweep,
         crossovers: Vec::new(),
         command_exit: None,
-        loss: observe::loss_from(&session.losses()?, unknown, session.skipped_runs()),
+        loss: observe::loss_from(&session.losses()?, unknown, observe::skipped_runs(&stats)),
+        program_costs: observe::program_costs(&stats),
         timeline,
     };
     conclude::finish(&mut report);

@@ -26,7 +26,7 @@ use crate::{
     exit::{Code, fail},
     kernel::{symbols::KernelFunctions, tracefs},
     model::{
-        StreamSummary,
+        ProgramStat, StreamSummary,
         probe::{Choice, Chosen, Skipped},
     },
     probes::{Attach, FD_CACHE_OPS, Impl, SYSCALL_PROGS, Tier, allowed, syscalls_of, table},
@@ -568,9 +568,29 @@ impl Session {
                 for (s, x) in sum.hist.iter_mut().zip(v.hist.iter()) {
                     *s += x;
                 }
+                sum.aux_calls += v.aux_calls;
+                sum.aux_bytes += v.aux_bytes;
             }
         }
+        Self::add_folded(&mut out);
         Ok(out)
+    }
+
+    /// What calls added up while in flight (`AggVal::aux_*`: a pipe write's buffer pages, a
+    /// send's skbs), counted by the programs in the call's own update, under their own probes.
+    fn add_folded(out: &mut BTreeMap<AggKey, AggVal>) {
+        let extra: Vec<(AggKey, u64, u64)> = out
+            .iter()
+            .filter(|(_, v)| v.aux_calls > 0 || v.aux_bytes > 0)
+            .filter_map(|(k, v)| {
+                Some((AggKey { probe: ipctrace_common::aux_probe(k.probe)? as u16, ..*k }, v.aux_calls, v.aux_bytes))
+            })
+            .collect();
+        for (k, calls, bytes) in extra {
+            let v = out.entry(k).or_default();
+            v.calls += calls;
+            v.bytes += bytes;
+        }
     }
 
     /// Sockets sent to before they were accepted: address -> the inode they got (accepted
@@ -664,25 +684,31 @@ impl Session {
         Some(st.frames().iter().map(|f| f.ip).collect())
     }
 
-    /// Runs of each loaded program the kernel skipped (`recursion_misses` in the program's
-    /// fdinfo, 5.12+): the program was already running on that CPU. On kernels where syscall
-    /// tracepoints run their programs preemptible, a task preempted inside one makes the
-    /// others on that CPU miss it. Programs with none are left out.
-    pub fn skipped_runs(&self) -> BTreeMap<String, u64> {
+    /// Each loaded program's counters from its fdinfo: runs the kernel skipped
+    /// (`recursion_misses`, 5.12+: the program was already running on that CPU; on kernels
+    /// where syscall tracepoints run their programs preemptible, a task preempted inside one
+    /// makes the others on that CPU miss it), and, while BPF statistics are enabled
+    /// (`kernel.bpf_stats_enabled=1` or a `BPF_ENABLE_STATS` fd), its runs and their time.
+    pub fn program_stats(&self) -> Vec<ProgramStat> {
         use std::os::fd::{AsFd, AsRawFd};
-        let mut out = BTreeMap::new();
+        let mut out: BTreeMap<String, ProgramStat> = BTreeMap::new();
         for (name, prog) in self.bpf.programs() {
             let Ok(fd) = prog.fd() else { continue };
             let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
-            let n = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("recursion_misses:")?.trim().parse::<u64>().ok()))
-                .unwrap_or(0);
-            if n > 0 {
-                *out.entry(name.to_string()).or_default() += n;
-            }
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let e = out
+                .entry(name.to_string())
+                .or_insert_with(|| ProgramStat { name: name.to_string(), ..Default::default() });
+            e.runs += field("run_cnt");
+            e.run_time_ns += field("run_time_ns");
+            e.skipped_runs += field("recursion_misses");
         }
-        out
+        out.into_values().collect()
     }
 
     /// Loss counters summed over CPUs, indexed by `ipctrace_common::loss`.

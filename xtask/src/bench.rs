@@ -287,6 +287,8 @@ fn overhead_part(a: &BenchArgs) -> Result<Option<crate::overhead::OverheadReport
     let o = crate::overhead::overhead(a.overhead_rounds, a.compare.as_deref())?;
     println!("tracing overhead: {} · {} interleaved rounds · median (interquartile range)", o.workload, o.rounds);
     println!("{}", crate::overhead::table(&o));
+    println!("kernel time per program, one more run each with BPF statistics on:");
+    println!("{}", crate::overhead::costs_table(&o));
     println!("default / floor: {}", o.default_over_floor.show(2));
     if let Some(c) = &o.this_over_compare {
         println!("this build / --compare build: {}", c.show(2));

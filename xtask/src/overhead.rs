@@ -82,6 +82,29 @@ pub struct OverheadReport {
     /// `--compare`: this build's default run / the other build's, per round.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub this_over_compare: Option<Quartiles>,
+    /// One more run of the traced configurations with BPF statistics on (after the rounds,
+    /// not part of the ratios: the statistics add a clock read per program run): kernel
+    /// time per program.
+    pub program_costs: Vec<ConfigCosts>,
+}
+
+/// What each program cost in one run of a configuration (BPF statistics on).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigCosts {
+    pub name: String,
+    /// 64 KiB messages the run moved.
+    pub messages: u64,
+    pub programs: Vec<ProgramCost>,
+    /// All programs' kernel time per message.
+    pub ns_per_message: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramCost {
+    pub name: String,
+    pub runs: u64,
+    pub ns_per_run: f64,
+    pub ns_per_message: f64,
 }
 
 /// How a configuration runs.
@@ -109,6 +132,52 @@ struct Sample {
     cpu_s_per_gib: f64,
     tracer: Option<(f64, f64)>,
     lost: u64,
+    /// Consumer bytes, and the report's `program_costs` (empty unless BPF statistics were on).
+    bytes: f64,
+    programs: Vec<Value>,
+}
+
+/// BPF statistics on while this lives (`BPF_ENABLE_STATS`: off again when the fd closes,
+/// whatever ends the bench).
+struct StatsOn {
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl StatsOn {
+    fn enable() -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        const BPF_ENABLE_STATS: libc::c_long = 32;
+        // union bpf_attr { struct { __u32 type; } enable_stats; }: BPF_STATS_RUN_TIME = 0.
+        let attr = [0u8; 16];
+        // SAFETY: bpf(2) reads `attr` (its size given) and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_ENABLE_STATS, attr.as_ptr(), attr.len() as u32) };
+        if fd < 0 {
+            bail!("BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a new fd that nothing else owns.
+        Ok(Self { _fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) } })
+    }
+}
+
+fn costs_of(name: &str, s: &Sample) -> ConfigCosts {
+    let messages = (s.bytes / 65536.0).round() as u64;
+    let per_msg = |ns: f64| ns / (messages.max(1) as f64);
+    let programs: Vec<ProgramCost> = s
+        .programs
+        .iter()
+        .filter_map(|p| {
+            let runs = p["runs"].as_u64()?;
+            let ns = p["run_time_ns"].as_f64()?;
+            Some(ProgramCost {
+                name: p["name"].as_str()?.to_string(),
+                runs,
+                ns_per_run: ns / runs.max(1) as f64,
+                ns_per_message: per_msg(ns),
+            })
+        })
+        .collect();
+    let total = programs.iter().map(|p| p.ns_per_message).sum();
+    ConfigCosts { name: name.into(), messages, programs, ns_per_message: total }
 }
 
 fn rate_of(witnesses: &[Value]) -> Result<f64> {
@@ -190,6 +259,8 @@ fn traced(bin: &Path, extra: &[&str]) -> Result<Sample> {
         cpu_s_per_gib: cpu_per_gib(&rus, &ws),
         tracer: Some((cpu, rss)),
         lost: r["loss"]["events"].as_u64().unwrap_or(0),
+        bytes: ws.iter().find(|w| w["role"] == "consumer").and_then(|w| w["bytes"].as_f64()).unwrap_or(0.0),
+        programs: r["program_costs"].as_array().cloned().unwrap_or_default(),
     })
 }
 
@@ -277,6 +348,18 @@ pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport>
         }
     }
     eprintln!();
+    let mut program_costs = Vec::new();
+    {
+        let _stats = StatsOn::enable()?;
+        for c in &configs {
+            if let Kind::Traced { bin, args } = &c.kind {
+                eprint!("\rbench overhead: program costs · {:<22}", c.name);
+                program_costs.push(costs_of(c.name, &traced(bin, args)?));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        eprintln!();
+    }
     let base: Vec<f64> = samples[0].iter().map(|s| s.gib_s).collect();
     let results = configs
         .iter()
@@ -308,6 +391,7 @@ pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport>
         configs: results,
         default_over_floor: per_round(default, floor),
         this_over_compare: idx("compare").map(|c| per_round(default, c)),
+        program_costs,
     })
 }
 
@@ -334,6 +418,39 @@ pub fn table(r: &OverheadReport) -> comfy_table::Table {
             c.tracer_max_rss_mib.as_ref().map_or("-".into(), |q| q.show(0)),
             c.events_lost.to_string(),
         ]);
+    }
+    t
+}
+
+/// Kernel time per 64 KiB message, per program (columns) and configuration (rows).
+pub fn costs_table(r: &OverheadReport) -> comfy_table::Table {
+    let mut names: Vec<&str> = Vec::new();
+    for c in &r.program_costs {
+        for p in &c.programs {
+            if p.ns_per_message >= 1.0 && !names.contains(&p.name.as_str()) {
+                names.push(&p.name);
+            }
+        }
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut header = vec!["ns per message (ns per run)".to_string()];
+    header.extend(names.iter().map(|n| n.to_string()));
+    header.push("all".into());
+    t.set_header(header);
+    // A build without BPF statistics in its report (an older `--compare` build) has no row.
+    for c in r.program_costs.iter().filter(|c| !c.programs.is_empty()) {
+        let mut row = vec![c.name.clone()];
+        for n in &names {
+            row.push(
+                c.programs
+                    .iter()
+                    .find(|p| p.name == *n)
+                    .map_or("-".into(), |p| format!("{:.0} ({:.0})", p.ns_per_message, p.ns_per_run)),
+            );
+        }
+        row.push(format!("{:.0}", c.ns_per_message));
+        t.add_row(row);
     }
     t
 }

@@ -102,6 +102,11 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_exit: Option<CommandExit>,
     pub loss: Loss,
+    /// What each program cost in the kernel, when BPF statistics were enabled during the run
+    /// (`sysctl kernel.bpf_stats_enabled=1`; `cargo xtask bench --overhead` enables them for
+    /// its profile runs): programs that ran, by name. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub program_costs: Vec<ProgramStat>,
     /// `--perfetto`: the events, for the trace file (not part of the JSON).
     #[serde(skip)]
     pub timeline: Option<timeline::Timeline>,
@@ -290,6 +295,17 @@ pub struct Loss {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub skipped_runs: BTreeMap<String, u64>,
     pub total: u64,
+}
+
+/// One program's counters from its fdinfo: `runs` and `run_time_ns` (kernel time in the
+/// program, counted only while BPF statistics are enabled), `skipped_runs` (its recursion
+/// guard's misses, always counted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramStat {
+    pub name: String,
+    pub runs: u64,
+    pub run_time_ns: u64,
+    pub skipped_runs: u64,
 }
 
 /// Sums over a process's observations.
