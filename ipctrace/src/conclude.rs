@@ -6,6 +6,7 @@ use crate::{
     agree, calltree,
     model::{
         ChannelId, Comparison, Crossover, Histogram, Report, TransportRun,
+        overview::Overview,
         path::{ComparisonRow, METRICS},
     },
     model::{Metrics, Process},
@@ -24,6 +25,7 @@ pub struct Section {
     pub elapsed_ns: u64,
     pub channels: Vec<ChannelId>,
     pub processes: Vec<Process>,
+    pub scope: path::Scope,
 }
 
 /// One channel's section of the report, reconstructed by its family.
@@ -44,7 +46,7 @@ pub fn section(f: &dyn Family, s: Section) -> TransportRun {
         })
         .collect();
     TransportRun {
-        path: path::build(f, &s.processes, s.elapsed_ns),
+        path: path::build(f, &s.processes, s.elapsed_ns, s.scope),
         agreement: s.processes.iter().flat_map(|p| agree::compare(f, p)).collect(),
         call_trees: calltree::build(&s.processes),
         histograms,
@@ -86,7 +88,11 @@ fn comparison(r: &Report) -> Option<Comparison> {
             .map(|m| ComparisonRow {
                 id: m.id.into(),
                 name: m.name.into(),
-                how: m.how.replace("{label}", label.name()),
+                how: match (&r.overview, m.how_channel) {
+                    (Some(_), Some(h)) => h,
+                    _ => m.how,
+                }
+                .replace("{label}", label.name()),
                 unit: m.unit,
                 values: cols.iter().map(|r| (m.get)(&r.path.metrics)).collect(),
             })
@@ -135,6 +141,35 @@ fn verdict(runs: &[TransportRun]) -> Option<String> {
     Some(format!("{head}: {}.", costs.join("; ")))
 }
 
+/// attach/trace: what the busiest channels cost (at most two), one sentence. Channels carry
+/// different payloads between different processes, so their speeds are not ranked.
+fn channel_verdict(o: &Overview, runs: &[TransportRun]) -> Option<String> {
+    let end = |e: &Option<crate::model::overview::Endpoint>| {
+        e.as_ref()
+            .map_or("?".to_string(), |e| if e.pid == 0 { e.comm.clone() } else { format!("{} {}", e.comm, e.pid) })
+    };
+    let parts: Vec<String> = o
+        .channels
+        .iter()
+        .zip(runs)
+        .filter(|(_, r)| r.path.metrics.payload_bytes > 0)
+        .take(2)
+        .map(|(row, r)| {
+            let name = format!("#{} {} {} -> {}", row.id, row.kind, end(&row.writer), end(&row.reader));
+            let m = &r.path.metrics;
+            format!("{} ({} B): {}", name, crate::render::fmt::group(m.payload_bytes), cost("", m).trim_start())
+        })
+        .collect();
+    match parts.len() {
+        0 => None,
+        1 => Some(format!("busiest channel: {}.", parts[0])),
+        _ => Some(format!(
+            "busiest channels: {}; {} (their payloads differ, so their speeds are not compared).",
+            parts[0], parts[1]
+        )),
+    }
+}
+
 /// From which message size each transport moves more than the first one listed.
 fn crossovers(points: &[crate::model::SweepPoint]) -> Vec<Crossover> {
     let Some(base) = points.first().map(|p| p.transport.clone()) else { return Vec::new() };
@@ -162,7 +197,10 @@ fn crossovers(points: &[crate::model::SweepPoint]) -> Vec<Crossover> {
 /// Fills in the report's conclusions.
 pub fn finish(r: &mut Report) {
     r.comparison = comparison(r);
-    r.verdict = verdict(&r.runs);
+    r.verdict = match &r.overview {
+        Some(o) => channel_verdict(o, &r.runs),
+        None => verdict(&r.runs),
+    };
     r.crossovers = r.sweep.as_deref().map(crossovers).unwrap_or_default();
 }
 

@@ -148,8 +148,17 @@ pub fn external(role: &str) -> Process {
     Process { pid: 0, role: role.into(), observed: Default::default(), witness: None, exit: None }
 }
 
+/// What a section's processes are: a `run`'s own pair (everything they did is the
+/// transport's), or the processes of one channel `ino` among others (attach/trace: a process
+/// may use several channels, so process-wide counts are not the channel's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Run,
+    Channel(u64),
+}
+
 /// Builds the path and metrics of one channel of family `f`.
-pub fn build(f: &dyn Family, processes: &[Process], elapsed_ns: u64) -> PathModel {
+pub fn build(f: &dyn Family, processes: &[Process], elapsed_ns: u64, scope: Scope) -> PathModel {
     // attach/trace: one end may be outside the targets (an external peer, with no events).
     let (ep, ec) = (external("producer"), external("consumer"));
     let p = processes.iter().find(|p| p.role == "producer").unwrap_or(&ep);
@@ -162,7 +171,7 @@ pub fn build(f: &dyn Family, processes: &[Process], elapsed_ns: u64) -> PathMode
     let mut stages = f.stages(&ends);
     let present: Vec<&Process> = ends.all().collect();
     stages.extend(hottest_stages(&present));
-    PathModel { stages, metrics: metrics(f, processes, c, elapsed_ns), diagram: Some(f.diagram(&ends)) }
+    PathModel { stages, metrics: metrics(f, processes, c, elapsed_ns, scope), diagram: Some(f.diagram(&ends)) }
 }
 
 /// The least payload a per-MiB figure is given for: below it the figure extrapolates more
@@ -175,7 +184,31 @@ fn per_mib(n: u64, payload: u64) -> Option<f64> {
     (payload >= PER_MIB_MIN_PAYLOAD).then(|| n as f64 / (payload as f64 / (1u64 << 20) as f64))
 }
 
-fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64) -> Metrics {
+/// Calls of `probes` on channel `ino` by `all`.
+fn on_channel(all: &[Process], probes: &[ProbeId], ino: u64) -> u64 {
+    all.iter()
+        .flat_map(|p| p.observed.events.iter())
+        .filter(|e| probes.iter().any(|x| e.probe == x.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino))
+        .map(|e| e.calls)
+        .sum()
+}
+
+/// Wake-ups of each of `all` by another of them (attach/trace: the channel's processes
+/// waking each other, not everyone who woke them).
+fn wakeups_between(all: &[Process]) -> u64 {
+    let pids: Vec<u32> = all.iter().map(|p| p.pid).filter(|&p| p != 0).collect();
+    all.iter()
+        .flat_map(|p| {
+            let pids = &pids;
+            p.observed.events.iter().filter(move |e| {
+                e.probe == ProbeId::Wakeup.name() && e.waker.is_some_and(|w| w != p.pid && pids.contains(&w))
+            })
+        })
+        .map(|e| e.calls)
+        .sum()
+}
+
+fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64, scope: Scope) -> Metrics {
     // The consumer's verified bytes; a splicing consumer cannot verify, so its byte count; a
     // process ipctrace did not start has no witness: the bytes observed leaving the channel.
     let payload = match &consumer.witness {
@@ -185,9 +218,21 @@ fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64)
     let calls = |probes: &[ProbeId]| all.iter().map(|p| p.observed.sum_of(probes).calls).sum::<u64>();
     let copies: u64 = all.iter().map(|p| f.copied_bytes(&p.observed)).sum();
     let copies_label = all.iter().find_map(|p| f.copies_label(&p.observed)).unwrap_or(Label::Derived);
-    let faults = {
-        let mm = calls(&[ProbeId::MmFault]);
-        if mm > 0 { mm } else { calls(&[ProbeId::FaultUser, ProbeId::FaultKernel]) }
+    // A run's processes are its transport's; a channel's are not only the channel's: there its
+    // faults are those on its mapping, its switches the blocks in calls on it, its wake-ups
+    // those between its processes, and no CPU share (samples are tied to a channel only
+    // inside its calls, which are all kernel time).
+    let (faults, switches, wakeups) = match scope {
+        Scope::Run => {
+            let mm = calls(&[ProbeId::MmFault]);
+            let faults = if mm > 0 { mm } else { calls(&[ProbeId::FaultUser, ProbeId::FaultKernel]) };
+            (faults, calls(&[ProbeId::SchedOut]), calls(&[ProbeId::Wakeup]))
+        }
+        Scope::Channel(ino) => {
+            let mm = on_channel(all, &[ProbeId::MmFault], ino);
+            let faults = if mm > 0 { mm } else { on_channel(all, &[ProbeId::FaultUser, ProbeId::FaultKernel], ino) };
+            (faults, on_channel(all, &[ProbeId::Blocked], ino), wakeups_between(all))
+        }
     };
     let samples: u64 = all.iter().flat_map(|p| p.observed.stacks_of(ProbeId::Sample)).map(|s| s.count).sum();
     let ksamples: u64 = all
@@ -206,10 +251,10 @@ fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64)
         copies_label,
         syscalls_per_mib: per_mib(calls(f.data_calls()), payload),
         faults_per_mib: per_mib(faults, payload),
-        context_switches_per_mib: per_mib(calls(&[ProbeId::SchedOut]), payload),
-        wakeups_per_mib: per_mib(calls(&[ProbeId::Wakeup]), payload),
+        context_switches_per_mib: per_mib(switches, payload),
+        wakeups_per_mib: per_mib(wakeups, payload),
         futex_waits_per_mib: per_mib(calls(&[ProbeId::FutexWait]), payload),
-        kernel_cpu_share: (samples > 0).then(|| ksamples as f64 / samples as f64),
+        kernel_cpu_share: (scope == Scope::Run && samples > 0).then(|| ksamples as f64 / samples as f64),
         kernel_cpu_share_witness: (ut + st > 0).then(|| st as f64 / (ut + st) as f64),
         throughput_bytes_per_s: (payload > 0 && elapsed_ns > 0).then(|| payload as f64 / (elapsed_ns as f64 / 1e9)),
     }
@@ -249,5 +294,56 @@ mod tests {
         assert_eq!(per_mib(10, 5), None, "5 bytes are no base for a per-MiB figure");
         assert_eq!(per_mib(1, 64 << 10), Some(16.0));
         assert_eq!(per_mib(10, 1 << 20), Some(10.0));
+    }
+
+    fn ev(probe: ProbeId, ino: Option<u64>, waker: Option<u32>, calls: u64) -> crate::model::Observation {
+        serde_json::from_value(serde_json::json!({
+            "probe": probe.name(), "sub": "x",
+            "channel": ino.map(|i| serde_json::json!({"kind": "anon_pipe", "ino": i})),
+            "waker": waker, "calls": calls, "bytes": 0, "errors": 0, "zero": 0, "eagain": 0,
+            "etimedout": 0, "eintr": 0, "time_ns": 0, "latency_log2_ns": [], "label": "exact", "rule": ""
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_channel_counts_only_what_is_its_own() {
+        // Two processes on channel 5; each also uses channel 6 and was woken by a third (9).
+        let proc_ = |pid: u32, other: u32| Process {
+            pid,
+            role: if pid == 1 { "producer" } else { "consumer" }.into(),
+            observed: crate::model::Observed {
+                events: vec![
+                    ev(ProbeId::SchedOut, None, None, 100),
+                    ev(ProbeId::Blocked, Some(5), None, 3),
+                    ev(ProbeId::Blocked, Some(6), None, 40),
+                    ev(ProbeId::Wakeup, None, Some(other), 2),
+                    ev(ProbeId::Wakeup, None, Some(9), 50),
+                    ev(ProbeId::FaultUser, None, None, 70),
+                    ev(ProbeId::FaultUser, Some(5), None, 1),
+                ],
+                stacks: vec![],
+            },
+            witness: None,
+            exit: None,
+        };
+        let all = [proc_(1, 2), proc_(2, 1)];
+        let f = crate::transport::family_of(ipctrace_common::ChannelKind::AnonPipe).unwrap();
+        let payload = 1u64 << 20;
+        let mut c = all[1].clone();
+        let mut read = ev(ProbeId::PipeRead, Some(5), None, 1);
+        read.bytes = payload;
+        read.sub = "anon_pipe".into();
+        c.observed.events.push(read);
+        let fake = |scope| metrics(f, &all, &c, 1, scope);
+        let ch = fake(Scope::Channel(5));
+        assert_eq!(ch.context_switches_per_mib, Some(6.0), "blocks in calls on channel 5 only");
+        assert_eq!(ch.wakeups_per_mib, Some(4.0), "the two waking each other, not the third");
+        assert_eq!(ch.faults_per_mib, Some(2.0), "faults on the channel only");
+        assert_eq!(ch.kernel_cpu_share, None);
+        let run = fake(Scope::Run);
+        assert_eq!(run.context_switches_per_mib, Some(200.0));
+        assert_eq!(run.wakeups_per_mib, Some(104.0));
+        assert_eq!(run.faults_per_mib, Some(142.0));
     }
 }

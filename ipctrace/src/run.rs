@@ -224,7 +224,7 @@ async fn run_sweep(
         let m = sweep::measure(&pair, *p, t0.elapsed());
         session.drain()?;
         let (processes, _) = collect(session, &pair, unknown)?;
-        let metrics = path::build(family(p.transport), &processes, m.elapsed_ns).metrics;
+        let metrics = path::build(family(p.transport), &processes, m.elapsed_ns, path::Scope::Run).metrics;
         out.push(SweepPoint {
             transport: p.transport.name().into(),
             msg_size: p.msg_size,
@@ -436,6 +436,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
                 elapsed_ns,
                 channels,
                 processes,
+                scope: path::Scope::Run,
             },
         ));
         if why != EndedBy::Completed {

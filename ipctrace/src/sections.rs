@@ -257,6 +257,7 @@ pub fn build(
                 elapsed_ns,
                 channels: vec![ChannelId { kind: kind_name.clone(), ino }],
                 processes,
+                scope: crate::path::Scope::Channel(ino),
             },
         );
         let (bytes, calls, blocked_ns) = row_figures(&run, family);

@@ -89,6 +89,28 @@ fn kernel_overview_a_busy_script_is_summarised_first() {
     // The comparison never has one column per channel.
     let cols = r["comparison"]["columns"].as_array().unwrap();
     assert!(cols.len() <= 5, "{cols:?}");
+    // A channel's figures are its own, not its processes' (sort reads one pipe and writes
+    // another): its context switches are the blocks in calls on it, no CPU share is given
+    // per channel, and channels carrying different payloads are not ranked by speed.
+    let at = rows.iter().position(|c| c["writer"]["comm"] == "grep" && c["reader"]["comm"] == "sort").unwrap();
+    let (run, ino) = (&r["runs"][at], rows[at]["ino"].as_u64().unwrap());
+    let on_it = |probe: &str| -> u64 {
+        run["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["observed"]["events"].as_array().unwrap())
+            .filter(|e| e["probe"] == probe && e["channel"]["ino"].as_u64() == Some(ino))
+            .map(|e| e["calls"].as_u64().unwrap())
+            .sum()
+    };
+    let m = &run["path"]["metrics"];
+    let mib = m["payload_bytes"].as_f64().unwrap() / (1u64 << 20) as f64;
+    let cs = m["context_switches_per_mib"].as_f64().unwrap_or_else(|| panic!("1.4 MB moved: {m}"));
+    assert_eq!((cs * mib).round() as u64, on_it("blocked"), "grep -> sort switches are its blocks: {m}");
+    assert!(m.get("kernel_cpu_share").is_none(), "no per-channel CPU share: {m}");
+    let verdict = r["verdict"].as_str().unwrap_or("");
+    assert!(verdict.starts_with("busiest channel") && !verdict.contains("faster"), "{verdict}");
     for p in [input, script, saved] {
         let _ = std::fs::remove_file(p);
     }

@@ -95,8 +95,12 @@ pub enum Unit {
 pub struct MetricDef {
     pub id: &'static str,
     pub name: &'static str,
-    /// How it is measured (`{label}` is replaced by the copies' label).
+    /// How it is measured (`{label}` is replaced by the copies' label): in a `run`, whose
+    /// processes are the transport's own ...
     pub how: &'static str,
+    /// ... and where the columns are channels of attach/trace, whose processes may use others
+    /// (None: as in a run).
+    pub how_channel: Option<&'static str>,
     pub unit: Unit,
     pub get: fn(&Metrics) -> Option<f64>,
 }
@@ -107,6 +111,7 @@ pub const METRICS: &[MetricDef] = &[
         id: "kernel_copies_per_byte",
         name: "kernel copies / payload byte",
         how: "{label}: bytes copied between user memory and the channel / payload",
+        how_channel: None,
         unit: Unit::Ratio,
         get: |m| m.kernel_copies_per_byte,
     },
@@ -114,13 +119,15 @@ pub const METRICS: &[MetricDef] = &[
         id: "syscalls_per_mib",
         name: "data-path syscalls / MiB",
         how: "calls on the channel, its sync words and its set-up",
+        how_channel: None,
         unit: Unit::PerMib,
         get: |m| m.syscalls_per_mib,
     },
     MetricDef {
         id: "faults_per_mib",
         name: "page faults / MiB",
-        how: "all faults of the targets",
+        how: "all faults of the transport's processes",
+        how_channel: Some("faults on the channel's mapping (a pipe or socket has none)"),
         unit: Unit::PerMib,
         get: |m| m.faults_per_mib,
     },
@@ -128,6 +135,7 @@ pub const METRICS: &[MetricDef] = &[
         id: "context_switches_per_mib",
         name: "context switches / MiB",
         how: "exact (sched_switch)",
+        how_channel: Some("exact (sched_switch): blocks in calls on the channel"),
         unit: Unit::PerMib,
         get: |m| m.context_switches_per_mib,
     },
@@ -135,6 +143,7 @@ pub const METRICS: &[MetricDef] = &[
         id: "wakeups_per_mib",
         name: "wake-ups / MiB",
         how: "exact (sched_waking)",
+        how_channel: Some("exact (sched_waking): the channel's processes waking each other"),
         unit: Unit::PerMib,
         get: |m| m.wakeups_per_mib,
     },
@@ -142,6 +151,7 @@ pub const METRICS: &[MetricDef] = &[
         id: "futex_waits_per_mib",
         name: "futex waits / MiB",
         how: "on words in the shared mapping",
+        how_channel: None,
         unit: Unit::PerMib,
         get: |m| m.futex_waits_per_mib,
     },
@@ -149,6 +159,7 @@ pub const METRICS: &[MetricDef] = &[
         id: "kernel_cpu_share",
         name: "CPU in kernel",
         how: "sampled (share of cpu-clock samples in the kernel)",
+        how_channel: Some("sampled; not per channel: the process tree shows each process's own CPU"),
         unit: Unit::Share,
         get: |m| m.kernel_cpu_share,
     },
@@ -156,6 +167,7 @@ pub const METRICS: &[MetricDef] = &[
         id: "kernel_cpu_share_witness",
         name: "CPU in kernel (getrusage)",
         how: "witness: the processes' own stime / (utime + stime)",
+        how_channel: None,
         unit: Unit::Share,
         get: |m| m.kernel_cpu_share_witness,
     },
@@ -163,6 +175,7 @@ pub const METRICS: &[MetricDef] = &[
         id: "throughput",
         name: "throughput",
         how: "payload / wall clock (gate to exit)",
+        how_channel: Some("payload / the traced window"),
         unit: Unit::Rate,
         get: |m| m.throughput_bytes_per_s,
     },
