@@ -546,7 +546,7 @@ pub struct StackVal {
     pub time_ns: u64,
 }
 
-/// A call in flight, keyed by thread (pid_tgid) between entry and exit.
+/// A call in flight: a thread's call slot (`Thread::call`) between entry and exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Pending {
@@ -629,7 +629,7 @@ pub struct Ranges {
 
 /// Indexes into the per-CPU `LOSS` array: every event the programs had to drop.
 pub mod loss {
-    /// The in-flight map was full at entry: the call is not counted.
+    /// The per-thread map (`THREADS`) was full at a call's entry: the call is not counted.
     pub const PENDING_FULL: u32 = 0;
     /// The aggregation map was full: the event is not counted.
     pub const AGG_FULL: u32 = 1;
@@ -639,7 +639,8 @@ pub mod loss {
     pub const STACK_FAILED: u32 = 3;
     /// The stack-count map was full: the stack sample is not counted.
     pub const STACK_COUNT_FULL: u32 = 4;
-    /// The off-CPU map was full: a block's duration is not measured.
+    /// The per-thread map (`THREADS`) was full when a thread blocked: the block's duration
+    /// is not measured.
     pub const OFFCPU_FULL: u32 = 5;
     /// A process already had RANGES_PER_PROCESS shm mappings: a new one is not traced.
     pub const RANGES_FULL: u32 = 6;

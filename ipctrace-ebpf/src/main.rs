@@ -86,6 +86,10 @@ static THREAD_ZERO: Array<Thread> = Array::with_max_entries(1, 0);
 #[map]
 static AGG: PerCpuHashMap<AggKey, AggVal> = PerCpuHashMap::with_max_entries(8192, 0);
 
+/// One all-zero `AggVal`, never written: what an aggregate is inserted from.
+#[map]
+static AGG_ZERO: Array<AggVal> = Array::with_max_entries(1, 0);
+
 /// Kernel and user stacks.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
@@ -206,7 +210,9 @@ fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
     if let Some(v) = AGG.get_ptr_mut(key) {
         return Some(unsafe { &mut *v });
     }
-    if AGG.insert(key, &AggVal::default(), 0).is_err() {
+    // Inserted from a map's zero value: an `AggVal` on the stack would take 200 of its 512 bytes.
+    let Some(zero) = AGG_ZERO.get(0) else { return None };
+    if AGG.insert(key, zero, 0).is_err() {
         count_loss(loss::AGG_FULL);
         return None;
     }
@@ -313,15 +319,16 @@ fn tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
-/// Thread `tid`'s entry, made (all zero) if it has none yet.
+/// Thread `tid`'s entry, made (all zero) if it has none yet; if `THREADS` is full, loss
+/// `full` is counted (what was to be kept: a call, a block).
 #[inline(always)]
-fn thread_slot(tid: u32) -> Option<*mut Thread> {
+fn thread_slot(tid: u32, full: u32) -> Option<*mut Thread> {
     if let Some(t) = THREADS.get_ptr_mut(&tid) {
         return Some(t);
     }
     let zero = THREAD_ZERO.get(0)?;
     if THREADS.insert(&tid, zero, 0).is_err() {
-        count_loss(loss::PENDING_FULL);
+        count_loss(full);
         return None;
     }
     THREADS.get_ptr_mut(&tid)
@@ -330,7 +337,7 @@ fn thread_slot(tid: u32) -> Option<*mut Thread> {
 /// Records a call's start for the current thread.
 #[inline(always)]
 fn pending_start(p: Pending) {
-    let Some(t) = thread_slot(tid()) else { return };
+    let Some(t) = thread_slot(tid(), loss::PENDING_FULL) else { return };
     unsafe { (*t).call = p };
     if pipe::fills_pipe(p.probe) {
         pages::claim();

@@ -77,7 +77,7 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
     if let Some(p) = inflight()
         && fills_pipe(unsafe { (*p).probe })
     {
-        // Added up in the call in flight; counted once at its exit (`pipe::flush_pages`).
+        // Added up in the call in flight; counted once with the call at its exit (`agg_call`: `aux_calls`, `aux_bytes`).
         emit(tgid, ProbeId::PageAlloc as u16, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0, 0);
         if !counted {
             unsafe {

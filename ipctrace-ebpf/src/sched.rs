@@ -3,7 +3,7 @@
 //! child's parent), the exit code of every target, and the signals targets send or receive.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext};
-use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, sched, target};
+use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched, target};
 
 use crate::{
     BLOCK_TICK, COMMS, EXITS, PARENTS, TARGETS, THREADS, agg_call, agg_event, current, is_target, now, offsets,
@@ -67,10 +67,13 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
             };
             let kstack = if take_block_stack(p != 0) { stack_id(&ctx, 0) } else { -1 };
             let o = OffCpu { ts: now(), tgid, kstack, probe: p, kind: k, _pad: 0, ino };
-            // A dying thread's last switch (TASK_DEAD) comes after its exit removed its entry;
-            // it never runs again, so no entry is made for it.
-            let t = if state & TASK_DEAD != 0 { thread } else { thread.or_else(|| thread_slot(tid)) };
-            if let Some(t) = t {
+            if state & TASK_DEAD != 0 {
+                // A dying thread's last switch: it never runs again. Its entry goes here (one
+                // made again by a sleep on the exit path after sched_process_exit included).
+                if thread.is_some() {
+                    let _ = THREADS.remove(&tid);
+                }
+            } else if let Some(t) = thread.or_else(|| thread_slot(tid, loss::OFFCPU_FULL)) {
                 unsafe { (*t).off = o };
             }
         }

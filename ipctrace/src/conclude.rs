@@ -65,14 +65,16 @@ pub fn section(f: &dyn Family, s: Section) -> TransportRun {
 /// Channels an attach/trace comparison compares, at most (the busiest).
 pub const COMPARED_CHANNELS: usize = 5;
 
-/// The comparison rows over the runs that carried something: every transport of a `run`, the
-/// busiest channels of attach/trace (never one column per channel).
+/// The comparison rows over the runs that carried something and have a figure: every
+/// transport of a `run`, the busiest channels of attach/trace (never one column per channel).
 fn comparison(r: &Report) -> Option<Comparison> {
     let mut cols: Vec<(String, &TransportRun)> = match &r.overview {
         None => r.runs.iter().map(|x| (x.transport.clone(), x)).collect(),
         Some(o) => o.channels.iter().zip(&r.runs).map(|(row, x)| (format!("#{} {}", row.id, x.transport), x)).collect(),
     };
-    cols.retain(|(_, x)| !x.path.stages.is_empty());
+    // A column with no figure at all (a channel the kernel sees no payload of, such as a
+    // semaphore's segment) says nothing: it leaves its place to one that does.
+    cols.retain(|(_, x)| !x.path.stages.is_empty() && METRICS.iter().any(|m| (m.get)(&x.path.metrics).is_some()));
     if r.overview.is_some() {
         cols.truncate(COMPARED_CHANNELS);
     }

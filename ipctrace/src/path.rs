@@ -49,7 +49,8 @@ pub fn chain(o: &Observed, probes: &[ProbeId], leaf_pred: impl Fn(&str) -> bool)
 /// The most frequent sampled kernel path of a process (outermost first), trimmed.
 fn hottest(o: &Observed) -> Option<(String, u64, u64)> {
     let total: u64 = o.stacks_of(ProbeId::Sample).map(|s| s.count).sum();
-    let s = o.stacks_of(ProbeId::Sample).filter(|s| !s.kernel.is_empty()).max_by_key(|s| s.count)?;
+    // Not a sample inside ipctrace's own programs (the tracing's cost, not the path).
+    let s = o.stacks_of(ProbeId::Sample).filter(|s| !s.kernel.is_empty() && !s.in_bpf()).max_by_key(|s| s.count)?;
     let frames: Vec<&str> = s.kernel.iter().rev().take(8).map(String::as_str).collect();
     Some((frames.join(" <- "), s.count, total))
 }
@@ -184,28 +185,30 @@ fn per_mib(n: u64, payload: u64) -> Option<f64> {
     (payload >= PER_MIB_MIN_PAYLOAD).then(|| n as f64 / (payload as f64 / (1u64 << 20) as f64))
 }
 
-/// Calls of `probes` on channel `ino` by `all`.
+/// Calls of `probes` on channel `ino` by `all` (each process once: both ends of a
+/// self-pipe are one process).
 fn on_channel(all: &[Process], probes: &[ProbeId], ino: u64) -> u64 {
+    let mut seen = Vec::new();
     all.iter()
+        .filter(|p| {
+            p.pid == 0
+                || !seen.contains(&p.pid) && {
+                    seen.push(p.pid);
+                    true
+                }
+        })
         .flat_map(|p| p.observed.events.iter())
         .filter(|e| probes.iter().any(|x| e.probe == x.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino))
         .map(|e| e.calls)
         .sum()
 }
 
-/// Wake-ups of each of `all` by another of them (attach/trace: the channel's processes
-/// waking each other, not everyone who woke them).
-fn wakeups_between(all: &[Process]) -> u64 {
-    let pids: Vec<u32> = all.iter().map(|p| p.pid).filter(|&p| p != 0).collect();
-    all.iter()
-        .flat_map(|p| {
-            let pids = &pids;
-            p.observed.events.iter().filter(move |e| {
-                e.probe == ProbeId::Wakeup.name() && e.waker.is_some_and(|w| w != p.pid && pids.contains(&w))
-            })
-        })
-        .map(|e| e.calls)
-        .sum()
+/// Faults on channel `ino`'s mapping; None for a channel without one.
+fn channel_faults(f: &dyn Family, all: &[Process], ino: u64) -> Option<u64> {
+    f.mapped().then(|| match on_channel(all, &[ProbeId::MmFault], ino) {
+        0 => on_channel(all, &[ProbeId::FaultUser, ProbeId::FaultKernel], ino),
+        mm => mm,
+    })
 }
 
 fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64, scope: Scope) -> Metrics {
@@ -219,20 +222,17 @@ fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64,
     let copies: u64 = all.iter().map(|p| f.copied_bytes(&p.observed)).sum();
     let copies_label = all.iter().find_map(|p| f.copies_label(&p.observed)).unwrap_or(Label::Derived);
     // A run's processes are its transport's; a channel's are not only the channel's: there its
-    // faults are those on its mapping, its switches the blocks in calls on it, its wake-ups
-    // those between its processes, and no CPU share (samples are tied to a channel only
-    // inside its calls, which are all kernel time).
+    // faults are those on its mapping (a channel without one has none to show), its switches
+    // the blocks in calls on it, and neither wake-ups (counted by waker, not by channel) nor a
+    // CPU share (samples are tied to a channel only inside its calls, which are all kernel
+    // time) are given.
     let (faults, switches, wakeups) = match scope {
         Scope::Run => {
             let mm = calls(&[ProbeId::MmFault]);
             let faults = if mm > 0 { mm } else { calls(&[ProbeId::FaultUser, ProbeId::FaultKernel]) };
-            (faults, calls(&[ProbeId::SchedOut]), calls(&[ProbeId::Wakeup]))
+            (Some(faults), calls(&[ProbeId::SchedOut]), Some(calls(&[ProbeId::Wakeup])))
         }
-        Scope::Channel(ino) => {
-            let mm = on_channel(all, &[ProbeId::MmFault], ino);
-            let faults = if mm > 0 { mm } else { on_channel(all, &[ProbeId::FaultUser, ProbeId::FaultKernel], ino) };
-            (faults, on_channel(all, &[ProbeId::Blocked], ino), wakeups_between(all))
-        }
+        Scope::Channel(ino) => (channel_faults(f, all, ino), on_channel(all, &[ProbeId::Blocked], ino), None),
     };
     let samples: u64 = all.iter().flat_map(|p| p.observed.stacks_of(ProbeId::Sample)).map(|s| s.count).sum();
     let ksamples: u64 = all
@@ -250,9 +250,9 @@ fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64,
         kernel_copies_per_byte: (payload > 0).then(|| copies as f64 / payload as f64),
         copies_label,
         syscalls_per_mib: per_mib(calls(f.data_calls()), payload),
-        faults_per_mib: per_mib(faults, payload),
+        faults_per_mib: faults.and_then(|n| per_mib(n, payload)),
         context_switches_per_mib: per_mib(switches, payload),
-        wakeups_per_mib: per_mib(wakeups, payload),
+        wakeups_per_mib: wakeups.and_then(|n| per_mib(n, payload)),
         futex_waits_per_mib: per_mib(calls(&[ProbeId::FutexWait]), payload),
         kernel_cpu_share: (scope == Scope::Run && samples > 0).then(|| ksamples as f64 / samples as f64),
         kernel_cpu_share_witness: (ut + st > 0).then(|| st as f64 / (ut + st) as f64),
@@ -338,12 +338,49 @@ mod tests {
         let fake = |scope| metrics(f, &all, &c, 1, scope);
         let ch = fake(Scope::Channel(5));
         assert_eq!(ch.context_switches_per_mib, Some(6.0), "blocks in calls on channel 5 only");
-        assert_eq!(ch.wakeups_per_mib, Some(4.0), "the two waking each other, not the third");
-        assert_eq!(ch.faults_per_mib, Some(2.0), "faults on the channel only");
+        assert_eq!(ch.wakeups_per_mib, None, "wake-ups are counted by waker, not by channel");
+        assert_eq!(ch.faults_per_mib, None, "a pipe has no mapping: no figure rather than an exact zero");
+        let shm = crate::transport::family_of(ipctrace_common::ChannelKind::Shm).unwrap();
+        assert_eq!(channel_faults(shm, &all, 5), Some(2), "faults on the channel's mapping only");
         assert_eq!(ch.kernel_cpu_share, None);
+        // Both ends one process (a self-pipe): its blocks once.
+        let same = [all[0].clone(), Process { role: "consumer".into(), ..all[0].clone() }];
+        assert_eq!(on_channel(&same, &[ProbeId::Blocked], 5), 3);
         let run = fake(Scope::Run);
         assert_eq!(run.context_switches_per_mib, Some(200.0));
         assert_eq!(run.wakeups_per_mib, Some(104.0));
         assert_eq!(run.faults_per_mib, Some(142.0));
+    }
+
+    #[test]
+    fn the_hottest_path_is_never_the_tracing_itself() {
+        let st = |frames: &[&str], count| crate::model::StackCount {
+            probe: ProbeId::Sample.name().into(),
+            channel: None,
+            count,
+            time_ns: 0,
+            kernel: frames.iter().map(|f| f.to_string()).collect(),
+            user: false,
+            label: Label::Sampled,
+        };
+        let o = crate::model::Observed {
+            events: vec![],
+            stacks: vec![
+                st(
+                    &[
+                        "do_syscall_64",
+                        "syscall_trace_enter",
+                        "bpf_trace_run2",
+                        "bpf_prog_a37f_raw_sys_enter",
+                        "read_tsc",
+                    ],
+                    9,
+                ),
+                st(&["do_syscall_64", "ksys_write", "anon_pipe_write"], 5),
+            ],
+        };
+        assert!(o.stacks[0].in_bpf() && !o.stacks[1].in_bpf());
+        let (path, n, total) = hottest(&o).unwrap();
+        assert_eq!((path.as_str(), n, total), ("anon_pipe_write <- ksys_write <- do_syscall_64", 5, 14));
     }
 }

@@ -567,10 +567,12 @@ fn tree(procs: &Processes, tgids: &BTreeSet<u32>, observed: &BTreeMap<u32, Obser
                 .map(|o| o.stacks_of(ProbeId::Sample).filter(|s| s.channel.is_none()).collect())
                 .unwrap_or_default();
             let own_samples = own.iter().map(|s| s.count).sum();
-            let own_hottest = own.iter().filter(|s| !s.kernel.is_empty()).max_by_key(|s| s.count).map(|s| {
-                let frames: Vec<&str> = s.kernel.iter().rev().take(6).map(String::as_str).collect();
-                frames.join(" <- ")
-            });
+            let own_in_bpf = own.iter().filter(|s| s.in_bpf()).map(|s| s.count).sum();
+            let own_hottest =
+                own.iter().filter(|s| !s.kernel.is_empty() && !s.in_bpf()).max_by_key(|s| s.count).map(|s| {
+                    let frames: Vec<&str> = s.kernel.iter().rev().take(6).map(String::as_str).collect();
+                    frames.join(" <- ")
+                });
             let (exit_code, signal) = match procs.exits.get(&pid) {
                 Some(&st) if st & 0x7f == 0 => (Some(((st >> 8) & 0xff) as i32), None),
                 Some(&st) => (None, Some(crate::run::signal_name((st & 0x7f) as i32))),
@@ -583,6 +585,7 @@ fn tree(procs: &Processes, tgids: &BTreeSet<u32>, observed: &BTreeMap<u32, Obser
                 exit_code,
                 signal,
                 own_samples,
+                own_in_bpf,
                 own_hottest,
             }
         })

@@ -723,6 +723,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn folded_counts_come_back_under_their_own_probes() {
+        let key = |probe: ProbeId, ino| AggKey { tgid: 7, probe: probe as u16, kind: 1, ino };
+        let mut out = BTreeMap::new();
+        out.insert(
+            key(ProbeId::PipeWrite, 5),
+            AggVal { calls: 16, bytes: 1 << 20, aux_calls: 250, aux_bytes: 250 << 12, ..Default::default() },
+        );
+        out.insert(key(ProbeId::SockSend, 6), AggVal { calls: 3, bytes: 300, aux_calls: 3, ..Default::default() });
+        out.insert(key(ProbeId::PipeRead, 5), AggVal { calls: 16, aux_calls: 9, ..Default::default() });
+        Session::add_folded(&mut out);
+        let pages = &out[&key(ProbeId::PageAlloc, 5)];
+        assert_eq!((pages.calls, pages.bytes), (250, 250 << 12), "the write's pages, on its channel");
+        assert_eq!(out[&key(ProbeId::SkbQueued, 6)].calls, 3);
+        assert_eq!(out.len(), 5, "a read adds nothing up: {out:?}");
+    }
+
+    #[test]
     fn verifier_logs_are_cut_to_the_reason() {
         let log = "0: R1=ctx() R10=fp0\n; x @ a.rs:1\n6165: (7b) *(u64 *)(r4 +8) = r3\nR3 !read_ok\n\
                    verification time 13255 usec\nstack depth 0+368\nprocessed 1017 insns (limit 1000000)\n";

@@ -390,6 +390,14 @@ impl Observed {
     }
 }
 
+impl StackCount {
+    /// Was this sample taken inside a BPF program: tracing's own cost in the traced
+    /// process's context (ipctrace's probes run on its syscalls and switches), not its work.
+    pub fn in_bpf(&self) -> bool {
+        self.kernel.iter().any(|f| f.starts_with("bpf_prog_") || f.starts_with("bpf_trace_run"))
+    }
+}
+
 /// Adds histogram `b` into `a`.
 pub fn merge_hist(a: &mut Vec<u64>, b: &[u64]) {
     if a.len() < b.len() {

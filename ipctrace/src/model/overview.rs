@@ -116,7 +116,11 @@ pub struct ProcessNode {
     pub signal: Option<String>,
     /// cpu-clock samples taken while no channel call was in flight (the process's own time).
     pub own_samples: u64,
-    /// The most frequent kernel path among those samples.
+    /// Of those, the samples taken inside BPF programs (tracing's own cost: ipctrace's
+    /// probes run in the process's context on its syscalls and switches).
+    #[serde(default)]
+    pub own_in_bpf: u64,
+    /// The most frequent kernel path among those samples, outside BPF programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own_hottest: Option<String>,
 }

@@ -68,10 +68,14 @@ pub fn tree_lines(o: &Overview, shown: &[&ChannelRow], all: bool) -> Vec<String>
     ) {
         let p = by[&pid];
         if keep.contains(&pid) {
+            let bpf = match p.own_in_bpf {
+                0 => String::new(),
+                b => format!(" ({b} in BPF programs: the tracing's own cost)"),
+            };
             let own = match (&p.own_hottest, p.own_samples) {
                 (_, 0) => String::new(),
-                (Some(h), n) => format!(" · own CPU {n} samples, hottest {h}"),
-                (None, n) => format!(" · own CPU {n} samples (user space)"),
+                (Some(h), n) => format!(" · own CPU {n} samples{bpf}, hottest {h}"),
+                (None, n) => format!(" · own CPU {n} samples{bpf} (user space)"),
             };
             let lead = if depth == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(depth - 1)) };
             out.push(format!("{lead}{} {} ({}){own}", p.comm, p.pid, ended(p)));

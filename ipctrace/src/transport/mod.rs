@@ -52,6 +52,10 @@ pub trait Family: Sync {
     fn agreement(&self, p: &Process, out: &mut Vec<Agreement>);
     /// Bytes the kernel copied between this process's memory and the channel (observed).
     fn copied_bytes(&self, o: &Observed) -> u64;
+    /// Does the data live in a mapping the processes share (faults on it are the channel's)?
+    fn mapped(&self) -> bool {
+        false
+    }
     /// How the copied bytes were measured, if any were.
     fn copies_label(&self, o: &Observed) -> Option<Label>;
     /// The probes that count as data-path system calls.

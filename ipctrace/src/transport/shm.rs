@@ -388,6 +388,10 @@ impl Family for Shm {
         push(out, p, "futex_wake waiters woken", wake.bytes, f.woken, 0.0);
     }
 
+    fn mapped(&self) -> bool {
+        true
+    }
+
     fn copied_bytes(&self, o: &Observed) -> u64 {
         o.sum_of(COPYING).bytes
     }
