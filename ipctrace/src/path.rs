@@ -188,15 +188,9 @@ fn per_mib(n: u64, payload: u64) -> Option<f64> {
 /// Calls of `probes` on channel `ino` by `all` (each process once: both ends of a
 /// self-pipe are one process).
 fn on_channel(all: &[Process], probes: &[ProbeId], ino: u64) -> u64 {
-    let mut seen = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     all.iter()
-        .filter(|p| {
-            p.pid == 0
-                || !seen.contains(&p.pid) && {
-                    seen.push(p.pid);
-                    true
-                }
-        })
+        .filter(|p| p.pid == 0 || seen.insert(p.pid))
         .flat_map(|p| p.observed.events.iter())
         .filter(|e| probes.iter().any(|x| e.probe == x.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino))
         .map(|e| e.calls)
