@@ -70,7 +70,21 @@ pub struct Offsets {
     /// `struct eventfd_ctx.id` (the `eventfd-id` of /proc/PID/fdinfo): every eventfd shares
     /// one anon inode, so this names the channel (`EVENTFD_ID`).
     pub eventfd_id: u32,
+    /// The per-CPU page-allocation counters (`vm_event_states.event[PGALLOC_*]`), found from
+    /// the current task's runqueue: `task_struct.se.cfs_rq`, `cfs_rq.rq`; the offsets of
+    /// `runqueues` and `vm_event_states` in the per-CPU section; the first `PGALLOC_*` event
+    /// and how many there are (one per zone). UNKNOWN (any of them): pipe buffer pages are
+    /// counted at `kmem:mm_page_alloc` instead.
+    pub task_se_cfs_rq: u32,
+    pub cfs_rq_rq: u32,
+    pub percpu_runqueues: u32,
+    pub percpu_vm_events: u32,
+    pub pgalloc_first: u32,
+    pub pgalloc_count: u32,
 }
+
+/// At most this many `PGALLOC_*` counters (zones) are summed.
+pub const PGALLOC_MAX: u32 = 6;
 
 /// An eventfd's channel id: this bit with its `eventfd-id`, apart from any inode number.
 pub const EVENTFD_ID: u64 = 1 << 62;
@@ -142,7 +156,24 @@ impl Offsets {
         sock_num: u32::MAX,
         sock_v6_daddr: u32::MAX,
         eventfd_id: u32::MAX,
+        task_se_cfs_rq: u32::MAX,
+        cfs_rq_rq: u32::MAX,
+        percpu_runqueues: u32::MAX,
+        percpu_vm_events: u32::MAX,
+        pgalloc_first: u32::MAX,
+        pgalloc_count: 0,
     };
+
+    /// Can the programs read the per-CPU page-allocation counters?
+    pub const fn page_counters(&self) -> bool {
+        self.task_se_cfs_rq != u32::MAX
+            && self.cfs_rq_rq != u32::MAX
+            && self.percpu_runqueues != u32::MAX
+            && self.percpu_vm_events != u32::MAX
+            && self.pgalloc_first != u32::MAX
+            && self.pgalloc_count > 0
+            && self.pgalloc_count <= PGALLOC_MAX
+    }
 }
 
 /// What the raw syscall dispatcher does for a syscall number (`SYSCALLS[nr]`, filled by the
@@ -358,6 +389,10 @@ ids! {
         /// A poll-family wait that returned ready, followed by the same thread's next traced
         /// call being a read of an eventfd or signalfd: the wake-up is counted on that fd.
         PollWake = 44 => "poll_wake",
+        /// Pages a pipe write allocated for the pipe's buffer (bytes = 4096 per page): added
+        /// up in the write's own aggregate (`aux_probe`), counted at kmem:mm_page_alloc or
+        /// from the per-CPU page-allocation counters.
+        PipePage = 45 => "pipe_page",
     }
 }
 
@@ -491,7 +526,7 @@ pub struct AggVal {
     pub hist: [u64; HIST_BUCKETS],
     /// What the calls added up while in flight, counted in the same update as the call (one
     /// map update per call instead of two): pipe buffer pages allocated by a pipe write, as
-    /// events and bytes (`aux_probe`: `PageAlloc`); skbs queued by a socket send (`SkbQueued`).
+    /// events and bytes (`aux_probe`: `PipePage`); skbs queued by a socket send (`SkbQueued`).
     pub aux_calls: u64,
     pub aux_bytes: u64,
 }
@@ -516,7 +551,7 @@ impl Default for AggVal {
 /// reported, if any.
 pub fn aux_probe(probe: u16) -> Option<ProbeId> {
     match ProbeId::from_u16(probe)? {
-        ProbeId::PipeWrite | ProbeId::SpliceIn | ProbeId::Vmsplice => Some(ProbeId::PageAlloc),
+        ProbeId::PipeWrite | ProbeId::SpliceIn | ProbeId::Vmsplice => Some(ProbeId::PipePage),
         ProbeId::SockSend | ProbeId::SockSendfile => Some(ProbeId::SkbQueued),
         _ => None,
     }
@@ -561,13 +596,20 @@ pub struct Pending {
 
 /// What ipctrace keeps per thread of a target, by tid: the call in flight (`call.probe` 0:
 /// none) and, from a block until the thread runs again, the block (`off.ts` 0: running). One
-/// entry, so that a context switch finds both in one lookup.
+/// entry, so that a context switch finds both in one lookup. `tid` tags the entry in the
+/// direct-mapped table the programs keep it in (0: a free slot); `_pad` is 1 in a slot some
+/// thread spilled from (`ipctrace-ebpf`'s `threads`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Thread {
     pub call: Pending,
     pub off: OffCpu,
+    pub tid: u32,
+    pub _pad: u32,
 }
+
+/// Slots of the direct-mapped per-thread table (a power of two; slot = tid mod this).
+pub const THREAD_SLOTS: u32 = 32768;
 
 /// A thread that left the CPU after blocking.
 #[repr(C)]
@@ -629,7 +671,7 @@ pub struct Ranges {
 
 /// Indexes into the per-CPU `LOSS` array: every event the programs had to drop.
 pub mod loss {
-    /// The per-thread map (`THREADS`) was full at a call's entry: the call is not counted.
+    /// The per-thread table (its slot taken and the spill map full) at a call's entry: the call is not counted.
     pub const PENDING_FULL: u32 = 0;
     /// The aggregation map was full: the event is not counted.
     pub const AGG_FULL: u32 = 1;
@@ -639,7 +681,7 @@ pub mod loss {
     pub const STACK_FAILED: u32 = 3;
     /// The stack-count map was full: the stack sample is not counted.
     pub const STACK_COUNT_FULL: u32 = 4;
-    /// The per-thread map (`THREADS`) was full when a thread blocked: the block's duration
+    /// The per-thread table (its slot taken and the spill map full) when a thread blocked: the block's duration
     /// is not measured.
     pub const OFFCPU_FULL: u32 = 5;
     /// A process already had RANGES_PER_PROCESS shm mappings: a new one is not traced.

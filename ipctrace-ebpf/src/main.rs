@@ -23,6 +23,7 @@ mod sched;
 mod shm;
 mod sock;
 mod syscalls;
+mod threads;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
@@ -32,7 +33,7 @@ use aya_ebpf::{
 };
 use ipctrace_common::{
     AggKey, AggVal, Event, FileOps, HIST_BUCKETS, Offsets, Pending, ProbeId, Ranges, SYSCALL_SLOTS, StackKey, StackVal,
-    Thread, log2_bucket, loss,
+    log2_bucket, loss,
 };
 
 /// Filled by the loader from BTF before loading (global data). Mutable, so that LLVM neither
@@ -71,16 +72,6 @@ static PARENTS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 /// Exit codes of targets (tgid -> task exit_code, wait(2) encoding).
 #[map]
 static EXITS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
-
-/// Per-thread state, by tid. A thread's entry stays once made and is overwritten in place (an
-/// update of a hash map costs several times a lookup, and a traced pipe would make several
-/// per message); removed when the thread exits.
-#[map]
-static THREADS: HashMap<u32, Thread> = HashMap::with_max_entries(16384, 0);
-
-/// One all-zero `Thread`, never written: what a thread's entry is inserted from.
-#[map]
-static THREAD_ZERO: Array<Thread> = Array::with_max_entries(1, 0);
 
 /// Aggregates per (tgid, probe, sub-key, channel), per CPU.
 #[map]
@@ -319,35 +310,21 @@ fn tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
-/// Thread `tid`'s entry, made (all zero) if it has none yet; if `THREADS` is full, loss
-/// `full` is counted (what was to be kept: a call, a block).
-#[inline(always)]
-fn thread_slot(tid: u32, full: u32) -> Option<*mut Thread> {
-    if let Some(t) = THREADS.get_ptr_mut(&tid) {
-        return Some(t);
-    }
-    let zero = THREAD_ZERO.get(0)?;
-    if THREADS.insert(&tid, zero, 0).is_err() {
-        count_loss(full);
-        return None;
-    }
-    THREADS.get_ptr_mut(&tid)
-}
-
 /// Records a call's start for the current thread.
 #[inline(always)]
 fn pending_start(p: Pending) {
-    let Some(t) = thread_slot(tid(), loss::PENDING_FULL) else { return };
+    let tid = tid();
+    let Some(t) = threads::get_or_make(tid, loss::PENDING_FULL) else { return };
     unsafe { (*t).call = p };
     if pipe::fills_pipe(p.probe) {
-        pages::claim();
+        pages::claim(tid);
     }
 }
 
 /// The current thread's call slot (in flight or idle), if it has one.
 #[inline(always)]
 fn call_slot() -> Option<*mut Pending> {
-    let t = THREADS.get_ptr_mut(&tid())?;
+    let t = threads::get(tid())?;
     Some(unsafe { &raw mut (*t).call })
 }
 
@@ -389,7 +366,7 @@ fn start_call(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
 #[inline(always)]
 fn pending_take() -> Option<(u32, Pending)> {
     let id = bpf_get_current_pid_tgid();
-    let t = THREADS.get_ptr_mut(&(id as u32))?;
+    let t = threads::get(id as u32)?;
     let p = unsafe { (*t).call };
     if p.probe == 0 {
         return None;

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use ipctrace_common::{ChannelKind, Pending, ProbeId, SYSV_MSG_ID};
 
 use crate::{
-    THREADS, agg_event, call_exit,
+    agg_event, call_exit,
     classify::{Fd, fd_of_call},
     current, inflight, is_target, start_call,
 };
@@ -86,7 +86,8 @@ fn start(id: u64, kind: ChannelKind, len: u64, flags: u32) {
 /// Is thread `tid` off the CPU in a receive on queue `id`?
 #[inline(always)]
 fn blocked_on(tid: u32, id: u64) -> bool {
-    unsafe { THREADS.get(&tid) }
+    crate::threads::get(tid)
+        .map(|t| unsafe { &*t })
         .is_some_and(|t| t.off.ts != 0 && t.off.probe == ProbeId::MqRecv as u16 && t.off.ino == id)
 }
 

@@ -2,7 +2,7 @@
 //! them, at the syscall tier (entered from `syscalls` with the classified fd): a target's
 //! write(2) on an eventfd (the notification), read(2) of an eventfd or signalfd (taking it);
 //! the channel is the fd's inode, so writers and readers of one eventfd meet on it. A
-//! poll-family call that returns ready marks the thread (its call slot in `THREADS`, idle, with kind
+//! poll-family call that returns ready marks the thread (its call slot in `threads`, idle, with kind
 //! `POLLED`); if its next traced call is such a read, the wake-up is counted on that fd.
 
 use ipctrace_common::{ChannelKind, Pending, ProbeId};

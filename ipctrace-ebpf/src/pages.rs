@@ -1,54 +1,119 @@
-//! Page allocations in a target's context (`kmem:mm_page_alloc`, a raw tracepoint). One made
-//! while a pipe write is in flight is a pipe buffer page: added up in that call and counted
-//! against its channel at the call's exit, with no stack walk (a 1 GiB pipe run allocates
-//! 262,144 of them). Any other allocation keeps its kernel stack, which tells a shmem page
-//! from the rest.
+//! Page allocations. A pipe write's buffer pages are added up in the write itself, counted one
+//! of two ways (the loader picks, `Offsets::pgalloc_count` non-zero for the first):
 //!
-//! The write in flight is found without a hash lookup while it stays on its CPU: its start
-//! claims this CPU's `PIPE_PAGES` slot, where the pages are added up; the slot is emptied into
-//! the call (its thread's `THREADS` entry) when the writer leaves the CPU and at the call's exit. Allocations
-//! after the writer moved to another CPU find the call there.
+//! - **per-CPU counters** (derived): the kernel's own page-allocation counters of the CPU the
+//!   write runs on (`vm_event_states.event[PGALLOC_*]`) are read when the write starts or comes
+//!   back to a CPU (`claim`) and when it leaves it or ends (`settle`); the growth is the write's.
+//!   No hook fires per page, so a pipe run no longer pays `kmem:mm_page_alloc` on every page of
+//!   every process (14 per 64 KiB write). An interrupt's allocation on that CPU meanwhile is
+//!   counted too, as it would be at the tracepoint (it runs in the writer's context).
+//! - **`kmem:mm_page_alloc`** (exact): each allocation in the writer's context is added to the
+//!   slot its write claimed (used with `--events`, where every page is an event, and where the
+//!   counters are not found).
+//!
+//! The write in flight owns its CPU's `PIPE_PAGES` slot while it runs there, so neither way
+//! needs a lookup per page. Any other allocation by a target (only when the tracepoint is
+//! attached: shared memory is traced) keeps its kernel stack, which tells a shmem page from
+//! the rest.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::map, macros::raw_tracepoint, maps::PerCpuArray,
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint},
+    maps::PerCpuArray,
     programs::RawTracePointContext,
 };
-use ipctrace_common::{ChannelKind, Pending, ProbeId, StackKey};
+use ipctrace_common::{ChannelKind, PGALLOC_MAX, Pending, ProbeId, StackKey};
 
-use crate::{agg_event, emit, events_on, inflight, is_target, pipe::fills_pipe, stack_add, stack_id};
+use crate::{
+    agg_event, current, emit, events_on, inflight, is_target, offsets, pipe::fills_pipe, read_at, stack_add, stack_id,
+    task_field,
+};
 
-/// Pages allocated by the pipe write that claimed this CPU (`id`: its pid_tgid, 0: none).
+/// What the pipe write that claimed this CPU allocated (`tid`: its thread, 0: none): pages
+/// and bytes counted at the tracepoint, or the counters' sum when it claimed the CPU.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PageSlot {
-    id: u64,
+    tid: u32,
+    _pad: u32,
+    base: u64,
     pages: u64,
     bytes: u64,
 }
 
+const EMPTY: PageSlot = PageSlot { tid: 0, _pad: 0, base: 0, pages: 0, bytes: 0 };
+
 #[map]
 static PIPE_PAGES: PerCpuArray<PageSlot> = PerCpuArray::with_max_entries(1, 0);
 
-/// A pipe write of the current thread starts on this CPU: it owns the slot.
+/// This CPU's first `PGALLOC_*` counter, once found (0: not yet): a CPU's counters never move.
+#[map]
+static COUNTERS_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Are pipe pages counted from the per-CPU counters?
 #[inline(always)]
-pub(crate) fn claim() {
+fn by_counters() -> bool {
+    offsets().pgalloc_count != 0
+}
+
+/// The sum of this CPU's page-allocation counters (pages, all zones). The counters are found
+/// from the current task's runqueue (`task->se.cfs_rq->rq`, this CPU's `runqueues`) and the two
+/// variables' places in the per-CPU section.
+#[inline(always)]
+fn counters_now() -> Option<u64> {
+    let o = offsets();
+    let at = COUNTERS_AT.get_ptr_mut(0)?;
+    let mut a = unsafe { *at };
+    if a == 0 {
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        let cfs_rq: u64 = task_field(task, o.task_se_cfs_rq).ok()?;
+        let rq: u64 = unsafe { read_at(cfs_rq as *const u8, o.cfs_rq_rq) }.ok()?;
+        if rq == 0 {
+            return None;
+        }
+        a = (rq - o.percpu_runqueues as u64) + o.percpu_vm_events as u64 + 8 * o.pgalloc_first as u64;
+        unsafe { *at = a };
+    }
+    let v = unsafe { bpf_probe_read_kernel(a as *const [u64; PGALLOC_MAX as usize]) }.ok()?;
+    let mut sum = 0u64;
+    for (i, x) in v.iter().enumerate() {
+        if (i as u32) < o.pgalloc_count {
+            sum += *x;
+        }
+    }
+    Some(sum)
+}
+
+/// A pipe write of thread `tid` starts, or comes back, on this CPU: it owns the slot.
+#[inline(always)]
+pub(crate) fn claim(tid: u32) {
+    let base = if by_counters() { counters_now().unwrap_or(0) } else { 0 };
     if let Some(s) = PIPE_PAGES.get_ptr_mut(0) {
-        unsafe { *s = PageSlot { id: bpf_get_current_pid_tgid(), pages: 0, bytes: 0 } };
+        unsafe { *s = PageSlot { tid, base, ..EMPTY } };
     }
 }
 
 /// Moves what this CPU's slot holds for the current thread into its call `p`.
 #[inline(always)]
 pub(crate) fn settle(p: &mut Pending) {
-    if let Some(s) = PIPE_PAGES.get_ptr_mut(0) {
-        unsafe {
-            if (*s).id == bpf_get_current_pid_tgid() {
-                p._pad += (*s).pages as u32;
-                p.len += (*s).bytes;
-                *s = PageSlot { id: 0, pages: 0, bytes: 0 };
-            }
-        }
+    let Some(s) = PIPE_PAGES.get_ptr_mut(0) else { return };
+    let slot = unsafe { *s };
+    if slot.tid == 0 || slot.tid != current().1 {
+        return;
     }
+    let (pages, bytes) = if by_counters() {
+        // 0 if the counters could not be read at the claim (base 0) or now.
+        let n = match counters_now() {
+            Some(now) if slot.base != 0 => now.saturating_sub(slot.base),
+            _ => 0,
+        };
+        (n, n * 4096)
+    } else {
+        (slot.pages, slot.bytes)
+    };
+    p._pad += pages as u32;
+    p.len += bytes;
+    unsafe { *s = EMPTY };
 }
 
 /// mm_page_alloc(page, order, gfp_flags, migratetype).
@@ -57,14 +122,19 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let id = bpf_get_current_pid_tgid();
+    let (tgid, tid) = current();
     let order = ctx.arg::<u64>(1) as u32;
     let bytes = 4096u64 << (order & 15);
-    let tgid = (id >> 32) as u32;
+    let counters = by_counters();
     let mut counted = false;
     if let Some(s) = PIPE_PAGES.get_ptr_mut(0)
-        && unsafe { (*s).id } == id
+        && tid != 0
+        && unsafe { (*s).tid } == tid
     {
+        if counters {
+            // The write's counters count it.
+            return 0;
+        }
         unsafe {
             (*s).pages += 1;
             (*s).bytes += bytes;
@@ -78,8 +148,8 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
         && fills_pipe(unsafe { (*p).probe })
     {
         // Added up in the call in flight; counted once with the call at its exit (`agg_call`: `aux_calls`, `aux_bytes`).
-        emit(tgid, ProbeId::PageAlloc as u16, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0, 0);
-        if !counted {
+        emit(tgid, ProbeId::PipePage as u16, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0, 0);
+        if !counted && !counters {
             unsafe {
                 (*p)._pad += 1;
                 (*p).len += bytes;

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use ipctrace_common::{ChannelKind, Pending, ProbeId, loss};
+use ipctrace_common::{ChannelKind, ProbeId, loss};
 
 use crate::{
     call_exit,

@@ -6,8 +6,8 @@ use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::
 use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched, target};
 
 use crate::{
-    BLOCK_TICK, COMMS, EXITS, PARENTS, TARGETS, THREADS, agg_call, agg_event, current, is_target, now, offsets,
-    stack_add, stack_id, task_field, thread_slot,
+    BLOCK_TICK, COMMS, EXITS, PARENTS, TARGETS, agg_call, agg_event, current, is_target, now, offsets, stack_add,
+    stack_id, task_field, threads,
 };
 
 /// `TASK_DEAD` in a task's state: its last switch, after its exit.
@@ -42,7 +42,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     let (tgid, tid) = current();
     if tid != 0 && is_target(tgid) {
         // One lookup for both the call in flight and where the block will be kept.
-        let thread = THREADS.get_ptr_mut(&tid);
+        let thread = threads::get(tid);
         let call = thread.map(|t| unsafe { &raw mut (*t).call }).filter(|c| unsafe { (**c).probe } != 0);
         if let Some(c) = call {
             // A pipe write in flight takes the pages it allocated on this CPU with it.
@@ -71,19 +71,21 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
                 // A dying thread's last switch: it never runs again. Its entry goes here (one
                 // made again by a sleep on the exit path after sched_process_exit included).
                 if thread.is_some() {
-                    let _ = THREADS.remove(&tid);
+                    threads::remove(tid);
                 }
-            } else if let Some(t) = thread.or_else(|| thread_slot(tid, loss::OFFCPU_FULL)) {
+            } else if let Some(t) = thread.or_else(|| threads::get_or_make(tid, loss::OFFCPU_FULL)) {
                 unsafe { (*t).off = o };
             }
         }
     }
-    // The task coming in: close its off-CPU interval.
+    // The task coming in: a pipe write of its in flight claims this CPU's page count; its
+    // off-CPU interval closes.
     let next: u32 = task_field(ctx.arg(2), offsets().task_pid).unwrap_or(0);
-    if next != 0
-        && let Some(t) = THREADS.get_ptr_mut(&next)
-        && unsafe { (*t).off.ts } != 0
-    {
+    let Some(t) = threads::get(next) else { return 0 };
+    if crate::pipe::fills_pipe(unsafe { (*t).call.probe }) {
+        crate::pages::claim(next);
+    }
+    if unsafe { (*t).off.ts } != 0 {
         let o = unsafe { (*t).off };
         unsafe { (*t).off.ts = 0 };
         let dt = now().saturating_sub(o.ts);
@@ -122,12 +124,12 @@ pub fn sched_waking(ctx: RawTracePointContext) -> u32 {
     if pid == 0 {
         return 0;
     }
-    let Some(o) = (unsafe { THREADS.get(&pid) }).map(|t| t.off) else { return 0 };
+    let Some(o) = threads::get(pid).map(|t| unsafe { (*t).off }) else { return 0 };
     if o.ts == 0 {
         return 0;
     }
     let (waker, _) = current();
-    // Counted by waker, without a stack walk: the blocked side's stack (`THREADS`) already says
+    // Counted by waker, without a stack walk: the blocked side's stack (`threads`) already says
     // where the wait was, and a walk per wake-up would double the cost of tracing a pipe.
     crate::emit(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 0, 0, pid);
     crate::agg_add(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 1, 0);
@@ -181,7 +183,7 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    let _ = THREADS.remove(&tid);
+    threads::remove(tid);
     crate::shm::thread_exit();
     if tid != tgid {
         return 0;

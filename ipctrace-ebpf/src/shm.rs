@@ -166,7 +166,7 @@ pub fn page_fault_kernel(ctx: RawTracePointContext) -> u32 {
     on_fault(&ctx, ProbeId::FaultKernel)
 }
 
-/// Faults in flight, by thread: separate from a thread's call slot (`THREADS`) because a fault nests inside a
+/// Faults in flight, by thread: separate from a thread's call slot (`threads`) because a fault nests inside a
 /// pipe write or read (copy_from_user/copy_to_user on a page not yet mapped). Entries are
 /// reused like a call slot (`probe` 0: none in flight).
 #[map]

@@ -100,7 +100,8 @@ pub struct ProbeArgs {
 pub enum ProbeGroup {
     /// cpu-clock sampling of kernel stacks.
     Sampling,
-    /// kmem:mm_page_alloc (pipe buffer pages, shmem page stacks).
+    /// Page allocations: pipe buffer pages (per-CPU counters or kmem:mm_page_alloc) and
+    /// shmem page stacks (kmem:mm_page_alloc).
     PageAlloc,
     /// The kernel stacks of blocked time (the blocked-time call tree).
     BlockStacks,

@@ -1,7 +1,7 @@
 //! The probe table: every logical probe with its implementations in order of preference
 //! (fentry -> kprobe -> tracepoint -> sampling) and their attach points, as data. Each
 //! transport contributes its rows (through the registry); the rows every run needs
-//! (scheduling, forks, page allocations, sampling) are here. The session walks the table
+//! (scheduling, forks, sampling) are here. The session walks the table
 //! against the running kernel and keeps the first implementation that loads and attaches.
 
 use clap::ValueEnum;
@@ -69,6 +69,9 @@ pub enum Attach {
     /// Attached where the kernel has the function (e.g. one a later kernel removed), skipped
     /// where it does not.
     IfPresent(&'static Attach),
+    /// The kernel's per-CPU page-allocation counters, read by the syscall and scheduler
+    /// programs (no attachment of its own): available when the loader found them in BTF.
+    PageCounters,
     /// Only checks that the function could be probed; ipctrace has no program for it.
     CheckOnly {
         func: &'static [&'static str],
@@ -270,17 +273,6 @@ static COMMON: &[LogicalProbe] = &[
             ],
         )],
     },
-    LogicalProbe {
-        name: "page_alloc",
-        what: "pages allocated by the targets (pipe buffers, shmem pages), with kernel stacks",
-        ids: &[ProbeId::PageAlloc],
-        impls: &[imp(
-            Mechanism::Tracepoint,
-            Label::Exact,
-            "kmem:mm_page_alloc in a target's context; the stack tells pipe buffer from shmem page",
-            &[tp("mm_page_alloc", "kmem", "mm_page_alloc")],
-        )],
-    },
     // Not a transport ipctrace analyses: counted so that targets talking over TCP/UDP loopback
     // are named ("not analysed"), not reported as no IPC.
     LogicalProbe {
@@ -381,7 +373,7 @@ pub fn program_names() -> Vec<&'static str> {
             | Attach::IfPresent(Attach::Kprobe { prog, .. })
             | Attach::IfPresent(Attach::Kretprobe { prog, .. }) => vec![*prog],
             Attach::Syscalls { .. } => SYSCALL_PROGS.to_vec(),
-            Attach::IfPresent(_) | Attach::CheckOnly { .. } => Vec::new(),
+            Attach::IfPresent(_) | Attach::CheckOnly { .. } | Attach::PageCounters => Vec::new(),
         })
         .collect();
     v.sort();
@@ -404,7 +396,7 @@ mod tests {
                 Mechanism::Tracepoint => 2,
                 Mechanism::PerfEvent => 3,
             };
-            assert!(p.impls.windows(2).all(|w| order(w[0].mechanism) < order(w[1].mechanism)), "{}", p.name);
+            assert!(p.impls.windows(2).all(|w| order(w[0].mechanism) <= order(w[1].mechanism)), "{}", p.name);
             for i in p.impls {
                 assert!(i.uses.is_some() || !i.attach.is_empty(), "{}: an implementation attaches something", p.name);
                 if let Some(u) = i.uses {

@@ -313,15 +313,20 @@ pub fn open_session(
     events: Option<&mut OutFile>,
     families: &[&'static dyn Family],
 ) -> Result<Session> {
-    let offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
+    let mut offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
+    let without_pages = p.without.contains(&crate::cli::ProbeGroup::PageAlloc);
+    if without_pages {
+        // Nor are pipe pages counted from the per-CPU counters.
+        offsets.pgalloc_count = 0;
+    }
     // The event stream feeds --events, --perfetto or both.
     let keep = p.perfetto.is_some();
     let events = (events.is_some() || keep).then_some((events, p.events_buffer, keep));
     let block_stacks = !p.without.contains(&crate::cli::ProbeGroup::BlockStacks);
     let mut session = Session::load(&offsets, events, p.floor, block_stacks)?;
     let mut without_rows = Vec::new();
-    if p.without.contains(&crate::cli::ProbeGroup::PageAlloc) {
-        without_rows.push("page_alloc");
+    if without_pages {
+        without_rows.extend(["page_alloc", "pipe_pages"]);
     }
     session.attach(ProbeOptions {
         without_rows,

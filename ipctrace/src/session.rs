@@ -53,6 +53,10 @@ pub struct Session {
     stream: Option<Stream>,
     /// The syscall dispatcher's raw tracepoints are attached (once, for every row using them).
     syscalls_attached: bool,
+    /// Raw tracepoint programs attached so far (a program two rows use is attached once).
+    raw_attached: Vec<&'static str>,
+    /// Whether the programs count pipe pages from the per-CPU counters, or why not.
+    page_counters: Result<(), String>,
 }
 
 /// `--events`/`--perfetto`: the ring buffer, the JSON-lines file it is drained into, and the
@@ -165,6 +169,20 @@ impl Session {
         block_stacks: bool,
     ) -> Result<Self> {
         bump_memlock();
+        let mut offsets = *offsets;
+        let page_counters = if !offsets.page_counters() {
+            Err("the per-CPU page-allocation counters (runqueues, vm_event_states, PGALLOC_*) are not in this \
+                 kernel's BTF, or --without page-alloc"
+                .to_string())
+        } else if events.is_some() {
+            Err("--events/--perfetto: every page is an event there, so each is counted where it is allocated".into())
+        } else {
+            Ok(())
+        };
+        if page_counters.is_err() {
+            offsets.pgalloc_count = 0;
+        }
+        let offsets = &offsets;
         let mut loader = EbpfLoader::new();
         let fops = crate::kernel::symbols::file_ops();
         let (floor, block_stacks) = (u8::from(floor), u8::from(block_stacks));
@@ -203,7 +221,7 @@ impl Session {
             }
             _ => None,
         };
-        Ok(Self { bpf, choices: Vec::new(), stream, syscalls_attached: false })
+        Ok(Self { bpf, choices: Vec::new(), stream, syscalls_attached: false, raw_attached: Vec::new(), page_counters })
     }
 
     /// `--events`: moves what the ring buffer holds into the file.
@@ -348,8 +366,11 @@ impl Session {
                         Ok(String::new())
                     };
                 }
-                loaded.push(prog);
-                self.attach_raw(prog, name)?;
+                if !self.raw_attached.contains(&prog) {
+                    loaded.push(prog);
+                    self.attach_raw(prog, name)?;
+                    self.raw_attached.push(prog);
+                }
                 Ok(format!("raw_tp:{category}:{name}"))
             }
             Attach::Syscalls { row, ops } => {
@@ -394,6 +415,13 @@ impl Session {
                 };
                 if present { self.attach_one(inner, k, sample_hz, loaded) } else { Ok(String::new()) }
             }
+            Attach::PageCounters => match &self.page_counters {
+                Ok(()) => {
+                    Ok("per-CPU counters: vm_event_states PGALLOC_* (read by the syscall and sched_switch programs)"
+                        .into())
+                }
+                Err(why) => Err(why.clone()),
+            },
             Attach::CheckOnly { func: f, why_no_program } => {
                 for name in f {
                     if let Some(why) = k.funcs.check(name) {
@@ -442,6 +470,7 @@ impl Session {
                 Ok(p) if p.is_empty() => {}
                 Ok(p) => points.push(p),
                 Err(e) => {
+                    self.raw_attached.retain(|p| !loaded.contains(p));
                     for prog in loaded {
                         unload(&mut self.bpf, prog);
                     }
@@ -733,7 +762,7 @@ mod tests {
         out.insert(key(ProbeId::SockSend, 6), AggVal { calls: 3, bytes: 300, aux_calls: 3, ..Default::default() });
         out.insert(key(ProbeId::PipeRead, 5), AggVal { calls: 16, aux_calls: 9, ..Default::default() });
         Session::add_folded(&mut out);
-        let pages = &out[&key(ProbeId::PageAlloc, 5)];
+        let pages = &out[&key(ProbeId::PipePage, 5)];
         assert_eq!((pages.calls, pages.bytes), (250, 250 << 12), "the write's pages, on its channel");
         assert_eq!(out[&key(ProbeId::SkbQueued, 6)].calls, 3);
         assert_eq!(out.len(), 5, "a read adds nothing up: {out:?}");

@@ -29,9 +29,17 @@ fn kernel_probes_every_probe_is_decided_with_reasons() {
             assert!(!s["reason"].as_str().unwrap().is_empty(), "{p}");
         }
     }
-    for name in
-        ["pipe_write", "pipe_read", "shm_setup", "page_fault", "futex", "sched_switch", "page_alloc", "cpu_sample"]
-    {
+    for name in [
+        "pipe_write",
+        "pipe_read",
+        "pipe_pages",
+        "shm_setup",
+        "page_fault",
+        "futex",
+        "sched_switch",
+        "page_alloc",
+        "cpu_sample",
+    ] {
         assert!(!probe(&v, name)["chosen"].is_null(), "{name} has no implementation on this kernel");
     }
     // Whatever was chosen for the pipe, every better implementation carries its real error.

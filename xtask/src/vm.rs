@@ -491,6 +491,20 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
                 w == total && rd == total,
                 || format!("written {w}, read {rd}, payload {total}"),
             );
+            // Buffer pages from the per-CPU counters: at most one per 4 KiB written (64 KiB
+            // writes fill whole pages), at least three in four (a freed page the pipe keeps
+            // spare is reused, not allocated).
+            let pages = run["path"]["stages"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["name"] == "pipe buffer pages allocated"))
+                .cloned()
+                .unwrap_or_default();
+            let (n, buffers) = (pages["count"].as_u64().unwrap_or(0), total / 4096);
+            c.check(
+                &format!("{guest} {mech}: {t} buffer pages from the per-CPU counters, 3/4 to 1 per 4 KiB written"),
+                pages["label"] == "derived" && n * 4 >= buffers * 3 && n * 1000 <= buffers * 1005,
+                || pages.to_string(),
+            );
             let m = &run["path"]["metrics"];
             c.check(
                 &format!("{guest} {mech}: {t} copies per byte 2.0, exact"),

@@ -58,6 +58,8 @@ fn common(btf: &Btf, field: &str) -> u32 {
 pub fn offsets() -> Result<Offsets> {
     let btf = Btf::from_file(VMLINUX)
         .with_context(|| format!("reading {VMLINUX} (ipctrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)"))?;
+    let percpu = percpu_vars(&btf, &["runqueues", "vm_event_states"]);
+    let pgalloc = pgalloc_events(&btf);
     Ok(Offsets {
         task_files: offset(&btf, "task_struct", "files")?,
         files_fdt: offset(&btf, "files_struct", "fdt")?,
@@ -107,7 +109,53 @@ pub fn offsets() -> Result<Offsets> {
         sock_dport: common(&btf, "skc_dport"),
         sock_num: common(&btf, "skc_num"),
         sock_v6_daddr: common(&btf, "skc_v6_daddr"),
+        task_se_cfs_rq: offset(&btf, "task_struct", "se")
+            .and_then(|se| Ok(se + offset(&btf, "sched_entity", "cfs_rq")?))
+            .unwrap_or(u32::MAX),
+        cfs_rq_rq: offset(&btf, "cfs_rq", "rq").unwrap_or(u32::MAX),
+        percpu_runqueues: percpu.get("runqueues").copied().unwrap_or(u32::MAX),
+        percpu_vm_events: percpu.get("vm_event_states").copied().unwrap_or(u32::MAX),
+        pgalloc_first: pgalloc.map_or(u32::MAX, |(f, _)| f),
+        pgalloc_count: pgalloc.map_or(0, |(_, n)| n),
     })
+}
+
+/// Offsets in the per-CPU section (DATASEC `.data..percpu`) of the variables named.
+fn percpu_vars(btf: &Btf, names: &[&str]) -> std::collections::HashMap<String, u32> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(types) = btf.resolve_types_by_name(".data..percpu") else { return out };
+    for t in types {
+        let Type::Datasec(ds) = t else { continue };
+        for v in &ds.variables {
+            let Ok(var) = btf.resolve_chained_type(v) else { continue };
+            let Some(b) = var.as_btf_type() else { continue };
+            if let Ok(name) = btf.resolve_name(b)
+                && names.contains(&name.as_str())
+            {
+                out.insert(name, v.offset());
+            }
+        }
+    }
+    out
+}
+
+/// The first `PGALLOC_*` event of `enum vm_event_item` and how many there are, if they are
+/// consecutive (one per zone: `FOR_ALL_ZONES(PGALLOC)`).
+fn pgalloc_events(btf: &Btf) -> Option<(u32, u32)> {
+    let types = btf.resolve_types_by_name("vm_event_item").ok()?;
+    let e = types.into_iter().find_map(|t| match t {
+        Type::Enum(e) => Some(e),
+        _ => None,
+    })?;
+    let mut vals: Vec<u32> = e
+        .members
+        .iter()
+        .filter(|m| btf.resolve_name(*m).is_ok_and(|n| n.starts_with("PGALLOC_")))
+        .map(|m| m.val())
+        .collect();
+    vals.sort_unstable();
+    let (first, last) = (*vals.first()?, *vals.last()?);
+    (last - first + 1 == vals.len() as u32).then_some((first, vals.len() as u32))
 }
 
 /// How many arguments raw tracepoint `name` passes (its `btf_trace_NAME` typedef is a pointer
@@ -166,5 +214,7 @@ mod tests {
         let btf = Btf::from_file(VMLINUX).unwrap();
         assert_eq!(raw_tp_args(&btf, "sys_enter"), Some(2));
         assert!(matches!(raw_tp_args(&btf, "sched_switch"), Some(3 | 4)));
+        // Every kernel ipctrace is built and tested on has per-CPU variables in its BTF.
+        assert!(o.page_counters(), "per-CPU page-allocation counters found: {o:?}");
     }
 }

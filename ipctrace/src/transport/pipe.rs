@@ -121,7 +121,31 @@ static PROBES: &[LogicalProbe] = &[
             &[Attach::Syscalls { row: sysrow::PIPE_SPLICE, ops: &[sysop::SPLICE, sysop::VMSPLICE] }],
         )],
     },
+    LogicalProbe {
+        name: "pipe_pages",
+        what: "pages pipe writes allocated for the pipe's buffer (a page per 4 KiB the pipe had no spare page for)",
+        ids: &[ProbeId::PipePage],
+        impls: &[
+            imp(
+                crate::model::probe::Mechanism::Tracepoint,
+                Label::Derived,
+                RULE_PAGES_COUNTERS,
+                &[Attach::PageCounters],
+            ),
+            imp(
+                crate::model::probe::Mechanism::Tracepoint,
+                Label::Exact,
+                RULE_PAGES_TRACEPOINT,
+                &[crate::probes::tp("mm_page_alloc", "kmem", "mm_page_alloc")],
+            ),
+        ],
+    },
 ];
+
+pub const RULE_PAGES_COUNTERS: &str = "pages = growth of the kernel's per-CPU page-allocation counters \
+     (vm_event_states PGALLOC_*) while the write ran on that CPU: read where the write starts, leaves or comes \
+     back to a CPU, and ends (an interrupt's allocation on that CPU meanwhile counts too); no hook per page";
+pub const RULE_PAGES_TRACEPOINT: &str = "kmem:mm_page_alloc in the writer's context while the pipe write was in flight";
 
 fn total(t: u64) -> Option<StageTime> {
     Some(StageTime::Total { ns: t })
@@ -179,8 +203,7 @@ impl Family for Pipe {
             Some(w.bytes),
             latency(&p.hist(WRITE)),
             p.label(WRITE),
-            chain(p, &[ProbeId::OffCpu, ProbeId::Sample, ProbeId::PageAlloc], is_write_fn)
-                .map(|c| format!("chain seen: {c}")),
+            chain(p, &[ProbeId::OffCpu, ProbeId::Sample], is_write_fn).map(|c| format!("chain seen: {c}")),
         )];
         v.push(copy_stage(
             "copy user -> kernel (into pipe buffer pages)",
@@ -194,16 +217,23 @@ impl Family for Pipe {
         let buf = p
             .events
             .iter()
-            .filter(|e| e.probe == ProbeId::PageAlloc.name() && e.channel.is_some())
+            .filter(|e| e.probe == ProbeId::PipePage.name() && e.channel.is_some())
             .fold((0, 0), |(c, b), e| (c + e.calls, b + e.bytes));
+        let pages_label = p.label(ProbeId::PipePage);
         v.push(stage(
             "pipe buffer pages allocated",
             1,
             buf.0,
             Some(buf.1),
             None,
-            Some(Label::Exact),
-            Some("kmem:mm_page_alloc while the pipe write was in flight".into()),
+            pages_label,
+            Some(
+                match pages_label {
+                    Some(Label::Derived) => "per-CPU page-allocation counters while the pipe write ran",
+                    _ => "kmem:mm_page_alloc while the pipe write was in flight",
+                }
+                .into(),
+            ),
         ));
         let b = p.sum(ProbeId::Blocked, Some(WRITE.name()));
         v.push(stage(

@@ -121,6 +121,17 @@ static PROBES: &[LogicalProbe] = &[
             ),
         ],
     },
+    LogicalProbe {
+        name: "page_alloc",
+        what: "pages allocated by the targets outside pipe writes (shmem pages), with kernel stacks",
+        ids: &[ProbeId::PageAlloc],
+        impls: &[imp(
+            Mechanism::Tracepoint,
+            Label::Exact,
+            "kmem:mm_page_alloc in a target's context; the stack tells a shmem page from the rest",
+            &[tp("mm_page_alloc", "kmem", "mm_page_alloc")],
+        )],
+    },
 ];
 
 /// Faults in the shm mapping: handle_mm_fault on the function tier, else the tracepoints.
