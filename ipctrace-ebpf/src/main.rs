@@ -219,7 +219,10 @@ fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
 /// `--events`: one record per counted call or event; a full ring buffer is counted as loss.
 #[inline(always)]
 fn emit(tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64, other: u32) {
-    emit_at(now(), tgid, probe, k, ino, value, dur_ns, other)
+    // Checked before the clock is read: a helper call is never optimised away.
+    if events_on() {
+        emit_at(now(), tgid, probe, k, ino, value, dur_ns, other)
+    }
 }
 
 /// `emit` with its time given (a call's end: its start plus its duration, so the interval in

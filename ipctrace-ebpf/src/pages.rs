@@ -16,6 +16,8 @@
 //! attached: shared memory is traced) keeps its kernel stack, which tells a shmem page from
 //! the rest.
 
+use core::ptr::write_volatile;
+
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint},
@@ -40,8 +42,6 @@ pub struct PageSlot {
     pages: u64,
     bytes: u64,
 }
-
-const EMPTY: PageSlot = PageSlot { tid: 0, _pad: 0, base: 0, pages: 0, bytes: 0 };
 
 #[map]
 static PIPE_PAGES: PerCpuArray<PageSlot> = PerCpuArray::with_max_entries(1, 0);
@@ -89,7 +89,14 @@ fn counters_now() -> Option<u64> {
 pub(crate) fn claim(tid: u32) {
     let base = if by_counters() { counters_now().unwrap_or(0) } else { 0 };
     if let Some(s) = PIPE_PAGES.get_ptr_mut(0) {
-        unsafe { *s = PageSlot { tid, base, ..EMPTY } };
+        // Field by field, volatile: LLVM turns neighbouring zero stores into a memset, a
+        // byte-by-byte loop in BPF.
+        unsafe {
+            (*s).tid = tid;
+            (*s).base = base;
+            write_volatile(&raw mut (*s).pages, 0);
+            write_volatile(&raw mut (*s).bytes, 0);
+        }
     }
 }
 
@@ -113,7 +120,7 @@ pub(crate) fn settle(p: &mut Pending) {
     };
     p._pad += pages as u32;
     p.len += bytes;
-    unsafe { *s = EMPTY };
+    unsafe { (*s).tid = 0 };
 }
 
 /// mm_page_alloc(page, order, gfp_flags, migratetype).

@@ -40,9 +40,10 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     }
     // The task leaving the CPU is `current`.
     let (tgid, tid) = current();
-    if tid != 0 && is_target(tgid) {
-        // One lookup for both the call in flight and where the block will be kept.
-        let thread = threads::get(tid);
+    // A thread with an entry is a target's (only targets' threads get one): no need to look
+    // its process up.
+    let thread = threads::get(tid);
+    if tid != 0 && (thread.is_some() || is_target(tgid)) {
         let call = thread.map(|t| unsafe { &raw mut (*t).call }).filter(|c| unsafe { (**c).probe } != 0);
         if let Some(c) = call {
             // A pipe write in flight takes the pages it allocated on this CPU with it.

@@ -10,6 +10,8 @@
 //! its exit; two threads whose tids share a slot claiming it in the same instant is the one
 //! race left, and it needs both to start being traced at once.
 
+use core::ptr::write_volatile;
+
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap},
@@ -66,16 +68,23 @@ pub(crate) fn get_or_make(tid: u32, full: u32) -> Option<*mut Thread> {
     if owner == tid {
         return Some(s);
     }
-    let zero = ZERO.get(0)?;
     if owner == 0 {
+        // Field by field, volatile (neighbouring zero stores would become a memset, a
+        // byte-by-byte loop in BPF); the spill mark stays.
         unsafe {
-            let spill = (*s)._pad;
-            *s = *zero;
+            let c = &raw mut (*s).call;
+            write_volatile(&raw mut (*c).ino, 0);
+            write_volatile(&raw mut (*c).start_ns, 0);
+            write_volatile(&raw mut (*c).len, 0);
+            write_volatile(&raw mut (*c).probe, 0);
+            write_volatile(&raw mut (*c).kind, 0);
+            write_volatile(&raw mut (*c)._pad, 0);
+            write_volatile(&raw mut (*s).off.ts, 0);
             (*s).tid = tid;
-            (*s)._pad = spill;
         }
         return Some(s);
     }
+    let zero = ZERO.get(0)?;
     if spilled(s)
         && let Some(t) = SPILL.get_ptr_mut(&tid)
     {
