@@ -230,7 +230,11 @@ pub mod target {
     pub const COMPAT: u32 = 4;
     /// Its fds are never cached (io_uring, or an fd table shared with another process).
     pub const NOCACHE: u32 = 8;
+    /// The fd-cache generation (bits 8-31; a new one at exec and close_range).
     pub const GEN_SHIFT: u32 = 8;
+    /// The value's high 32 bits: a random number drawn again at every close, dup2/dup3,
+    /// close_range and exec, which a thread's memo of its last fd is checked against.
+    pub const EPOCH_SHIFT: u32 = 32;
 }
 
 /// Probe-table rows served by the syscall dispatcher (bits above `sysop::MASK`).
@@ -604,8 +608,24 @@ pub struct Pending {
 pub struct Thread {
     pub call: Pending,
     pub off: OffCpu,
+    pub memo: FdMemo,
     pub tid: u32,
     pub _pad: u32,
+}
+
+/// The last fd a thread's traced call named and what it is (`ipctrace-ebpf`'s fdcache): good
+/// while its process's `TARGETS` value is still `t` (a close, dup2, close_range or exec draws
+/// a new one) and `open` is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FdMemo {
+    pub t: u64,
+    pub fd: u64,
+    pub kind: u16,
+    pub open: u16,
+    pub _pad: u32,
+    pub ino: u64,
+    pub sk: u64,
 }
 
 /// Slots of the direct-mapped per-thread table (a power of two; slot = tid mod this).

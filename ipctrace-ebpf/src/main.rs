@@ -51,10 +51,10 @@ static SYSCALLS: Array<u32> = Array::with_max_entries(SYSCALL_SLOTS, 0);
 #[unsafe(no_mangle)]
 static FILE_OPS: FileOps = FileOps { eventfd: 0, signalfd: 0 };
 
-/// Target processes (tgid -> `ipctrace_common::target` flags and fd-cache generation); filled
+/// Target processes (tgid -> `ipctrace_common::target` flags, fd-cache generation and fd epoch); filled
 /// before the workload's start gate opens, extended on fork.
 #[map]
-static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 
 /// Process names of targets (set at fork and exec), for reports after they exited.
 #[map]
@@ -342,16 +342,17 @@ fn inflight() -> Option<*mut Pending> {
 /// while in flight (pipe buffer pages, socket buffers). Every tier's exit ends here.
 #[inline(always)]
 fn call_exit(ret: i64) -> u32 {
-    if let Some((tgid, p)) = pending_take() {
-        finish(tgid, p, ret);
+    if let Some((tgid, tid, p)) = pending_take() {
+        finish(tgid, tid, p, ret);
     }
     0
 }
 
+/// Ends call `p` of thread `tid` (the current one) of `tgid`.
 #[inline(always)]
-fn finish(tgid: u32, mut p: Pending, ret: i64) {
+fn finish(tgid: u32, tid: u32, mut p: Pending, ret: i64) {
     if pipe::fills_pipe(p.probe) {
-        pages::settle(&mut p);
+        pages::settle(&mut p, tid);
     }
     let ret = mq::exit(tgid, &p, ret);
     agg_call(tgid, &p, ret, now().saturating_sub(p.start_ns));
@@ -365,9 +366,9 @@ fn start_call(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
     pending_start(Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 });
 }
 
-/// Ends the current thread's call: (tgid, pending) if one was started.
+/// Ends the current thread's call: (tgid, tid, pending) if one was started.
 #[inline(always)]
-fn pending_take() -> Option<(u32, Pending)> {
+fn pending_take() -> Option<(u32, u32, Pending)> {
     let id = bpf_get_current_pid_tgid();
     let t = threads::get(id as u32)?;
     let p = unsafe { (*t).call };
@@ -375,7 +376,7 @@ fn pending_take() -> Option<(u32, Pending)> {
         return None;
     }
     unsafe { (*t).call.probe = 0 };
-    Some(((id >> 32) as u32, p))
+    Some(((id >> 32) as u32, id as u32, p))
 }
 
 #[inline(always)]

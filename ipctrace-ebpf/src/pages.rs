@@ -100,12 +100,12 @@ pub(crate) fn claim(tid: u32) {
     }
 }
 
-/// Moves what this CPU's slot holds for the current thread into its call `p`.
+/// Moves what this CPU's slot holds for thread `tid` (the current one) into its call `p`.
 #[inline(always)]
-pub(crate) fn settle(p: &mut Pending) {
+pub(crate) fn settle(p: &mut Pending, tid: u32) {
     let Some(s) = PIPE_PAGES.get_ptr_mut(0) else { return };
     let slot = unsafe { *s };
-    if slot.tid == 0 || slot.tid != current().1 {
+    if slot.tid == 0 || slot.tid != tid {
         return;
     }
     let (pages, bytes) = if by_counters() {

@@ -40,6 +40,14 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     }
     // The task leaving the CPU is `current`.
     let (tgid, tid) = current();
+    // One clock read serves both sides (the block that starts and the one that ends).
+    let mut clock = 0u64;
+    let mut now_once = || {
+        if clock == 0 {
+            clock = now();
+        }
+        clock
+    };
     // A thread with an entry is a target's (only targets' threads get one): no need to look
     // its process up.
     let thread = threads::get(tid);
@@ -47,7 +55,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
         let call = thread.map(|t| unsafe { &raw mut (*t).call }).filter(|c| unsafe { (**c).probe } != 0);
         if let Some(c) = call {
             // A pipe write in flight takes the pages it allocated on this CPU with it.
-            crate::pages::settle(unsafe { &mut *c });
+            crate::pages::settle(unsafe { &mut *c }, tid);
         }
         let preempt = ctx.arg::<u64>(0) & 1 != 0;
         // Blocked = not preempted and not left runnable (a yield). Before 5.18 the state is
@@ -67,7 +75,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
                 None => (0, 0, 0),
             };
             let kstack = if take_block_stack(p != 0) { stack_id(&ctx, 0) } else { -1 };
-            let o = OffCpu { ts: now(), tgid, kstack, probe: p, kind: k, _pad: 0, ino };
+            let o = OffCpu { ts: now_once(), tgid, kstack, probe: p, kind: k, _pad: 0, ino };
             if state & TASK_DEAD != 0 {
                 // A dying thread's last switch: it never runs again. Its entry goes here (one
                 // made again by a sleep on the exit path after sched_process_exit included).
@@ -89,7 +97,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     if unsafe { (*t).off.ts } != 0 {
         let o = unsafe { (*t).off };
         unsafe { (*t).off.ts = 0 };
-        let dt = now().saturating_sub(o.ts);
+        let dt = now_once().saturating_sub(o.ts);
         let p = Pending {
             ino: o.ino,
             start_ns: o.ts,
@@ -155,12 +163,12 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
         // of either without the other's syscalls showing it: neither is fd-cached.
         let files = |task: *const u8| task_field::<u64>(task, offsets().task_files).unwrap_or(0);
         let parent_task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
-        let mut t = crate::fdcache::new_generation(target::IS);
+        let mut t = crate::fdcache::new_generation(target::IS as u64);
         if files(child_task) == files(parent_task)
             && let Some(p) = TARGETS.get_ptr_mut(&tgid)
         {
-            t |= target::NOCACHE;
-            unsafe { *p |= target::NOCACHE };
+            t |= target::NOCACHE as u64;
+            unsafe { *p |= target::NOCACHE as u64 };
         }
         let _ = TARGETS.insert(&child, &t, 0);
         let _ = PARENTS.insert(&child, &tgid, 0);
@@ -206,7 +214,7 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     if let Some(t) = TARGETS.get_ptr_mut(&tgid) {
         // The new program's bitness is checked again at its first syscall; close-on-exec fds
         // are gone, so cached ones are too (a new generation).
-        unsafe { *t = crate::fdcache::new_generation((*t & target::NOCACHE) | target::IS) };
+        unsafe { *t = crate::fdcache::new_generation((*t & target::NOCACHE as u64) | target::IS as u64) };
         if let Ok(comm) = bpf_get_current_comm() {
             let _ = COMMS.insert(&tgid, &comm, 0);
         }

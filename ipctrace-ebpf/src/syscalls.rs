@@ -39,15 +39,15 @@ fn arg(regs: *const u8, i: usize) -> u64 {
 /// first traced syscall (and again after an exec), then kept in the entry: a 32-bit process
 /// is one for life. (A 64-bit process entering by `int 0x80` is not told apart.)
 #[inline(always)]
-fn target64(tgid: u32) -> Option<*mut u32> {
+fn target64(tgid: u32) -> Option<*mut u64> {
     let t = TARGETS.get_ptr_mut(&tgid)?;
     let flags = unsafe { *t };
-    if flags & target::CHECKED == 0 {
+    if flags & target::CHECKED as u64 == 0 {
         let c = if compat() { target::COMPAT } else { 0 };
-        unsafe { *t = flags | target::CHECKED | c };
+        unsafe { *t = flags | (target::CHECKED | c) as u64 };
         return (c == 0).then_some(t);
     }
-    (flags & target::COMPAT == 0).then_some(t)
+    (flags & target::COMPAT as u64 == 0).then_some(t)
 }
 
 /// Is the current task in a 32-bit compat syscall?
@@ -62,12 +62,14 @@ fn compat() -> bool {
 }
 
 /// The syscall's target and what it asked for: the process, its `TARGETS` value, the rows
-/// and operation (`w`), the saved registers.
+/// and operation (`w`), the saved registers, the thread's entry.
 struct Call {
     tgid: u32,
-    t: u32,
+    t: u64,
     w: u32,
     regs: *const u8,
+    /// The calling thread's entry (its fd memo).
+    th: Option<*mut ipctrace_common::Thread>,
 }
 
 /// A call on an fd (the first argument) that the pipe row `pipe_row` counts as `pipe_probe`
@@ -76,7 +78,7 @@ struct Call {
 /// the fd is one.
 #[inline(always)]
 fn on_fd(c: &Call, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe: ProbeId) -> Option<*const u8> {
-    let f = fdcache::fd(c.tgid, c.t, arg(c.regs, 0));
+    let f = fdcache::fd(c.tgid, c.t, arg(c.regs, 0), c.th);
     if f.sk != 0 {
         let sk = f.sk as *const u8;
         if c.w & sock_row != 0 {
@@ -108,10 +110,11 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     if w == 0 {
         return 0;
     }
-    let (tgid, _) = current();
+    let (tgid, tid) = current();
     let Some(tp) = target64(tgid) else { return 0 };
     let regs: *const u8 = ctx.arg(0);
-    let c = Call { tgid, t: unsafe { *tp }, w, regs };
+    let th = crate::threads::get_or_make(tid, ipctrace_common::loss::PENDING_FULL);
+    let c = Call { tgid, t: unsafe { *tp }, w, regs, th };
     match w & sysop::MASK {
         sysop::WRITE => {
             on_fd(&c, sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
@@ -141,8 +144,8 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
             on_fd(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend);
         }
         // mq_timedsend(mqd, msg, len, prio, timeout), mq_timedreceive(mqd, ...).
-        sysop::MQ_SEND => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0)), Some((arg(regs, 2), arg(regs, 3)))),
-        sysop::MQ_RECV => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0)), None),
+        sysop::MQ_SEND => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0), th), Some((arg(regs, 2), arg(regs, 3)))),
+        sysop::MQ_RECV => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0), th), None),
         // msgsnd(msqid, msgp, msgsz, flags), msgrcv(msqid, msgp, msgsz, type, flags).
         sysop::MSGSND => mq::sysv(arg(regs, 0), Some((arg(regs, 2), arg(regs, 1)))),
         sysop::MSGRCV => mq::sysv(arg(regs, 0), None),
@@ -157,32 +160,30 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         sysop::FUTEX => futex::futex_enter(tgid, arg(regs, 0), arg(regs, 1)),
         sysop::FUTEX_WAIT => futex::start(tgid, arg(regs, 0), ProbeId::FutexWait),
         sysop::FUTEX_WAKE => futex::start(tgid, arg(regs, 0), ProbeId::FutexWake),
-        sysop::CLOSE => fdcache::forget(tgid, c.t, arg(regs, 0)),
-        sysop::DUP2 => fdcache::forget(tgid, c.t, arg(regs, 1)),
+        sysop::CLOSE => unsafe { *tp = fdcache::forget(tgid, c.t, arg(regs, 0)) },
+        sysop::DUP2 => unsafe { *tp = fdcache::forget(tgid, c.t, arg(regs, 1)) },
         sysop::CLOSE_RANGE => unsafe { *tp = fdcache::new_generation(c.t) },
-        sysop::IO_URING => unsafe { *tp = c.t | target::NOCACHE },
+        sysop::IO_URING => unsafe { *tp = c.t | target::NOCACHE as u64 },
         _ => {}
     }
     0
 }
 
-/// sys_exit(regs, ret): the number is the saved orig_ax.
+/// sys_exit(regs, ret). The cheapest check is the thread's call in flight (an array
+/// lookup): only a call its entry started is in flight at a syscall's exit (a function-tier
+/// call ends at its function's return, before), so the syscall number (a kernel read of the
+/// saved orig_ax) is not needed.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let regs: *const u8 = ctx.arg(0);
-    let Ok(nr) = (unsafe { read_at::<i64>(regs, offsets().regs_orig_ax) }) else { return 0 };
-    if wanted(nr) == 0 {
-        return 0;
-    }
-    let Some((tgid, p)) = pending_take() else { return 0 };
+    let Some((tgid, tid, p)) = pending_take() else { return 0 };
     let ret = ctx.arg::<u64>(1) as i64;
     if p.probe == ProbeId::ShmMmap as u16 {
         shm::mmap_exit(tgid, &p, ret);
     } else {
-        finish(tgid, p, ret);
+        finish(tgid, tid, p, ret);
     }
     0
 }

@@ -80,6 +80,7 @@ pub(crate) fn get_or_make(tid: u32, full: u32) -> Option<*mut Thread> {
             write_volatile(&raw mut (*c).kind, 0);
             write_volatile(&raw mut (*c)._pad, 0);
             write_volatile(&raw mut (*s).off.ts, 0);
+            write_volatile(&raw mut (*s).memo.open, 0);
             (*s).tid = tid;
         }
         return Some(s);

@@ -551,12 +551,13 @@ impl Session {
 
     /// Adds a process to the in-kernel filter.
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
-        let mut t: HashMap<_, u32, u32> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
+        let mut t: HashMap<_, u32, u64> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
         // A random fd-cache generation: a reused pid never meets an earlier process's entries.
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ tgid.rotate_left(13));
-        let value = ipctrace_common::target::IS | (generation << ipctrace_common::target::GEN_SHIFT);
+        let value = u64::from(ipctrace_common::target::IS | (generation << ipctrace_common::target::GEN_SHIFT))
+            | (u64::from(generation.rotate_left(7)) << ipctrace_common::target::EPOCH_SHIFT);
         t.insert(tgid, value, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
     }
 
@@ -569,7 +570,7 @@ impl Session {
     /// Every process in the in-kernel filter (those added, and every child they forked).
     pub fn targets(&self) -> Vec<u32> {
         let Some(m) = self.bpf.map("TARGETS") else { return Vec::new() };
-        let Ok(m) = HashMap::<_, u32, u32>::try_from(m) else { return Vec::new() };
+        let Ok(m) = HashMap::<_, u32, u64>::try_from(m) else { return Vec::new() };
         m.keys().flatten().collect()
     }
 
