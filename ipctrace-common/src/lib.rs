@@ -510,6 +510,28 @@ pub struct AggKey {
     pub ino: u64,
 }
 
+/// Slots per CPU of the direct-mapped aggregate table (`AGG_CACHE`, a power of two).
+pub const AGG_SLOTS: u32 = 512;
+
+/// One slot of the direct-mapped aggregate table: a key (tgid 0: free) and its values. A
+/// key keeps its slot for the whole session (nothing is moved out, so the loader reading the
+/// table meanwhile never sees a count twice or not at all); a key whose slot another holds
+/// is counted in the `AGG` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggSlot {
+    pub key: AggKey,
+    pub val: AggVal,
+}
+
+/// The slot of `k` in the direct-mapped aggregate table (a multiplicative hash of its words).
+#[inline(always)]
+pub const fn agg_slot_index(k: &AggKey) -> u32 {
+    let head = (k.tgid as u64) | ((k.probe as u64) << 32) | ((k.kind as u64) << 48);
+    let h = head.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.ino.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    ((h >> 40) as u32) & (AGG_SLOTS - 1)
+}
+
 /// Aggregated values for one key, per CPU; the loader sums the CPUs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -628,6 +650,20 @@ pub struct FdMemo {
     pub sk: u64,
 }
 
+/// One slot of the direct-mapped target filter (`TARGET_SLOTS`, slot = tgid mod
+/// `TARGET_SLOT_COUNT`): the target holding it (0: free) and its `TARGETS` value; `spill` is
+/// set once a target whose slot was taken went to the `TARGETS` hash map instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetSlot {
+    pub tgid: u32,
+    pub spill: u32,
+    pub t: u64,
+}
+
+/// Slots of the direct-mapped target filter (a power of two).
+pub const TARGET_SLOT_COUNT: u32 = 8192;
+
 /// Slots of the direct-mapped per-thread table (a power of two; slot = tid mod this).
 pub const THREAD_SLOTS: u32 = 32768;
 
@@ -647,9 +683,10 @@ pub struct OffCpu {
 }
 
 /// A block explained by the call in flight has its stack captured once every this many
-/// blocks per CPU (a stack walk at every context switch would dominate tracing a pipe);
-/// a block no call in flight explains always has its stack captured.
-pub const BLOCK_STACK_EVERY: u64 = 16;
+/// blocks per CPU (a stack walk at every context switch would dominate tracing a pipe: at 1
+/// in 16 the walks were a fifth of the switch program's time); a block no call in flight
+/// explains always has its stack captured. A 1 GiB pipe run still keeps ~250 stacks.
+pub const BLOCK_STACK_EVERY: u64 = 64;
 
 /// `AggKey.kind` of a BLOCKED aggregate: the in-flight probe and the channel kind, packed.
 pub const fn blocked_kind(inflight_probe: u16, channel_kind: u16) -> u16 {
@@ -764,6 +801,8 @@ mod pod {
     unsafe impl aya::Pod for StackVal {}
     unsafe impl aya::Pod for Pending {}
     unsafe impl aya::Pod for OffCpu {}
+    unsafe impl aya::Pod for TargetSlot {}
+    unsafe impl aya::Pod for AggSlot {}
     unsafe impl aya::Pod for Thread {}
     unsafe impl aya::Pod for Range {}
     unsafe impl aya::Pod for Ranges {}

@@ -6,8 +6,8 @@ use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::
 use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched, target};
 
 use crate::{
-    BLOCK_TICK, COMMS, EXITS, PARENTS, TARGETS, agg_call, agg_event, current, is_target, now, offsets, stack_add,
-    stack_id, task_field, threads,
+    BLOCK_TICK, COMMS, EXITS, PARENTS, agg_call, agg_event, current, is_target, now, offsets, stack_add, stack_id,
+    task_field, threads,
 };
 
 /// `TASK_DEAD` in a task's state: its last switch, after its exit.
@@ -165,12 +165,12 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
         let parent_task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
         let mut t = crate::fdcache::new_generation(target::IS as u64);
         if files(child_task) == files(parent_task)
-            && let Some(p) = TARGETS.get_ptr_mut(&tgid)
+            && let Some(p) = crate::targets::get(tgid)
         {
             t |= target::NOCACHE as u64;
             unsafe { *p |= target::NOCACHE as u64 };
         }
-        let _ = TARGETS.insert(&child, &t, 0);
+        crate::targets::insert(child, t);
         let _ = PARENTS.insert(&child, &tgid, 0);
         crate::shm::fork(tgid, child);
         if let Ok(comm) = bpf_get_current_comm() {
@@ -211,7 +211,7 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let (tgid, _) = current();
-    if let Some(t) = TARGETS.get_ptr_mut(&tgid) {
+    if let Some(t) = crate::targets::get(tgid) {
         // The new program's bitness is checked again at its first syscall; close-on-exec fds
         // are gone, so cached ones are too (a new generation).
         unsafe { *t = crate::fdcache::new_generation((*t & target::NOCACHE as u64) | target::IS as u64) };

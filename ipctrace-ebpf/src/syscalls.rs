@@ -11,8 +11,8 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use ipctrace_common::{ProbeId, SYSCALL_SLOTS, sysop, sysrow, target};
 
 use crate::{
-    SYSCALLS, TARGETS, current, fdcache, fdpass, finish, futex, inet, mq, notify, offsets, pending_take, pipe, read_at,
-    shm, sock,
+    SYSCALLS, current, fdcache, fdpass, finish, futex, inet, mq, notify, offsets, pending_take, pipe, read_at, shm,
+    sock,
 };
 
 /// x86's TS_COMPAT: the task is in a 32-bit syscall, whose numbers are not these.
@@ -40,7 +40,7 @@ fn arg(regs: *const u8, i: usize) -> u64 {
 /// is one for life. (A 64-bit process entering by `int 0x80` is not told apart.)
 #[inline(always)]
 fn target64(tgid: u32) -> Option<*mut u64> {
-    let t = TARGETS.get_ptr_mut(&tgid)?;
+    let t = crate::targets::get(tgid)?;
     let flags = unsafe { *t };
     if flags & target::CHECKED as u64 == 0 {
         let c = if compat() { target::COMPAT } else { 0 };

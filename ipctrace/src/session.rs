@@ -18,8 +18,8 @@ use std::io::Write;
 
 use aya::maps::{MapData, RingBuf};
 use ipctrace_common::{
-    AggKey, AggVal, ChannelKind, Event, FdPassKey, Offsets, ProbeId, Ranges, SYSCALL_SLOTS, StackKey, StackVal, loss,
-    sysop,
+    AggKey, AggSlot, AggVal, ChannelKind, Event, FdPassKey, Offsets, ProbeId, Ranges, SYSCALL_SLOTS, StackKey,
+    StackVal, TargetSlot, loss, sysop,
 };
 
 use crate::{
@@ -155,6 +155,23 @@ struct Kernel {
     btf: Option<Btf>,
     btf_err: String,
     cpus: Vec<u32>,
+}
+
+/// Adds one CPU's values of a key to the sum.
+fn add_val(sum: &mut AggVal, v: &AggVal) {
+    sum.calls += v.calls;
+    sum.bytes += v.bytes;
+    sum.errors += v.errors;
+    sum.zero += v.zero;
+    sum.time_ns += v.time_ns;
+    for (s, x) in sum.err.iter_mut().zip(v.err.iter()) {
+        *s += x;
+    }
+    for (s, x) in sum.hist.iter_mut().zip(v.hist.iter()) {
+        *s += x;
+    }
+    sum.aux_calls += v.aux_calls;
+    sum.aux_bytes += v.aux_bytes;
 }
 
 impl Session {
@@ -549,16 +566,30 @@ impl Session {
         Ok(())
     }
 
-    /// Adds a process to the in-kernel filter.
+    /// Adds a process to the in-kernel filter: its slot of `TARGET_SLOTS` (tgid mod the slot
+    /// count) if free, else the `TARGETS` hash map, with its slot marked (as the programs do:
+    /// `ipctrace-ebpf`'s `targets`).
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
-        let mut t: HashMap<_, u32, u64> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
         // A random fd-cache generation: a reused pid never meets an earlier process's entries.
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ tgid.rotate_left(13));
         let value = u64::from(ipctrace_common::target::IS | (generation << ipctrace_common::target::GEN_SHIFT))
             | (u64::from(generation.rotate_left(7)) << ipctrace_common::target::EPOCH_SHIFT);
-        t.insert(tgid, value, 0).with_context(|| format!("adding pid {tgid} to the target filter"))
+        let what = || format!("adding pid {tgid} to the target filter");
+        let index = tgid & (ipctrace_common::TARGET_SLOT_COUNT - 1);
+        let mut slots: Array<_, TargetSlot> =
+            Array::try_from(self.bpf.map_mut("TARGET_SLOTS").context("TARGET_SLOTS map")?)?;
+        let mut slot = slots.get(&index, 0).with_context(what)?;
+        if slot.tgid == tgid || slot.tgid == 0 {
+            slot.tgid = tgid;
+            slot.t = value;
+            return slots.set(index, slot, 0).with_context(what);
+        }
+        slot.spill = 1;
+        slots.set(index, slot, 0).with_context(what)?;
+        let mut t: HashMap<_, u32, u64> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
+        t.insert(tgid, value, 0).with_context(what)
     }
 
     /// A channel ipctrace itself uses with its targets (by inode): never counted.
@@ -569,9 +600,20 @@ impl Session {
 
     /// Every process in the in-kernel filter (those added, and every child they forked).
     pub fn targets(&self) -> Vec<u32> {
-        let Some(m) = self.bpf.map("TARGETS") else { return Vec::new() };
-        let Ok(m) = HashMap::<_, u32, u64>::try_from(m) else { return Vec::new() };
-        m.keys().flatten().collect()
+        let mut out: Vec<u32> = Vec::new();
+        if let Some(m) = self.bpf.map("TARGET_SLOTS")
+            && let Ok(a) = Array::<_, TargetSlot>::try_from(m)
+        {
+            out.extend(a.iter().flatten().map(|s| s.tgid).filter(|t| *t != 0));
+        }
+        if let Some(m) = self.bpf.map("TARGETS")
+            && let Ok(m) = HashMap::<_, u32, u64>::try_from(m)
+        {
+            out.extend(m.keys().flatten());
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Aggregates summed over CPUs.
@@ -579,27 +621,24 @@ impl Session {
         let m: PerCpuHashMap<_, AggKey, AggVal> = PerCpuHashMap::try_from(self.bpf.map("AGG").context("AGG map")?)?;
         let embryos = self.embryos();
         let mut out: BTreeMap<AggKey, AggVal> = BTreeMap::new();
-        for item in m.iter() {
-            let (mut k, per_cpu) = item?;
-            // Counted under a socket's address before it was accepted: moved to its inode.
+        // Counted under a socket's address before it was accepted: moved to its inode.
+        let mut add = |mut k: AggKey, v: &AggVal| {
             if let Some(&ino) = embryos.get(&k.ino) {
                 k.ino = ino;
             }
-            let sum = out.entry(k).or_default();
+            add_val(out.entry(k).or_default(), v);
+        };
+        for item in m.iter() {
+            let (k, per_cpu) = item?;
             for v in per_cpu.iter() {
-                sum.calls += v.calls;
-                sum.bytes += v.bytes;
-                sum.errors += v.errors;
-                sum.zero += v.zero;
-                sum.time_ns += v.time_ns;
-                for (s, x) in sum.err.iter_mut().zip(v.err.iter()) {
-                    *s += x;
-                }
-                for (s, x) in sum.hist.iter_mut().zip(v.hist.iter()) {
-                    *s += x;
-                }
-                sum.aux_calls += v.aux_calls;
-                sum.aux_bytes += v.aux_bytes;
+                add(k, v);
+            }
+        }
+        // The direct-mapped table (`ipctrace-ebpf`: `agg_slot`): every CPU's claimed slots.
+        let c: PerCpuArray<_, AggSlot> = PerCpuArray::try_from(self.bpf.map("AGG_CACHE").context("AGG_CACHE map")?)?;
+        for i in 0..ipctrace_common::AGG_SLOTS {
+            for s in c.get(&i, 0)?.iter().filter(|s| s.key.tgid != 0) {
+                add(s.key, &s.val);
             }
         }
         Self::add_folded(&mut out);

@@ -82,14 +82,18 @@ fn stages(out: &mut String, r: &TransportRun) {
 
 /// The merged kernel call trees, compact: branches under 5% pruned, chains joined; at most
 /// `max_lines` lines each.
+/// The blocked-time call tree's title: how its stacks were sampled.
+static BLOCKED_TREE_TITLE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "call tree of the blocked time (sampled: every unexplained block, 1 in {} of the others)",
+        ipctrace_common::BLOCK_STACK_EVERY
+    )
+});
+
 fn call_trees(out: &mut String, r: &TransportRun, max_lines: usize) {
     for (title, roots, unit) in [
         ("call tree of the CPU samples (sampled)", &r.call_trees.cpu, "samples"),
-        (
-            "call tree of the blocked time (sampled: every unexplained block, 1 in 16 of the others)",
-            &r.call_trees.blocked,
-            "blocks",
-        ),
+        (BLOCKED_TREE_TITLE.as_str(), &r.call_trees.blocked, "blocks"),
     ] {
         let lines = trees::render(roots, 0.05, unit);
         if lines.is_empty() {
