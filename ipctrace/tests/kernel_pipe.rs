@@ -11,7 +11,7 @@ fn check_exact(msg: u64, total: u64) {
     let (code, r, stderr) =
         run_json(&["--transport", "pipe", "--total", &total.to_string(), "--msg-size", &msg.to_string()]);
     assert_eq!(code, 0, "exit code; stderr: {stderr}");
-    assert_eq!(r["schema_version"], 3);
+    assert_eq!(r["schema_version"], 4);
     assert_eq!(r["partial"], false);
     assert_eq!(r["loss"]["events"], 0, "events lost");
     let run = &r["runs"][0];

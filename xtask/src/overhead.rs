@@ -312,7 +312,7 @@ pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport>
         },
         Config {
             name: "without page-alloc",
-            what: "default, no kmem:mm_page_alloc".into(),
+            what: "default, no page-allocation counting".into(),
             kind: Kind::Traced { bin: this.clone(), args: vec!["--without", "page-alloc"] },
         },
         Config {

@@ -28,7 +28,7 @@ pub use self::{
 /// denominator are absent (never inf); the report holds its `comparison`, `verdict` and
 /// `crossovers`; runs hold `description` and `histograms`; `command_exit` (trace);
 /// `overview` (attach/trace); stacks name their `channel`.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// How a figure was measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
