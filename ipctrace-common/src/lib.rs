@@ -510,8 +510,21 @@ pub struct AggKey {
     pub ino: u64,
 }
 
-/// Slots per CPU of the direct-mapped aggregate table (`AGG_CACHE`, a power of two).
+/// Slots per CPU of the direct-mapped aggregate table (`AGG_CACHE`), at most: the loader
+/// sizes it (a power of two) so that all CPUs' copies stay within `AGG_CACHE_BYTES`.
 pub const AGG_SLOTS: u32 = 512;
+pub const AGG_CACHE_BYTES: u64 = 16 << 20;
+
+/// The slot count of the aggregate table for `cpus` possible CPUs (a power of two, 64 to
+/// `AGG_SLOTS`).
+pub const fn agg_slots_for(cpus: u64) -> u32 {
+    let per_cpu = AGG_CACHE_BYTES / (core::mem::size_of::<AggSlot>() as u64 * if cpus == 0 { 1 } else { cpus });
+    let mut n = AGG_SLOTS;
+    while n > 64 && n as u64 > per_cpu {
+        n /= 2;
+    }
+    n
+}
 
 /// One slot of the direct-mapped aggregate table: a key (tgid 0: free) and its values. A
 /// key keeps its slot for the whole session (nothing is moved out, so the loader reading the
@@ -524,12 +537,13 @@ pub struct AggSlot {
     pub val: AggVal,
 }
 
-/// The slot of `k` in the direct-mapped aggregate table (a multiplicative hash of its words).
+/// The slot of `k` in the direct-mapped aggregate table of `slots` slots (a multiplicative
+/// hash of its words).
 #[inline(always)]
-pub const fn agg_slot_index(k: &AggKey) -> u32 {
+pub const fn agg_slot_index(k: &AggKey, slots: u32) -> u32 {
     let head = (k.tgid as u64) | ((k.probe as u64) << 32) | ((k.kind as u64) << 48);
     let h = head.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.ino.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    ((h >> 40) as u32) & (AGG_SLOTS - 1)
+    ((h >> 40) as u32) & (slots - 1)
 }
 
 /// Aggregated values for one key, per CPU; the loader sums the CPUs.

@@ -76,6 +76,10 @@ static EXITS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map]
 static AGG_CACHE: PerCpuArray<AggSlot> = PerCpuArray::with_max_entries(AGG_SLOTS, 0);
 
+/// `AGG_CACHE`'s slot count as the loader sized it (`ipctrace_common::agg_slots_for`).
+#[unsafe(no_mangle)]
+static AGG_CACHE_SLOTS: u32 = AGG_SLOTS;
+
 #[map]
 static AGG: PerCpuHashMap<AggKey, AggVal> = PerCpuHashMap::with_max_entries(8192, 0);
 
@@ -197,7 +201,8 @@ fn shm_ino_of(tgid: u32, addr: u64) -> Option<u64> {
 
 #[inline(always)]
 fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
-    if let Some(s) = AGG_CACHE.get_ptr_mut(agg_slot_index(key)) {
+    let slots = unsafe { core::ptr::read_volatile(&AGG_CACHE_SLOTS) };
+    if let Some(s) = AGG_CACHE.get_ptr_mut(agg_slot_index(key, slots)) {
         // Compared and claimed as two words (tgid|probe|kind, ino); per-CPU, so no other
         // program writes this slot meanwhile.
         let head = |k: &AggKey| (k.tgid as u64) | ((k.probe as u64) << 32) | ((k.kind as u64) << 48);

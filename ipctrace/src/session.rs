@@ -208,6 +208,10 @@ impl Session {
             .override_global("FILE_OPS", &fops, true)
             .override_global("FLOOR", &floor, true)
             .override_global("BLOCK_STACKS", &block_stacks, true);
+        // The direct-mapped aggregate table, sized for the machine's CPUs.
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
+        let agg_slots = ipctrace_common::agg_slots_for(cpus);
+        loader.map_max_entries("AGG_CACHE", agg_slots).override_global("AGG_CACHE_SLOTS", &agg_slots, true);
         // A ring buffer is a power-of-two number of pages.
         let buffer_bytes = events.as_ref().map(|(_, b, _)| b.max(&4096).next_power_of_two() as u32);
         if let Some(b) = buffer_bytes {
@@ -636,7 +640,7 @@ impl Session {
         }
         // The direct-mapped table (`ipctrace-ebpf`: `agg_slot`): every CPU's claimed slots.
         let c: PerCpuArray<_, AggSlot> = PerCpuArray::try_from(self.bpf.map("AGG_CACHE").context("AGG_CACHE map")?)?;
-        for i in 0..ipctrace_common::AGG_SLOTS {
+        for i in 0..c.len() {
             for s in c.get(&i, 0)?.iter().filter(|s| s.key.tgid != 0) {
                 add(s.key, &s.val);
             }
@@ -806,6 +810,23 @@ mod tests {
         assert_eq!((pages.calls, pages.bytes), (250, 250 << 12), "the write's pages, on its channel");
         assert_eq!(out[&key(ProbeId::SkbQueued, 6)].calls, 3);
         assert_eq!(out.len(), 5, "a read adds nothing up: {out:?}");
+    }
+
+    #[test]
+    fn the_aggregate_table_is_sized_for_the_cpus() {
+        use ipctrace_common::{AGG_CACHE_BYTES, AggSlot, agg_slot_index, agg_slots_for};
+        for cpus in [1u64, 2, 8, 64, 256, 1024, 8192] {
+            let n = agg_slots_for(cpus);
+            assert!(n.is_power_of_two() && (64..=512).contains(&n), "{cpus} CPUs: {n} slots");
+            let bytes = u64::from(n) * std::mem::size_of::<AggSlot>() as u64 * cpus;
+            assert!(n == 64 || bytes <= AGG_CACHE_BYTES, "{cpus} CPUs: {bytes} bytes");
+        }
+        assert_eq!(agg_slots_for(2), 512);
+        // Keys spread over the slots: a pipe run's dozen keys rarely share one.
+        let k = |tgid, probe, ino| AggKey { tgid, probe, kind: 1, ino };
+        let slots: std::collections::BTreeSet<u32> =
+            (0..8).flat_map(|p| [k(1000, p, 5), k(1001, p, 5)]).map(|x| agg_slot_index(&x, 512)).collect();
+        assert!(slots.len() >= 14, "{slots:?}");
     }
 
     #[test]
