@@ -57,6 +57,9 @@ pub struct Session {
     raw_attached: Vec<&'static str>,
     /// Whether the programs count pipe pages from the per-CPU counters, or why not.
     page_counters: Result<(), String>,
+    /// The processes this session put in the filter (the programs add their children, and
+    /// record each in `PARENTS`).
+    added: std::collections::BTreeSet<u32>,
 }
 
 /// `--events`/`--perfetto`: the ring buffer, the JSON-lines file it is drained into, and the
@@ -242,7 +245,15 @@ impl Session {
             }
             _ => None,
         };
-        Ok(Self { bpf, choices: Vec::new(), stream, syscalls_attached: false, raw_attached: Vec::new(), page_counters })
+        Ok(Self {
+            bpf,
+            choices: Vec::new(),
+            stream,
+            syscalls_attached: false,
+            raw_attached: Vec::new(),
+            page_counters,
+            added: Default::default(),
+        })
     }
 
     /// `--events`: moves what the ring buffer holds into the file.
@@ -581,6 +592,7 @@ impl Session {
         let value = u64::from(ipctrace_common::target::IS | (generation << ipctrace_common::target::GEN_SHIFT))
             | (u64::from(generation.rotate_left(7)) << ipctrace_common::target::EPOCH_SHIFT);
         let what = || format!("adding pid {tgid} to the target filter");
+        self.added.insert(tgid);
         let index = tgid & (ipctrace_common::TARGET_SLOT_COUNT - 1);
         let mut slots: Array<_, TargetSlot> =
             Array::try_from(self.bpf.map_mut("TARGET_SLOTS").context("TARGET_SLOTS map")?)?;
@@ -604,20 +616,12 @@ impl Session {
 
     /// Every process in the in-kernel filter (those added, and every child they forked).
     pub fn targets(&self) -> Vec<u32> {
-        let mut out: Vec<u32> = Vec::new();
-        if let Some(m) = self.bpf.map("TARGET_SLOTS")
-            && let Ok(a) = Array::<_, TargetSlot>::try_from(m)
-        {
-            out.extend(a.iter().flatten().map(|s| s.tgid).filter(|t| *t != 0));
-        }
-        if let Some(m) = self.bpf.map("TARGETS")
-            && let Ok(m) = HashMap::<_, u32, u64>::try_from(m)
-        {
-            out.extend(m.keys().flatten());
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
+        // Those added here and every child the programs followed (its parent recorded): a
+        // few map entries, where reading the whole slot table would be thousands of reads
+        // at every rescan.
+        let mut out: std::collections::BTreeSet<u32> = self.added.clone();
+        out.extend(self.parents().into_keys());
+        out.into_iter().collect()
     }
 
     /// Aggregates summed over CPUs.
