@@ -160,10 +160,11 @@ rm -f "$1""#;
 
 /// The pipe's buffer pages, counted from the per-CPU page-allocation counters (the default,
 /// derived) and at kmem:mm_page_alloc (what `--events` uses, exact), in two runs of one
-/// workload. Against the producer's own count of bytes written: at most one page per 4 KiB
-/// (every 64 KiB write fills whole buffers; an interrupt's allocation may add a few), at least
-/// three in four (a page a read frees is kept spare and reused, not allocated). The two ways
-/// agree within 1%.
+/// workload. Against the producer's own count of bytes written: at least three pages in four
+/// per 4 KiB (a page a read frees is kept spare and reused, not allocated), at most one and a
+/// half (a wrong counter address would give nonsense; on this kernel it is at most one, on
+/// Debian's 7.3 about 1.3). The two ways agree within 1% on this kernel (`cargo xtask
+/// vm-test` allows 10% on Debian's kernels: 7.3's counters give ~8% more).
 #[test]
 fn kernel_pipe_buffer_pages_counted_two_ways() {
     if !require_root("kernel_pipe_buffer_pages_counted_two_ways") {
@@ -188,7 +189,7 @@ fn kernel_pipe_buffer_pages_counted_two_ways() {
         let pages = stage["count"].as_u64().unwrap();
         let written = process(run, "producer")["witness"]["bytes"].as_u64().unwrap();
         let buffers = written / 4096;
-        assert!(pages * 1000 <= buffers * 1005, "{label}: {pages} pages for {buffers} buffers filled");
+        assert!(pages * 2 <= buffers * 3, "{label}: {pages} pages for {buffers} buffers filled");
         assert!(pages * 4 >= buffers * 3, "{label}: {pages} pages for {buffers} buffers filled");
         assert_eq!(stage["bytes"].as_u64(), Some(pages * 4096), "{label}: a page is 4 KiB");
         counts.push(pages);

@@ -204,6 +204,9 @@ step probes /ipctrace probes --format json --sample-hz 49
 step probes_no_fentry /ipctrace probes --no-fentry --format json --sample-hz 49
 step run_fentry /ipctrace run --format json --transport TRANSPORTS --total 32MiB --msg-size 64KiB --sample-hz 49
 step run_kprobe /ipctrace run --format json --no-fentry --transport TRANSPORTS --total 32MiB --msg-size 64KiB --sample-hz 49
+# Pipe buffer pages counted at kmem:mm_page_alloc (--events asks for every page), to hold the
+# per-CPU counters' figure against.
+step run_pages_exact /ipctrace run --format json --transport pipe --total 32MiB --msg-size 64KiB --sample-hz 49 --events /tmp/events.jsonl
 step run_tracepoint /ipctrace run --format json --tier tracepoint --transport SOCKETS --total 8MiB --msg-size 64KiB --sample-hz 49
 step run_sendfile /ipctrace run --format json --transport unix-stream --sendfile-producer --total 8MiB --msg-size 64KiB --sample-hz 49
 step run_queues_fentry /ipctrace run --format json --transport QUEUES --total 8MiB --msg-size 4KiB --sample-hz 49
@@ -491,19 +494,32 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
                 w == total && rd == total,
                 || format!("written {w}, read {rd}, payload {total}"),
             );
-            // Buffer pages from the per-CPU counters: at most one per 4 KiB written (64 KiB
-            // writes fill whole pages), at least three in four (a freed page the pipe keeps
-            // spare is reused, not allocated).
+            // Buffer pages from the per-CPU counters: at least three in four per 4 KiB written
+            // (a freed page the pipe keeps spare is reused, not allocated), and within 10% of
+            // what kmem:mm_page_alloc counted in a run of the same workload (on Debian's 7.3
+            // both exceed one page per 4 KiB, and the counters give ~8% more).
             let pages = run["path"]["stages"]
                 .as_array()
                 .and_then(|a| a.iter().find(|s| s["name"] == "pipe buffer pages allocated"))
                 .cloned()
                 .unwrap_or_default();
+            let exact = json(&b, "run_pages_exact").ok().and_then(|r| {
+                r["runs"][0]["path"]["stages"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["name"] == "pipe buffer pages allocated" && s["label"] == "exact")?["count"]
+                    .as_u64()
+            });
             let (n, buffers) = (pages["count"].as_u64().unwrap_or(0), total / 4096);
             c.check(
-                &format!("{guest} {mech}: {t} buffer pages from the per-CPU counters, 3/4 to 1 per 4 KiB written"),
-                pages["label"] == "derived" && n * 4 >= buffers * 3 && n * 1000 <= buffers * 1005,
-                || pages.to_string(),
+                &format!(
+                    "{guest} {mech}: {t} buffer pages from the per-CPU counters: >= 3/4 per 4 KiB written, \
+                     within 10% of kmem:mm_page_alloc's count"
+                ),
+                pages["label"] == "derived"
+                    && n * 4 >= buffers * 3
+                    && exact.is_some_and(|e| n.abs_diff(e) * 10 <= e),
+                || format!("{pages}; at kmem:mm_page_alloc: {exact:?}; buffers filled: {buffers}"),
             );
             let m = &run["path"]["metrics"];
             c.check(
