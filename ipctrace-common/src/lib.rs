@@ -665,13 +665,14 @@ pub struct FdMemo {
 }
 
 /// One slot of the direct-mapped target filter (`TARGET_SLOTS`, slot = tgid mod
-/// `TARGET_SLOT_COUNT`): the target holding it (0: free) and its `TARGETS` value; `spill` is
-/// set once a target whose slot was taken went to the `TARGETS` hash map instead.
+/// `TARGET_SLOT_COUNT`): the target holding it (0: free) and its `TARGETS` value. Whether a
+/// target whose slot was taken went to the `TARGETS` hash map instead is marked apart, in
+/// `TARGET_SPILLED` (a mark is only ever set, so setting it never undoes a value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetSlot {
     pub tgid: u32,
-    pub spill: u32,
+    pub _pad: u32,
     pub t: u64,
 }
 

@@ -34,13 +34,13 @@ fn key(tgid: u32, t: u64, fd: u64) -> Key {
 }
 
 /// `fd` of target `tgid` (whose `TARGETS` value is `t`), from the calling thread's memo (`th`:
-/// its entry), the cache, or classified.
+/// its entry, or null), the cache, or classified.
 #[inline(always)]
-pub(crate) fn fd(tgid: u32, t: u64, fd: u64, th: Option<*mut Thread>) -> Fd {
+pub(crate) fn fd(tgid: u32, t: u64, fd: u64, th: *mut Thread) -> Fd {
     if t & target::NOCACHE as u64 != 0 {
         return fd_of_call(fd);
     }
-    if let Some(th) = th {
+    if !th.is_null() {
         let m = unsafe { &(*th).memo };
         if m.open != 0 && m.fd == fd && m.t == t {
             return Fd { kind: m.kind, open: m.open, _pad: 0, ino: m.ino, sk: m.sk };
@@ -57,9 +57,7 @@ pub(crate) fn fd(tgid: u32, t: u64, fd: u64, th: Option<*mut Thread>) -> Fd {
             f
         }
     };
-    if f.open != 0
-        && let Some(th) = th
-    {
+    if f.open != 0 && !th.is_null() {
         // Field by field, volatile: a struct copy is a byte-by-byte memmove in BPF.
         unsafe {
             let m = &raw mut (*th).memo;
@@ -74,17 +72,21 @@ pub(crate) fn fd(tgid: u32, t: u64, fd: u64, th: Option<*mut Thread>) -> Fd {
     f
 }
 
-/// `fd` of target `tgid` is closed or replaced: its cache entry goes, and the process gets a
-/// new epoch (every thread's memo is stale). Returns the new `TARGETS` value.
+/// `fd` of target `tgid` (whose `TARGETS` value `tp` was `t` at the call's entry) is closed
+/// or replaced: its cache entry goes, and the process gets a new epoch (every thread's memo
+/// is stale). Only the epoch half of the value is stored: flags or a generation another CPU
+/// set meanwhile (io_uring, close_range, a fork sharing the fd table) stay.
 #[inline(always)]
-pub(crate) fn forget(tgid: u32, t: u64, fd: u64) -> u64 {
+pub(crate) fn forget(tgid: u32, tp: *mut u64, t: u64, fd: u64) {
     let _ = FD_CACHE.remove(&key(tgid, t, fd));
-    new_epoch(t)
+    let e = unsafe { bpf_get_prandom_u32() };
+    // The value's high half (x86 and arm64 eBPF are little-endian).
+    unsafe { *(tp as *mut u32).add(1) = e };
 }
 
 /// A `TARGETS` value with a fresh fd epoch (flags and generation kept).
 #[inline(always)]
-pub(crate) fn new_epoch(t: u64) -> u64 {
+fn new_epoch(t: u64) -> u64 {
     let e = unsafe { bpf_get_prandom_u32() } as u64;
     (t & 0xffff_ffff) | (e << target::EPOCH_SHIFT)
 }

@@ -203,8 +203,10 @@ fn shm_ino_of(tgid: u32, addr: u64) -> Option<u64> {
 fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
     let slots = unsafe { core::ptr::read_volatile(&AGG_CACHE_SLOTS) };
     if let Some(s) = AGG_CACHE.get_ptr_mut(agg_slot_index(key, slots)) {
-        // Compared and claimed as two words (tgid|probe|kind, ino); per-CPU, so no other
-        // program writes this slot meanwhile.
+        // Compared as two words (tgid|probe|kind, ino). Per-CPU: only a program interrupting
+        // this one on the same CPU (a wake-up from an interrupt) could write the slot
+        // meanwhile, and only by claiming the same free slot at the same moment (the tag,
+        // tgid, is written last).
         let head = |k: &AggKey| (k.tgid as u64) | ((k.probe as u64) << 32) | ((k.kind as u64) << 48);
         let k = unsafe { &mut (*s).key };
         if k.ino == key.ino && head(k) == head(key) {

@@ -131,7 +131,9 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
     }
     let (tgid, tid) = current();
     let order = ctx.arg::<u64>(1) as u32;
-    let bytes = 4096u64 << (order & 15);
+    // Pages, as the per-CPU counters count them: an order-n allocation is 2^n pages.
+    let pages = 1u64 << (order & 15);
+    let bytes = 4096 * pages;
     let counters = by_counters();
     let mut counted = false;
     if let Some(s) = PIPE_PAGES.get_ptr_mut(0)
@@ -143,7 +145,7 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
             return 0;
         }
         unsafe {
-            (*s).pages += 1;
+            (*s).pages += pages;
             (*s).bytes += bytes;
         }
         counted = true;
@@ -158,7 +160,7 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
         emit(tgid, ProbeId::PipePage as u16, unsafe { (*p).kind }, unsafe { (*p).ino }, bytes as i64, 0, 0);
         if !counted && !counters {
             unsafe {
-                (*p)._pad += 1;
+                (*p)._pad += pages as u32;
                 (*p).len += bytes;
             }
         }

@@ -48,12 +48,12 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
         }
         clock
     };
-    // A thread with an entry is a target's (only targets' threads get one): no need to look
-    // its process up.
-    let thread = threads::get(tid);
-    if tid != 0 && (thread.is_some() || is_target(tgid)) {
+    if tid != 0 && is_target(tgid) {
+        let thread = threads::get(tid);
         let call = thread.map(|t| unsafe { &raw mut (*t).call }).filter(|c| unsafe { (**c).probe } != 0);
-        if let Some(c) = call {
+        if let Some(c) = call
+            && crate::pipe::fills_pipe(unsafe { (*c).probe })
+        {
             // A pipe write in flight takes the pages it allocated on this CPU with it.
             crate::pages::settle(unsafe { &mut *c }, tid);
         }

@@ -68,8 +68,9 @@ struct Call {
     t: u64,
     w: u32,
     regs: *const u8,
-    /// The calling thread's entry (its fd memo).
-    th: Option<*mut ipctrace_common::Thread>,
+    /// The calling thread's entry (its fd memo), or null. A raw pointer, not an Option: LLVM
+    /// may read an Option's undefined payload on the None path, which the verifier refuses.
+    th: *mut ipctrace_common::Thread,
 }
 
 /// A call on an fd (the first argument) that the pipe row `pipe_row` counts as `pipe_probe`
@@ -113,7 +114,8 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     let (tgid, tid) = current();
     let Some(tp) = target64(tgid) else { return 0 };
     let regs: *const u8 = ctx.arg(0);
-    let th = crate::threads::get_or_make(tid, ipctrace_common::loss::PENDING_FULL);
+    // The thread's entry, for its fd memo (made by its first call's start, not here).
+    let th = crate::threads::get(tid).unwrap_or(core::ptr::null_mut());
     let c = Call { tgid, t: unsafe { *tp }, w, regs, th };
     match w & sysop::MASK {
         sysop::WRITE => {
@@ -160,8 +162,8 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         sysop::FUTEX => futex::futex_enter(tgid, arg(regs, 0), arg(regs, 1)),
         sysop::FUTEX_WAIT => futex::start(tgid, arg(regs, 0), ProbeId::FutexWait),
         sysop::FUTEX_WAKE => futex::start(tgid, arg(regs, 0), ProbeId::FutexWake),
-        sysop::CLOSE => unsafe { *tp = fdcache::forget(tgid, c.t, arg(regs, 0)) },
-        sysop::DUP2 => unsafe { *tp = fdcache::forget(tgid, c.t, arg(regs, 1)) },
+        sysop::CLOSE => fdcache::forget(tgid, tp, c.t, arg(regs, 0)),
+        sysop::DUP2 => fdcache::forget(tgid, tp, c.t, arg(regs, 1)),
         sysop::CLOSE_RANGE => unsafe { *tp = fdcache::new_generation(c.t) },
         sysop::IO_URING => unsafe { *tp = c.t | target::NOCACHE as u64 },
         _ => {}

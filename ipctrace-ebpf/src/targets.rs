@@ -2,8 +2,9 @@
 //! (a syscall, a switch, a page allocation, a sample): is this process traced? A process's
 //! entry is slot `tgid mod TARGET_SLOT_COUNT` of an array, tagged with its tgid, so the
 //! answer is an inlined array lookup, not a hash lookup; a target whose slot another holds
-//! goes to the `TARGETS` hash map, and its slot is marked so that the map is asked only for
-//! processes that hash there. The loader adds targets the same way (`Session::add_target`).
+//! goes to the `TARGETS` hash map, and its slot is marked (`TARGET_SPILLED`) so that the map
+//! is asked only for processes that hash there. The loader adds targets the same way
+//! (`Session::add_target`), never writing a slot another target holds.
 //! Entries stay after a process exits (the report names every target).
 
 use aya_ebpf::{
@@ -15,6 +16,10 @@ use ipctrace_common::{TARGET_SLOT_COUNT, TargetSlot};
 #[map]
 static TARGET_SLOTS: Array<TargetSlot> = Array::with_max_entries(TARGET_SLOT_COUNT, 0);
 
+/// 1 for a slot some target spilled from (set, never cleared).
+#[map]
+static TARGET_SPILLED: Array<u32> = Array::with_max_entries(TARGET_SLOT_COUNT, 0);
+
 /// Targets whose slot was taken (tgid -> `ipctrace_common::target` value).
 #[map]
 static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
@@ -22,6 +27,11 @@ static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 #[inline(always)]
 fn slot(tgid: u32) -> Option<*mut TargetSlot> {
     TARGET_SLOTS.get_ptr_mut(tgid & (TARGET_SLOT_COUNT - 1))
+}
+
+#[inline(always)]
+fn spilled(tgid: u32) -> bool {
+    TARGET_SPILLED.get(tgid & (TARGET_SLOT_COUNT - 1)).is_some_and(|m| *m != 0)
 }
 
 /// Target `tgid`'s value (flags, fd-cache generation, fd epoch), if it is a target.
@@ -34,7 +44,7 @@ pub(crate) fn get(tgid: u32) -> Option<*mut u64> {
     if unsafe { (*s).tgid } == tgid {
         return Some(unsafe { &raw mut (*s).t });
     }
-    if unsafe { (*s).spill } != 0 { TARGETS.get_ptr_mut(&tgid) } else { None }
+    if spilled(tgid) { TARGETS.get_ptr_mut(&tgid) } else { None }
 }
 
 /// Is `tgid` a target?
@@ -59,6 +69,8 @@ pub(crate) fn insert(tgid: u32, t: u64) {
         }
         return;
     }
-    unsafe { (*s).spill = 1 };
+    if let Some(m) = TARGET_SPILLED.get_ptr_mut(tgid & (TARGET_SLOT_COUNT - 1)) {
+        unsafe { *m = 1 };
+    }
     let _ = TARGETS.insert(&tgid, &t, 0);
 }

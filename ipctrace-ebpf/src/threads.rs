@@ -68,6 +68,13 @@ pub(crate) fn get_or_make(tid: u32, full: u32) -> Option<*mut Thread> {
     if owner == tid {
         return Some(s);
     }
+    // A thread that spilled while its slot was taken keeps its spilled entry after the slot
+    // frees up (taking the slot would leave that entry behind, never removed).
+    if spilled(s)
+        && let Some(t) = SPILL.get_ptr_mut(&tid)
+    {
+        return Some(t);
+    }
     if owner == 0 {
         // Field by field, volatile (neighbouring zero stores would become a memset, a
         // byte-by-byte loop in BPF); the spill mark stays.
@@ -86,11 +93,6 @@ pub(crate) fn get_or_make(tid: u32, full: u32) -> Option<*mut Thread> {
         return Some(s);
     }
     let zero = ZERO.get(0)?;
-    if spilled(s)
-        && let Some(t) = SPILL.get_ptr_mut(&tid)
-    {
-        return Some(t);
-    }
     // Marked before the insert, so that no lookup misses an entry being made.
     unsafe { (*s)._pad = 1 };
     if SPILL.insert(&tid, zero, 0).is_err() {

@@ -118,6 +118,13 @@ fn unload(bpf: &mut Ebpf, prog: &str) {
 /// An error and its causes on one line (aya puts the errno in the source chain); a verifier
 /// log is cut to the line that says why, and causes repeated by their parent are dropped.
 fn short<E: std::error::Error>(e: E) -> String {
+    if std::env::var_os("IPCTRACE_DEBUG_VERIFIER").is_some() {
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(x) = src {
+            eprintln!("{x}");
+            src = x.source();
+        }
+    }
     let clean = |s: String| {
         let s = match s.split_once("Verifier output:") {
             Some((head, log)) => match verifier_reason(log) {
@@ -582,8 +589,8 @@ impl Session {
     }
 
     /// Adds a process to the in-kernel filter: its slot of `TARGET_SLOTS` (tgid mod the slot
-    /// count) if free, else the `TARGETS` hash map, with its slot marked (as the programs do:
-    /// `ipctrace-ebpf`'s `targets`).
+    /// count) if free, else the `TARGETS` hash map, with the slot marked spilled (as the
+    /// programs do: `ipctrace-ebpf`'s `targets`).
     pub fn add_target(&mut self, tgid: u32) -> Result<()> {
         // A random fd-cache generation: a reused pid never meets an earlier process's entries.
         let generation = std::time::SystemTime::now()
@@ -596,16 +603,17 @@ impl Session {
         let index = tgid & (ipctrace_common::TARGET_SLOT_COUNT - 1);
         let mut slots: Array<_, TargetSlot> =
             Array::try_from(self.bpf.map_mut("TARGET_SLOTS").context("TARGET_SLOTS map")?)?;
-        let mut slot = slots.get(&index, 0).with_context(what)?;
+        let slot = slots.get(&index, 0).with_context(what)?;
         if slot.tgid == tgid || slot.tgid == 0 {
-            slot.tgid = tgid;
-            slot.t = value;
-            return slots.set(index, slot, 0).with_context(what);
+            return slots.set(index, TargetSlot { tgid, _pad: 0, t: value }, 0).with_context(what);
         }
-        slot.spill = 1;
-        slots.set(index, slot, 0).with_context(what)?;
+        // The slot is another target's: only the spill mark is written (never the slot, whose
+        // value the programs may be changing).
         let mut t: HashMap<_, u32, u64> = HashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map")?)?;
-        t.insert(tgid, value, 0).with_context(what)
+        t.insert(tgid, value, 0).with_context(what)?;
+        let mut marks: Array<_, u32> =
+            Array::try_from(self.bpf.map_mut("TARGET_SPILLED").context("TARGET_SPILLED map")?)?;
+        marks.set(index, 1, 0).with_context(what)
     }
 
     /// A channel ipctrace itself uses with its targets (by inode): never counted.

@@ -63,7 +63,16 @@ fn kernel_path_pipe_copies_twice_and_shm_never() {
     );
     assert!(
         tree_has(&shm["call_trees"]["page_alloc"], "__do_fault", &["shmem_fault"]),
-        "shm call tree: __do_fault -> shmem_fault"
+        "shm call tree: __do_fault -> shmem_fault; loss {}; page_alloc stacks: {:?}",
+        r["loss"],
+        shm["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| stacks(p, "page_alloc"))
+            .map(|(f, n)| format!("{n}x {}", f.join(" -> ")))
+            .take(8)
+            .collect::<Vec<_>>()
     );
     // Copy frames sampled under the pipe functions, on both sides.
     let copy_under = |p: &Value, fns: &[&str]| -> u64 {

@@ -516,9 +516,7 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
                     "{guest} {mech}: {t} buffer pages from the per-CPU counters: >= 3/4 per 4 KiB written, \
                      within 10% of kmem:mm_page_alloc's count"
                 ),
-                pages["label"] == "derived"
-                    && n * 4 >= buffers * 3
-                    && exact.is_some_and(|e| n.abs_diff(e) * 10 <= e),
+                pages["label"] == "derived" && n * 4 >= buffers * 3 && exact.is_some_and(|e| n.abs_diff(e) * 10 <= e),
                 || format!("{pages}; at kmem:mm_page_alloc: {exact:?}; buffers filled: {buffers}"),
             );
             let m = &run["path"]["metrics"];
