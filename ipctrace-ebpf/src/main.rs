@@ -14,6 +14,7 @@ mod fdcache;
 mod fdpass;
 mod futex;
 mod inet;
+mod kmem;
 mod mq;
 mod notify;
 mod pages;
@@ -41,6 +42,7 @@ use ipctrace_common::{
 /// folds its initial value into the code nor copies the whole struct to read one field (a
 /// volatile read of it did: 160 bytes of stack at every use).
 #[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata.offsets")]
 static mut OFFSETS: Offsets = Offsets::UNKNOWN;
 
 /// What the syscall dispatcher does per syscall number (`ipctrace_common::sysop`/`sysrow`);

@@ -2,12 +2,18 @@
 //! blocked, and for how long), who woke whom, fork-following of the target set (with each
 //! child's parent), the exit code of every target, and the signals targets send or receive.
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_get_current_comm,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
+};
 use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blocked_kind, loss, sched, target};
 
 use crate::{
-    BLOCK_TICK, COMMS, EXITS, PARENTS, agg_call, agg_event, current, is_target, now, offsets, stack_add, stack_id,
-    task_field, threads,
+    BLOCK_TICK, COMMS, EXITS, PARENTS, agg_call, agg_event, current, is_target,
+    kmem::{Direct, Kmem, Probe},
+    now, offsets, stack_add, stack_id, task_field, threads,
 };
 
 /// `TASK_DEAD` in a task's state: its last switch, after its exit.
@@ -32,14 +38,36 @@ fn take_block_stack(explained: bool) -> bool {
     }
 }
 
-/// sched_switch(preempt, prev, next[, prev_state]): `prev` is `current`.
+/// sched_switch(preempt, prev, next[, prev_state]), as a raw tracepoint (tasks' fields read by
+/// helper calls).
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    // The task leaving the CPU is `current`.
-    let (tgid, tid) = current();
+    switch::<Probe, _>(&ctx)
+}
+
+/// sched_switch as a BTF tracepoint (tasks' fields read directly).
+#[btf_tracepoint(function = "sched_switch")]
+pub fn btf_sched_switch(ctx: BtfTracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    switch::<Direct, _>(&ctx)
+}
+
+/// Argument `n` of a tracepoint (raw or BTF: both are an array of u64).
+#[inline(always)]
+fn arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
+    unsafe { *(ctx.as_ptr() as *const u64).add(n) }
+}
+
+/// A context switch: `prev` (`current`) leaves the CPU, `next` comes in.
+#[inline(always)]
+fn switch<K: Kmem, C: StackIdContext>(ctx: &C) -> u32 {
+    let prev = arg(ctx, 1) as *const u8;
+    let (tgid, tid) = K::ids_of_current(prev);
     // One clock read serves both sides (the block that starts and the one that ends).
     let mut clock = 0u64;
     let mut now_once = || {
@@ -57,13 +85,13 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
             // A pipe write in flight takes the pages it allocated on this CPU with it.
             crate::pages::settle(unsafe { &mut *c }, tid);
         }
-        let preempt = ctx.arg::<u64>(0) & 1 != 0;
+        let preempt = arg(ctx, 0) & 1 != 0;
         // Blocked = not preempted and not left runnable (a yield). Before 5.18 the state is
         // not an argument and is read from the task.
         let state = if offsets().switch_state_arg != 0 {
-            ctx.arg::<u64>(3) as u32
+            arg(ctx, 3) as u32
         } else {
-            task_field::<u32>(ctx.arg(1), offsets().task_state).unwrap_or(0)
+            unsafe { K::read::<u32>(prev, offsets().task_state) }.unwrap_or(0)
         };
         let voluntary = !preempt && state != 0;
         let sub = if voluntary { sched::VOLUNTARY } else { sched::INVOLUNTARY };
@@ -74,7 +102,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
                 Some(c) => unsafe { ((*c).probe, (*c).kind, (*c).ino) },
                 None => (0, 0, 0),
             };
-            let kstack = if take_block_stack(p != 0) { stack_id(&ctx, 0) } else { -1 };
+            let kstack = if take_block_stack(p != 0) { stack_id(ctx, 0) } else { -1 };
             let o = OffCpu { ts: now_once(), tgid, kstack, probe: p, kind: k, _pad: 0, ino };
             if state & TASK_DEAD != 0 {
                 // A dying thread's last switch: it never runs again. Its entry goes here (one
@@ -89,7 +117,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     }
     // The task coming in: a pipe write of its in flight claims this CPU's page count; its
     // off-CPU interval closes.
-    let next: u32 = task_field(ctx.arg(2), offsets().task_pid).unwrap_or(0);
+    let next: u32 = unsafe { K::read(arg(ctx, 2) as *const u8, offsets().task_pid) }.unwrap_or(0);
     let Some(t) = threads::get(next) else { return 0 };
     if crate::pipe::fills_pipe(unsafe { (*t).call.probe }) {
         crate::pages::claim(next);
@@ -129,7 +157,22 @@ pub fn sched_waking(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let pid: u32 = task_field(ctx.arg(0), offsets().task_pid).unwrap_or(0);
+    waking::<Probe>(ctx.arg(0))
+}
+
+/// sched_waking as a BTF tracepoint (the task's pid read directly).
+#[btf_tracepoint(function = "sched_waking")]
+pub fn btf_sched_waking(ctx: BtfTracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    waking::<Direct>(ctx.arg(0))
+}
+
+/// Task `p` is being woken.
+#[inline(always)]
+fn waking<K: Kmem>(p: *const u8) -> u32 {
+    let pid: u32 = unsafe { K::read(p, offsets().task_pid) }.unwrap_or(0);
     if pid == 0 {
         return 0;
     }

@@ -7,12 +7,16 @@
 //! a sendmsg to `fdpass`). The exit ends
 //! whatever the entry started.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
 use ipctrace_common::{ProbeId, SYSCALL_SLOTS, sysop, sysrow, target};
 
 use crate::{
-    SYSCALLS, current, fdcache, fdpass, finish, futex, inet, mq, notify, offsets, pending_take, pipe, read_at, shm,
-    sock,
+    SYSCALLS, current, fdcache, fdpass, finish, futex, inet,
+    kmem::{Direct, Kmem, Probe},
+    mq, notify, offsets, pending_take, pipe, shm, sock,
 };
 
 /// x86's TS_COMPAT: the task is in a 32-bit syscall, whose numbers are not these.
@@ -29,9 +33,9 @@ fn wanted(nr: i64) -> u32 {
 
 /// Syscall argument `i` from the saved registers.
 #[inline(always)]
-fn arg(regs: *const u8, i: usize) -> u64 {
+fn arg<K: Kmem>(regs: *const u8, i: usize) -> u64 {
     let off = offsets().regs_args.get(i).copied().unwrap_or(u32::MAX);
-    unsafe { read_at::<u64>(regs, off) }.unwrap_or(u64::MAX)
+    unsafe { K::read::<u64>(regs, off) }.unwrap_or(u64::MAX)
 }
 
 /// Target `tgid`'s `TARGETS` entry, if it is a target making 64-bit syscalls. Whether it
@@ -78,8 +82,14 @@ struct Call {
 /// (a call on a loopback inet socket is counted by the `INET` row). Returns the socket, if
 /// the fd is one.
 #[inline(always)]
-fn on_fd(c: &Call, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe: ProbeId) -> Option<*const u8> {
-    let f = fdcache::fd(c.tgid, c.t, arg(c.regs, 0), c.th);
+fn on_fd<K: Kmem>(
+    c: &Call,
+    pipe_row: u32,
+    pipe_probe: ProbeId,
+    sock_row: u32,
+    sock_probe: ProbeId,
+) -> Option<*const u8> {
+    let f = fdcache::fd(c.tgid, c.t, arg::<K>(c.regs, 0), c.th);
     if f.sk != 0 {
         let sk = f.sk as *const u8;
         if c.w & sock_row != 0 {
@@ -101,69 +111,85 @@ fn on_fd(c: &Call, pipe_row: u32, pipe_probe: ProbeId, sock_row: u32, sock_probe
     None
 }
 
-/// sys_enter(regs, id).
+/// sys_enter(regs, id), as a raw tracepoint (the saved registers read by helper calls).
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let w = wanted(ctx.arg::<u64>(1) as i64);
+    sys_enter::<Probe>(ctx.arg::<u64>(1) as i64, ctx.arg(0))
+}
+
+/// sys_enter(regs, id), as a BTF tracepoint (the saved registers read directly).
+#[btf_tracepoint(function = "sys_enter")]
+pub fn btf_sys_enter(ctx: BtfTracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
+    sys_enter::<Direct>(ctx.arg::<u64>(1) as i64, ctx.arg(0))
+}
+
+/// A syscall `nr` enters with its saved registers `regs`.
+#[inline(always)]
+fn sys_enter<K: Kmem>(nr: i64, regs: *const u8) -> u32 {
+    let w = wanted(nr);
     if w == 0 {
         return 0;
     }
     let (tgid, tid) = current();
     let Some(tp) = target64(tgid) else { return 0 };
-    let regs: *const u8 = ctx.arg(0);
     // The thread's entry, for its fd memo (made by its first call's start, not here).
     let th = crate::threads::get(tid).unwrap_or(core::ptr::null_mut());
     let c = Call { tgid, t: unsafe { *tp }, w, regs, th };
     match w & sysop::MASK {
         sysop::WRITE => {
-            on_fd(&c, sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
+            on_fd::<K>(&c, sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
         }
         sysop::READ => {
-            on_fd(&c, sysrow::PIPE_READ, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv);
+            on_fd::<K>(&c, sysrow::PIPE_READ, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv);
         }
         sysop::SEND => {
-            on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
+            on_fd::<K>(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
         }
         // sendmsg(fd, msg, flags): a send that may pass fds (SCM_RIGHTS).
         sysop::SENDMSG => {
-            if let Some(sk) = on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend)
+            if let Some(sk) = on_fd::<K>(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend)
                 && w & sysrow::FD_PASS != 0
             {
-                fdpass::sendmsg(tgid, sk, arg(regs, 1));
+                fdpass::sendmsg(tgid, sk, arg::<K>(regs, 1));
             }
         }
         sysop::RECV => {
-            on_fd(&c, 0, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv);
+            on_fd::<K>(&c, 0, ProbeId::PipeRead, sysrow::UNIX_RECV, ProbeId::SockRecv);
         }
         // sendfile(out_fd, in_fd, offset, count): into a socket, pages move without a copy.
         sysop::SENDFILE => {
-            on_fd(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSendfile);
+            on_fd::<K>(&c, 0, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSendfile);
         }
         sysop::VMSPLICE => {
-            on_fd(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend);
+            on_fd::<K>(&c, sysrow::PIPE_SPLICE, ProbeId::Vmsplice, 0, ProbeId::SockSend);
         }
         // mq_timedsend(mqd, msg, len, prio, timeout), mq_timedreceive(mqd, ...).
-        sysop::MQ_SEND => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0), th), Some((arg(regs, 2), arg(regs, 3)))),
-        sysop::MQ_RECV => mq::posix(&fdcache::fd(tgid, c.t, arg(regs, 0), th), None),
+        sysop::MQ_SEND => {
+            mq::posix(&fdcache::fd(tgid, c.t, arg::<K>(regs, 0), th), Some((arg::<K>(regs, 2), arg::<K>(regs, 3))))
+        }
+        sysop::MQ_RECV => mq::posix(&fdcache::fd(tgid, c.t, arg::<K>(regs, 0), th), None),
         // msgsnd(msqid, msgp, msgsz, flags), msgrcv(msqid, msgp, msgsz, type, flags).
-        sysop::MSGSND => mq::sysv(arg(regs, 0), Some((arg(regs, 2), arg(regs, 1)))),
-        sysop::MSGRCV => mq::sysv(arg(regs, 0), None),
+        sysop::MSGSND => mq::sysv(arg::<K>(regs, 0), Some((arg::<K>(regs, 2), arg::<K>(regs, 1)))),
+        sysop::MSGRCV => mq::sysv(arg::<K>(regs, 0), None),
         sysop::POLL => notify::poll_enter(),
-        sysop::SPLICE => pipe::splice_enter(arg(regs, 0), arg(regs, 2)),
-        sysop::OPEN => shm::open_enter(tgid, arg(regs, 0)),
-        sysop::OPENAT => shm::open_enter(tgid, arg(regs, 1)),
-        sysop::UNLINK => shm::unlink_enter(tgid, arg(regs, 0)),
-        sysop::FTRUNCATE => shm::ftruncate_enter(tgid, arg(regs, 0), arg(regs, 1)),
-        sysop::MMAP => shm::mmap_enter(arg(regs, 4), arg(regs, 1), arg(regs, 3)),
-        sysop::MUNMAP => shm::munmap_enter(tgid, arg(regs, 0), arg(regs, 1)),
-        sysop::FUTEX => futex::futex_enter(tgid, arg(regs, 0), arg(regs, 1)),
-        sysop::FUTEX_WAIT => futex::start(tgid, arg(regs, 0), ProbeId::FutexWait),
-        sysop::FUTEX_WAKE => futex::start(tgid, arg(regs, 0), ProbeId::FutexWake),
-        sysop::CLOSE => fdcache::forget(tgid, tp, c.t, arg(regs, 0)),
-        sysop::DUP2 => fdcache::forget(tgid, tp, c.t, arg(regs, 1)),
+        sysop::SPLICE => pipe::splice_enter(arg::<K>(regs, 0), arg::<K>(regs, 2)),
+        sysop::OPEN => shm::open_enter(tgid, arg::<K>(regs, 0)),
+        sysop::OPENAT => shm::open_enter(tgid, arg::<K>(regs, 1)),
+        sysop::UNLINK => shm::unlink_enter(tgid, arg::<K>(regs, 0)),
+        sysop::FTRUNCATE => shm::ftruncate_enter(tgid, arg::<K>(regs, 0), arg::<K>(regs, 1)),
+        sysop::MMAP => shm::mmap_enter(arg::<K>(regs, 4), arg::<K>(regs, 1), arg::<K>(regs, 3)),
+        sysop::MUNMAP => shm::munmap_enter(tgid, arg::<K>(regs, 0), arg::<K>(regs, 1)),
+        sysop::FUTEX => futex::futex_enter(tgid, arg::<K>(regs, 0), arg::<K>(regs, 1)),
+        sysop::FUTEX_WAIT => futex::start(tgid, arg::<K>(regs, 0), ProbeId::FutexWait),
+        sysop::FUTEX_WAKE => futex::start(tgid, arg::<K>(regs, 0), ProbeId::FutexWake),
+        sysop::CLOSE => fdcache::forget(tgid, tp, c.t, arg::<K>(regs, 0)),
+        sysop::DUP2 => fdcache::forget(tgid, tp, c.t, arg::<K>(regs, 1)),
         sysop::CLOSE_RANGE => unsafe { *tp = fdcache::new_generation(c.t) },
         sysop::IO_URING => unsafe { *tp = c.t | target::NOCACHE as u64 },
         _ => {}

@@ -118,6 +118,18 @@ pub const fn tp_opt(prog: &'static str, category: &'static str, name: &'static s
 /// The programs of the syscall dispatcher.
 pub const SYSCALL_PROGS: [&str; 2] = ["raw_sys_enter", "raw_sys_exit"];
 
+/// The BTF-tracepoint version of raw tracepoint program `prog`, if it has one: the same work
+/// with the fields of the tracepoint's pointers read by direct loads instead of helper calls
+/// (`ipctrace-ebpf` kmem). The loader attaches it where the kernel takes it.
+pub fn btf_version(prog: &str) -> Option<&'static str> {
+    match prog {
+        "raw_sys_enter" => Some("btf_sys_enter"),
+        "sched_switch" => Some("btf_sched_switch"),
+        "sched_waking" => Some("btf_sched_waking"),
+        _ => None,
+    }
+}
+
 /// What the dispatcher's fd cache must see, whichever rows use it (`ipctrace-ebpf` fdcache).
 pub const FD_CACHE_OPS: &[u32] = &[
     ipctrace_common::sysop::CLOSE,
@@ -376,6 +388,8 @@ pub fn program_names() -> Vec<&'static str> {
             Attach::IfPresent(_) | Attach::CheckOnly { .. } | Attach::PageCounters => Vec::new(),
         })
         .collect();
+    let btf: Vec<&str> = v.iter().filter_map(|p| btf_version(p)).collect();
+    v.extend(btf);
     v.sort();
     v.dedup();
     v

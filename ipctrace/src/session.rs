@@ -10,7 +10,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::{
-        FEntry, FExit, KProbe, PerfEvent, Program, RawTracePoint,
+        BtfTracePoint, FEntry, FExit, KProbe, PerfEvent, Program, RawTracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
@@ -29,7 +29,7 @@ use crate::{
         ProgramStat, StreamSummary,
         probe::{Choice, Chosen, Skipped},
     },
-    probes::{Attach, FD_CACHE_OPS, Impl, SYSCALL_PROGS, Tier, allowed, syscalls_of, table},
+    probes::{Attach, FD_CACHE_OPS, Impl, SYSCALL_PROGS, Tier, allowed, btf_version, syscalls_of, table},
 };
 
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipctrace-ebpf.o"));
@@ -52,9 +52,10 @@ pub struct Session {
     pub choices: Vec<Choice>,
     stream: Option<Stream>,
     /// The syscall dispatcher's raw tracepoints are attached (once, for every row using them).
-    syscalls_attached: bool,
+    /// How the syscall programs were attached, once they were.
+    syscalls_attached: Option<String>,
     /// Raw tracepoint programs attached so far (a program two rows use is attached once).
-    raw_attached: Vec<&'static str>,
+    raw_attached: Vec<(&'static str, String)>,
     /// Whether the programs count pipe pages from the per-CPU counters, or why not.
     page_counters: Result<(), String>,
     /// The processes this session put in the filter (the programs add their children, and
@@ -110,6 +111,7 @@ fn unload(bpf: &mut Ebpf, prog: &str) {
         Some(Program::FExit(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
         Some(Program::RawTracePoint(p)) => p.unload(),
+        Some(Program::BtfTracePoint(p)) => p.unload(),
         Some(Program::PerfEvent(p)) => p.unload(),
         _ => Ok(()),
     };
@@ -157,6 +159,25 @@ fn verifier_reason(log: &str) -> Option<&str> {
             && !l.starts_with(|c: char| c.is_ascii_digit() || c == ';')
             && !stats.iter().any(|p| l.starts_with(p))
     })
+}
+
+/// How a tracepoint's program was attached.
+enum TpHow {
+    /// As a BTF tracepoint.
+    Btf,
+    /// As a raw tracepoint; why not as a BTF one, if it has a BTF version that was refused.
+    Raw { btf_refused: Option<String> },
+}
+
+impl TpHow {
+    /// The attach point as the probe table shows it.
+    fn point(&self, category: &str, name: &str) -> String {
+        match self {
+            TpHow::Btf => format!("tp_btf:{category}:{name}"),
+            TpHow::Raw { btf_refused: None } => format!("raw_tp:{category}:{name}"),
+            TpHow::Raw { btf_refused: Some(why) } => format!("raw_tp:{category}:{name} (tp_btf refused: {why})"),
+        }
+    }
 }
 
 /// Kernel-side state an attempt needs.
@@ -256,7 +277,7 @@ impl Session {
             bpf,
             choices: Vec::new(),
             stream,
-            syscalls_attached: false,
+            syscalls_attached: None,
             raw_attached: Vec::new(),
             page_counters,
             added: Default::default(),
@@ -405,26 +426,35 @@ impl Session {
                         Ok(String::new())
                     };
                 }
-                if !self.raw_attached.contains(&prog) {
-                    loaded.push(prog);
-                    self.attach_raw(prog, name)?;
-                    self.raw_attached.push(prog);
+                if let Some((_, point)) = self.raw_attached.iter().find(|(p, _)| *p == prog) {
+                    return Ok(point.clone());
                 }
-                Ok(format!("raw_tp:{category}:{name}"))
+                loaded.push(prog);
+                loaded.extend(btf_version(prog));
+                let point = self.attach_raw(prog, name, k.btf.as_ref())?.point(category, name);
+                self.raw_attached.push((prog, point.clone()));
+                Ok(point)
             }
             Attach::Syscalls { row, ops } => {
-                if !self.syscalls_attached {
+                if self.syscalls_attached.is_none() {
+                    let mut how = Vec::new();
                     for (prog, name) in SYSCALL_PROGS.into_iter().zip(["sys_enter", "sys_exit"]) {
-                        if let Err(e) = self.attach_raw(prog, name) {
-                            SYSCALL_PROGS.into_iter().for_each(|p| unload(&mut self.bpf, p));
-                            return Err(e);
+                        match self.attach_raw(prog, name, k.btf.as_ref()) {
+                            Ok(h) => how.push(h.point("raw_syscalls", name)),
+                            Err(e) => {
+                                SYSCALL_PROGS
+                                    .into_iter()
+                                    .flat_map(|p| std::iter::once(p).chain(btf_version(p)))
+                                    .for_each(|p| unload(&mut self.bpf, p));
+                                return Err(e);
+                            }
                         }
                     }
-                    self.syscalls_attached = true;
+                    self.syscalls_attached = Some(how.join(" + "));
                     self.want_syscalls(0, FD_CACHE_OPS)?;
                 }
                 let names = self.want_syscalls(row, ops)?;
-                Ok(format!("raw_tp:raw_syscalls:sys_enter+sys_exit ({})", names.join(", ")))
+                Ok(format!("{} ({})", self.syscalls_attached.as_deref().unwrap_or_default(), names.join(", ")))
             }
             Attach::CpuClock { prog } => {
                 if sample_hz == 0 {
@@ -472,12 +502,27 @@ impl Session {
         }
     }
 
-    /// Loads raw tracepoint program `prog` and attaches it to tracepoint `name`.
-    fn attach_raw(&mut self, prog: &str, name: &str) -> Result<(), String> {
+    /// Attaches raw tracepoint program `prog`'s work to tracepoint `name`: as its BTF version
+    /// (`btf_version`: fields read directly, no helper call per field) where there is one and
+    /// the kernel takes it, else as `prog` itself. Returns which: "tp_btf" or "raw_tp".
+    fn attach_raw(&mut self, prog: &str, name: &str, btf: Option<&Btf>) -> Result<TpHow, String> {
+        let mut refused = None;
+        if let (Some(bprog), Some(btf)) = (btf_version(prog), btf)
+            && std::env::var_os("IPCTRACE_RAW_TP").is_none()
+        {
+            let p: &mut BtfTracePoint = Self::prog(&mut self.bpf, bprog)?;
+            match p.load(name, btf).map_err(short).and_then(|()| p.attach().map(|_| ()).map_err(short)) {
+                Ok(()) => return Ok(TpHow::Btf),
+                Err(e) => {
+                    unload(&mut self.bpf, bprog);
+                    refused = Some(e);
+                }
+            }
+        }
         let p: &mut RawTracePoint = Self::prog(&mut self.bpf, prog)?;
         p.load().map_err(|e| format!("load of {prog} refused: {}", short(e)))?;
         p.attach(name).map_err(|e| format!("attach to raw tracepoint {name} failed: {}", short(e)))?;
-        Ok(())
+        Ok(TpHow::Raw { btf_refused: refused })
     }
 
     /// Tells the syscall dispatcher that row `row` wants operations `ops`; returns the
@@ -509,7 +554,7 @@ impl Session {
                 Ok(p) if p.is_empty() => {}
                 Ok(p) => points.push(p),
                 Err(e) => {
-                    self.raw_attached.retain(|p| !loaded.contains(p));
+                    self.raw_attached.retain(|(p, _)| !loaded.contains(p));
                     for prog in loaded {
                         unload(&mut self.bpf, prog);
                     }

@@ -7,9 +7,14 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn check_exact(msg: u64, total: u64) {
+fn check_exact(msg: u64, total: u64) -> serde_json::Value {
+    check_exact_with(&[], msg, total)
+}
+
+/// `check_exact` with environment variables `env` set for ipctrace; returns the report.
+fn check_exact_with(env: &[(&str, &str)], msg: u64, total: u64) -> serde_json::Value {
     let (code, r, stderr) =
-        run_json(&["--transport", "pipe", "--total", &total.to_string(), "--msg-size", &msg.to_string()]);
+        run_json_env(env, &["--transport", "pipe", "--total", &total.to_string(), "--msg-size", &msg.to_string()]);
     assert_eq!(code, 0, "exit code; stderr: {stderr}");
     assert_eq!(r["schema_version"], 4);
     assert_eq!(r["partial"], false);
@@ -36,6 +41,38 @@ fn check_exact(msg: u64, total: u64) {
     // Every comparison with the processes' own counts holds (bytes, calls, faults, switches).
     for a in run["agreement"].as_array().unwrap() {
         assert_eq!(a["agrees"], true, "observed vs witness: {a}");
+    }
+    r
+}
+
+/// Where the attach point of probe `name` names `how` ("tp_btf:" or "raw_tp:").
+fn attached_as(r: &serde_json::Value, name: &str) -> String {
+    let p = r["probes"].as_array().unwrap().iter().find(|p| p["probe"] == name).unwrap_or_else(|| panic!("no {name}"));
+    p["chosen"]["attach_points"].to_string()
+}
+
+/// The scheduler and syscall-entry programs come in two versions: BTF tracepoints (fields read
+/// directly; the kernel here has BTF, so they are used) and raw tracepoints (fields read by
+/// helper calls; `IPCTRACE_RAW_TP=1` forces them, as on a kernel without BTF). Both give the
+/// exact figures, and the figures they share agree.
+#[test]
+fn kernel_pipe_raw_and_btf_tracepoints_give_the_same_figures() {
+    if !require_root("kernel_pipe_raw_and_btf_tracepoints_give_the_same_figures") {
+        return;
+    }
+    let btf = check_exact(4096, 16 << 20);
+    let raw = check_exact_with(&[("IPCTRACE_RAW_TP", "1")], 4096, 16 << 20);
+    for probe in ["sched_switch", "pipe_write"] {
+        assert!(attached_as(&btf, probe).contains("tp_btf:"), "{probe}: {}", attached_as(&btf, probe));
+        assert!(attached_as(&raw, probe).contains("raw_tp:"), "{probe}: {}", attached_as(&raw, probe));
+        assert!(!attached_as(&raw, probe).contains("tp_btf:"), "{probe}: {}", attached_as(&raw, probe));
+    }
+    // Blocks and wake-ups are counted by both (the numbers differ run to run; both see them).
+    for r in [&btf, &raw] {
+        let cons = process(&r["runs"][0], "consumer");
+        let prod = process(&r["runs"][0], "producer");
+        assert!(sum(cons, "sched_out", Some("voluntary"))["calls"] > 0, "consumer blocks: {cons}");
+        assert!(sum(prod, "wakeup", None)["calls"] + sum(cons, "wakeup", None)["calls"] > 0, "wake-ups seen");
     }
 }
 

@@ -58,9 +58,14 @@ pub fn first_err_line(out: &Output) -> String {
 
 /// Runs `ipctrace run --format json ARGS` and returns (exit code, report, stderr).
 pub fn run_json(args: &[&str]) -> (i32, Value, String) {
+    run_json_env(&[], args)
+}
+
+/// `run_json` with environment variables `env` set for ipctrace.
+pub fn run_json_env(env: &[(&str, &str)], args: &[&str]) -> (i32, Value, String) {
     let mut full = vec!["run", "--format", "json"];
     full.extend_from_slice(args);
-    let out = ipctrace(&full);
+    let out = Command::new(BIN).args(&full).envs(env.iter().copied()).output().expect("starting ipctrace");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("ipctrace printed no JSON ({e}); stderr: {stderr}"));
