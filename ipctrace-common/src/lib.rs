@@ -81,6 +81,10 @@ pub struct Offsets {
     pub percpu_vm_events: u32,
     pub pgalloc_first: u32,
     pub pgalloc_count: u32,
+    /// `struct rq.clock`: the scheduler's clock of a CPU, brought up to date by every
+    /// context switch before its tracepoint (the switch's time, read where the tracepoint's
+    /// task pointers can be followed directly).
+    pub rq_clock: u32,
 }
 
 /// At most this many `PGALLOC_*` counters (zones) are summed.
@@ -162,6 +166,7 @@ impl Offsets {
         percpu_vm_events: u32::MAX,
         pgalloc_first: u32::MAX,
         pgalloc_count: 0,
+        rq_clock: u32::MAX,
     };
 
     /// Can the programs read the per-CPU page-allocation counters?

@@ -340,7 +340,12 @@ fn tid() -> u32 {
 /// Records a call's start for the current thread.
 #[inline(always)]
 fn pending_start(p: Pending) {
-    let tid = tid();
+    pending_start_of(tid(), p)
+}
+
+/// Records a call's start for the current thread, `tid`.
+#[inline(always)]
+fn pending_start_of(tid: u32, p: Pending) {
     let Some(t) = threads::get_or_make(tid, loss::PENDING_FULL) else { return };
     unsafe { (*t).call = p };
     if pipe::fills_pipe(p.probe) {
@@ -388,6 +393,12 @@ fn finish(tgid: u32, tid: u32, mut p: Pending, ret: i64) {
 #[inline(always)]
 fn start_call(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
     pending_start(Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 });
+}
+
+/// `start_call` for the current thread, `tid` (one helper call fewer).
+#[inline(always)]
+fn start_call_of(tid: u32, ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
+    pending_start_of(tid, Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 });
 }
 
 /// Ends the current thread's call: (tgid, tid, pending) if one was started.

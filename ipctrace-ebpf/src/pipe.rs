@@ -13,14 +13,15 @@ use ipctrace_common::{ChannelKind, ProbeId, loss};
 use crate::{
     call_exit,
     classify::{classify_fd, classify_file, is_pipe},
-    count_loss, current, is_target, offsets, read_at, start_call,
+    count_loss, current, is_target, offsets, read_at, start_call, start_call_of,
 };
 
-/// Syscall tier: a call on a pipe or FIFO (already classified).
+/// Syscall tier: a call of thread `tid` (the current one) on a pipe or FIFO (already
+/// classified).
 #[inline(always)]
-pub(crate) fn enter(ino: u64, kind: ChannelKind, probe: ProbeId) {
+pub(crate) fn enter(tid: u32, ino: u64, kind: ChannelKind, probe: ProbeId) {
     if is_pipe(kind) {
-        start_call(ino, probe, kind);
+        start_call_of(tid, ino, probe, kind);
     }
 }
 
@@ -48,7 +49,8 @@ pub(crate) fn fills_pipe(probe: u16) -> bool {
 /// file is iocb->ki_filp.
 #[inline(always)]
 fn pipe_entry(iocb: *const u8, probe: ProbeId) -> u32 {
-    if !is_target(current().0) {
+    let (tgid, tid) = current();
+    if !is_target(tgid) {
         return 0;
     }
     let file: *const u8 = match unsafe { read_at(iocb, offsets().kiocb_filp) } {
@@ -59,7 +61,7 @@ fn pipe_entry(iocb: *const u8, probe: ProbeId) -> u32 {
         }
     };
     if let Ok(Some((ino, k))) = unsafe { classify_file(file) } {
-        enter(ino, k, probe);
+        enter(tid, ino, k, probe);
     }
     0
 }

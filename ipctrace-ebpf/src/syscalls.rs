@@ -69,6 +69,7 @@ fn compat() -> bool {
 /// and operation (`w`), the saved registers, the thread's entry.
 struct Call {
     tgid: u32,
+    tid: u32,
     t: u64,
     w: u32,
     regs: *const u8,
@@ -102,7 +103,7 @@ fn on_fd<K: Kmem>(
     }
     if let Some(kind) = f.channel() {
         if c.w & pipe_row != 0 {
-            pipe::enter(f.ino, kind, pipe_probe);
+            pipe::enter(c.tid, f.ino, kind, pipe_probe);
         }
         if c.w & sysrow::NOTIFY != 0 {
             notify::enter(f.ino, kind, pipe_probe == ProbeId::PipeRead);
@@ -140,7 +141,7 @@ fn sys_enter<K: Kmem>(nr: i64, regs: *const u8) -> u32 {
     let Some(tp) = target64(tgid) else { return 0 };
     // The thread's entry, for its fd memo (made by its first call's start, not here).
     let th = crate::threads::get(tid).unwrap_or(core::ptr::null_mut());
-    let c = Call { tgid, t: unsafe { *tp }, w, regs, th };
+    let c = Call { tgid, tid, t: unsafe { *tp }, w, regs, th };
     match w & sysop::MASK {
         sysop::WRITE => {
             on_fd::<K>(&c, sysrow::PIPE_WRITE, ProbeId::PipeWrite, sysrow::UNIX_SEND, ProbeId::SockSend);
