@@ -462,6 +462,19 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
         let ch = chosen(&probes, probe);
         c.check(&format!("{guest}: {probe} uses fentry"), ch["mechanism"] == "fentry", || ch.to_string());
     }
+    // The hooks that fire per message take their BTF versions (fields read directly).
+    for (probe, point) in [
+        ("sched_switch", "tp_btf:sched:sched_switch"),
+        ("sched_wakeup", "tp_btf:sched:sched_waking"),
+        ("shm_setup", "tp_btf:raw_syscalls:sys_enter"),
+    ] {
+        let ch = chosen(&probes, probe);
+        c.check(
+            &format!("{guest}: {probe} attached as {point}"),
+            ch["attach_points"].to_string().contains(point),
+            || ch.to_string(),
+        );
+    }
     let copy = probes["probes"]
         .as_array()
         .and_then(|a| a.iter().find(|p| p["probe"] == "copy_routines"))
