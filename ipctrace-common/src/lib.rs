@@ -574,6 +574,26 @@ pub struct AggVal {
     /// events and bytes (`aux_probe`: `PipePage`); skbs queued by a socket send (`SkbQueued`).
     pub aux_calls: u64,
     pub aux_bytes: u64,
+    /// Bytes moved by the calls whose in-flight additions were measured (`PAGES_MEASURED`):
+    /// equal to `bytes` when every call was; the loader scales `aux_*` by `bytes / aux_base`.
+    pub aux_base: u64,
+}
+
+/// In a pipe write's `Pending::_pad` (its page count): its pages are measured. With the
+/// per-CPU counters, a CPU measures its first `PAGES_WARMUP` pipe writes and then one in
+/// `PAGES_EVERY` (four kernel reads each); the loader scales the measured pages by bytes.
+pub const PAGES_MEASURED: u32 = 1 << 31;
+pub const PAGES_WARMUP: u32 = 64;
+pub const PAGES_EVERY: u32 = 8;
+
+/// `aux` (what measured calls added up) scaled to all calls: `aux * bytes / base`, where
+/// `base` is the bytes the measured calls moved (all of them: `aux` itself; none measured or
+/// no bytes: `aux` as it is).
+pub fn scale_aux(aux: u64, bytes: u64, base: u64) -> u64 {
+    if base == 0 || base >= bytes {
+        return aux;
+    }
+    ((aux as u128 * bytes as u128 + base as u128 / 2) / base as u128) as u64
 }
 
 impl Default for AggVal {
@@ -588,6 +608,7 @@ impl Default for AggVal {
             hist: [0; HIST_BUCKETS],
             aux_calls: 0,
             aux_bytes: 0,
+            aux_base: 0,
         }
     }
 }

@@ -295,12 +295,16 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
     let other = if p.probe == ProbeId::Blocked as u16 { p._pad } else { 0 };
     emit_at(p.start_ns + dt, tgid, p.probe, p.kind, p.ino, ret, dt, other);
     // What the call added up while in flight (`ipctrace_common::aux_probe`), in this update.
-    let (aux_calls, aux_bytes) = if pipe::fills_pipe(p.probe) {
-        (p._pad as u64, p.len)
+    // A pipe write's pages count only if they were measured (`pages::start`); the bytes of
+    // the measured writes are what the loader scales by.
+    let measured = p._pad & ipctrace_common::PAGES_MEASURED != 0;
+    let (aux_calls, aux_bytes, aux_base) = if pipe::fills_pipe(p.probe) {
+        let base = if measured && ret > 0 { ret as u64 } else { 0 };
+        ((p._pad & !ipctrace_common::PAGES_MEASURED) as u64, p.len, base)
     } else if sock::queues(p.probe) {
-        (p._pad as u64, 0)
+        (p._pad as u64, 0, 0)
     } else {
-        (0, 0)
+        (0, 0, 0)
     };
     let Some(v) = agg_slot(&AggKey { tgid, probe: p.probe, kind: p.kind, ino: p.ino }) else { return };
     v.calls += 1;
@@ -329,6 +333,7 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
     }
     v.aux_calls += aux_calls;
     v.aux_bytes += aux_bytes;
+    v.aux_base += aux_base;
 }
 
 /// The current thread's id (its tid).
@@ -348,8 +353,8 @@ fn pending_start(p: Pending) {
 fn pending_start_of(tid: u32, p: Pending) {
     let Some(t) = threads::get_or_make(tid, loss::PENDING_FULL) else { return };
     unsafe { (*t).call = p };
-    if pipe::fills_pipe(p.probe) {
-        pages::claim(tid);
+    if pipe::fills_pipe(p.probe) && pages::start(tid) {
+        unsafe { (*t).call._pad = ipctrace_common::PAGES_MEASURED };
     }
 }
 

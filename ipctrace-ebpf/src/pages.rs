@@ -24,7 +24,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::RawTracePointContext,
 };
-use ipctrace_common::{ChannelKind, PGALLOC_MAX, Pending, ProbeId, StackKey};
+use ipctrace_common::{ChannelKind, PAGES_EVERY, PAGES_WARMUP, PGALLOC_MAX, Pending, ProbeId, StackKey};
 
 use crate::{
     agg_event, current, emit, events_on, inflight, is_target, offsets, pipe::fills_pipe, read_at, stack_add, stack_id,
@@ -37,7 +37,8 @@ use crate::{
 #[derive(Clone, Copy)]
 pub struct PageSlot {
     tid: u32,
-    _pad: u32,
+    /// Pipe writes started on this CPU (which ones are measured).
+    writes: u32,
     base: u64,
     pages: u64,
     bytes: u64,
@@ -84,7 +85,24 @@ fn counters_now() -> Option<u64> {
     Some(sum)
 }
 
-/// A pipe write of thread `tid` starts, or comes back, on this CPU: it owns the slot.
+/// A pipe write of thread `tid` starts on this CPU: is it measured? Counted at the
+/// tracepoint, every write is; from the counters (four kernel reads per write), this CPU's
+/// first `PAGES_WARMUP` writes and then one in `PAGES_EVERY`. A measured write claims the slot;
+/// any other frees it (so no stale claim is settled into it).
+#[inline(always)]
+pub(crate) fn start(tid: u32) -> bool {
+    let Some(s) = PIPE_PAGES.get_ptr_mut(0) else { return false };
+    let n = unsafe { (*s).writes }.wrapping_add(1);
+    unsafe { (*s).writes = n };
+    if by_counters() && n > PAGES_WARMUP && n % PAGES_EVERY != 0 {
+        unsafe { (*s).tid = 0 };
+        return false;
+    }
+    claim(tid);
+    true
+}
+
+/// A measured pipe write of thread `tid` starts, or comes back, on this CPU: it owns the slot.
 #[inline(always)]
 pub(crate) fn claim(tid: u32) {
     let base = if by_counters() { counters_now().unwrap_or(0) } else { 0 };

@@ -119,7 +119,9 @@ fn switch<K: Kmem, C: StackIdContext>(ctx: &C) -> u32 {
     // off-CPU interval closes.
     let next: u32 = unsafe { K::read(arg(ctx, 2) as *const u8, offsets().task_pid) }.unwrap_or(0);
     let Some(t) = threads::get(next) else { return 0 };
-    if crate::pipe::fills_pipe(unsafe { (*t).call.probe }) {
+    if crate::pipe::fills_pipe(unsafe { (*t).call.probe })
+        && unsafe { (*t).call._pad } & ipctrace_common::PAGES_MEASURED != 0
+    {
         crate::pages::claim(next);
     }
     if unsafe { (*t).off.ts } != 0 {

@@ -203,6 +203,7 @@ fn add_val(sum: &mut AggVal, v: &AggVal) {
     }
     sum.aux_calls += v.aux_calls;
     sum.aux_bytes += v.aux_bytes;
+    sum.aux_base += v.aux_base;
 }
 
 impl Session {
@@ -708,12 +709,23 @@ impl Session {
 
     /// What calls added up while in flight (`AggVal::aux_*`: a pipe write's buffer pages, a
     /// send's skbs), counted by the programs in the call's own update, under their own probes.
+    /// Where only some calls were measured (pipe pages from the per-CPU counters), the
+    /// measured sums are scaled by the bytes all calls moved over the bytes the measured ones did.
     fn add_folded(out: &mut BTreeMap<AggKey, AggVal>) {
+        use ipctrace_common::scale_aux;
         let extra: Vec<(AggKey, u64, u64)> = out
             .iter()
             .filter(|(_, v)| v.aux_calls > 0 || v.aux_bytes > 0)
             .filter_map(|(k, v)| {
-                Some((AggKey { probe: ipctrace_common::aux_probe(k.probe)? as u16, ..*k }, v.aux_calls, v.aux_bytes))
+                let probe = ipctrace_common::aux_probe(k.probe)? as u16;
+                let (calls, bytes) = if v.aux_base > 0 && v.aux_calls > 0 {
+                    // The bytes as the calls were scaled (a page stays 4 KiB after rounding).
+                    let calls = scale_aux(v.aux_calls, v.bytes, v.aux_base);
+                    (calls, scale_aux(v.aux_bytes, calls, v.aux_calls))
+                } else {
+                    (v.aux_calls, v.aux_bytes)
+                };
+                Some((AggKey { probe, ..*k }, calls, bytes))
             })
             .collect();
         for (k, calls, bytes) in extra {
@@ -862,11 +874,34 @@ mod tests {
         );
         out.insert(key(ProbeId::SockSend, 6), AggVal { calls: 3, bytes: 300, aux_calls: 3, ..Default::default() });
         out.insert(key(ProbeId::PipeRead, 5), AggVal { calls: 16, aux_calls: 9, ..Default::default() });
+        // Pages measured on a quarter of the bytes another write channel moved: scaled up.
+        out.insert(
+            key(ProbeId::PipeWrite, 8),
+            AggVal {
+                calls: 64,
+                bytes: 4 << 20,
+                aux_calls: 250,
+                aux_bytes: 250 << 12,
+                aux_base: 1 << 20,
+                ..Default::default()
+            },
+        );
         Session::add_folded(&mut out);
         let pages = &out[&key(ProbeId::PipePage, 5)];
         assert_eq!((pages.calls, pages.bytes), (250, 250 << 12), "the write's pages, on its channel");
+        let scaled = &out[&key(ProbeId::PipePage, 8)];
+        assert_eq!((scaled.calls, scaled.bytes), (1000, 1000 << 12), "measured on 1 MiB of 4 MiB");
         assert_eq!(out[&key(ProbeId::SkbQueued, 6)].calls, 3);
-        assert_eq!(out.len(), 5, "a read adds nothing up: {out:?}");
+        assert_eq!(out.len(), 7, "a read adds nothing up: {out:?}");
+    }
+
+    /// The rule the report prints says how many pipe writes the programs measure.
+    #[test]
+    fn the_pages_rule_names_the_measured_share() {
+        use ipctrace_common::{PAGES_EVERY, PAGES_WARMUP};
+        let rule = crate::transport::pipe::RULE_PAGES_COUNTERS;
+        assert!(rule.contains(&format!("first {PAGES_WARMUP} pipe writes")), "{rule}");
+        assert!(rule.contains(&format!("then 1 in {PAGES_EVERY}")), "{rule}");
     }
 
     #[test]

@@ -196,7 +196,8 @@ rm -f "$1""#;
 }
 
 /// The pipe's buffer pages, counted from the per-CPU page-allocation counters (the default,
-/// derived) and at kmem:mm_page_alloc (what `--events` uses, exact), in two runs of one
+/// derived: measured on 1 write in 8 after each CPU's first 64, scaled by bytes) and at
+/// kmem:mm_page_alloc (what `--events` uses, exact, every write), in two runs of one
 /// workload. Against the producer's own count of bytes written: at least three pages in four
 /// per 4 KiB (a page a read frees is kept spare and reused, not allocated), at most one and a
 /// half (a wrong counter address would give nonsense; on this kernel it is at most one, on

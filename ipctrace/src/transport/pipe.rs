@@ -144,7 +144,9 @@ static PROBES: &[LogicalProbe] = &[
 
 pub const RULE_PAGES_COUNTERS: &str = "pages = growth of the kernel's per-CPU page-allocation counters \
      (vm_event_states PGALLOC_*) while the write ran on that CPU: read where the write starts, leaves or comes \
-     back to a CPU, and ends (an interrupt's allocation on that CPU meanwhile counts too); no hook per page";
+     back to a CPU, and ends (an interrupt's allocation on that CPU meanwhile counts too); no hook per page; \
+     measured on each CPU's first 64 pipe writes and then 1 in 8, and scaled by the bytes all writes moved \
+     over the bytes the measured ones did";
 pub const RULE_PAGES_TRACEPOINT: &str = "kmem:mm_page_alloc in the writer's context while the pipe write was in flight";
 
 fn total(t: u64) -> Option<StageTime> {
