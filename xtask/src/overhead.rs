@@ -59,6 +59,8 @@ pub struct ConfigResult {
     pub name: String,
     pub what: String,
     pub gib_s: Quartiles,
+    /// Each round's GiB/s, in round order.
+    pub gib_s_per_round: Vec<f64>,
     /// This configuration / the same round's untraced run.
     pub ratio: Quartiles,
     /// Workload CPU seconds per GiB (both processes, wait4 rusage).
@@ -335,7 +337,11 @@ pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport>
     }
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        for (i, c) in configs.iter().enumerate() {
+        // Each round starts one configuration later, so none always runs just after the same
+        // other (a release of the previous run's programs, a cache warmed by it).
+        let n = configs.len();
+        for i in (0..n).map(|k| (k + round) % n) {
+            let c = &configs[i];
             eprint!("\rbench overhead: round {}/{rounds} · {:<22}", round + 1, c.name);
             let s = match &c.kind {
                 Kind::Untraced => untraced()?,
@@ -373,6 +379,7 @@ pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport>
                 name: c.name.into(),
                 what: c.what.clone(),
                 gib_s: Quartiles::of(&ss.iter().map(|s| s.gib_s).collect::<Vec<_>>()),
+                gib_s_per_round: ss.iter().map(|s| s.gib_s).collect(),
                 ratio: Quartiles::of(&ss.iter().zip(&base).map(|(s, b)| s.gib_s / b).collect::<Vec<_>>()),
                 cpu_s_per_gib: Quartiles::of(&ss.iter().map(|s| s.cpu_s_per_gib).collect::<Vec<_>>()),
                 tracer_cpu_s: (!tracer.is_empty())
