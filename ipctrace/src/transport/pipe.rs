@@ -231,7 +231,10 @@ impl Family for Pipe {
             pages_label,
             Some(
                 match pages_label {
-                    Some(Label::Derived) => "per-CPU page-allocation counters while the pipe write ran",
+                    Some(Label::Derived) => {
+                        "per-CPU page-allocation counters while the pipe write ran (1 write in 8 after each CPU's first \
+                         64, scaled by bytes)"
+                    }
                     _ => "kmem:mm_page_alloc while the pipe write was in flight",
                 }
                 .into(),
