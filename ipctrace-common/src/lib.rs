@@ -81,10 +81,6 @@ pub struct Offsets {
     pub percpu_vm_events: u32,
     pub pgalloc_first: u32,
     pub pgalloc_count: u32,
-    /// `struct rq.clock`: the scheduler's clock of a CPU, brought up to date by every
-    /// context switch before its tracepoint (the switch's time, read where the tracepoint's
-    /// task pointers can be followed directly).
-    pub rq_clock: u32,
 }
 
 /// At most this many `PGALLOC_*` counters (zones) are summed.
@@ -166,7 +162,6 @@ impl Offsets {
         percpu_vm_events: u32::MAX,
         pgalloc_first: u32::MAX,
         pgalloc_count: 0,
-        rq_clock: u32::MAX,
     };
 
     /// Can the programs read the per-CPU page-allocation counters?
@@ -580,8 +575,9 @@ pub struct AggVal {
 }
 
 /// In a pipe write's `Pending::_pad` (its page count): its pages are measured. With the
-/// per-CPU counters, a CPU measures its first `PAGES_WARMUP` pipe writes and then one in
-/// `PAGES_EVERY` (four kernel reads each); the loader scales the measured pages by bytes.
+/// per-CPU counters, a channel's first `PAGES_WARMUP` writes on a CPU are measured and then a
+/// random one in `PAGES_EVERY` (four kernel reads each); the loader scales the measured pages
+/// by bytes.
 pub const PAGES_MEASURED: u32 = 1 << 31;
 pub const PAGES_WARMUP: u32 = 64;
 pub const PAGES_EVERY: u32 = 8;

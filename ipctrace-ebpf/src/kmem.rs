@@ -7,7 +7,7 @@
 //! `sched_waking` hooks run are written once over this choice; the loader takes the BTF
 //! version where the kernel accepts it, else the raw one.
 
-use crate::{current, events_on, now, offsets, read_at};
+use crate::{current, offsets, read_at};
 
 pub(crate) trait Kmem {
     /// `*(base + off)` as a `T`; Err for an unknown offset (`u32::MAX`) or a null base.
@@ -19,12 +19,6 @@ pub(crate) trait Kmem {
 
     /// (tgid, tid) of `task`, which is the current task.
     fn ids_of_current(task: *const u8) -> (u32, u32);
-
-    /// The time of a context switch away from `prev` (the current task), in ns: the CPU's
-    /// scheduler clock, which the switch has just brought up to date (`prev->se.cfs_rq->rq->clock`),
-    /// where that is three loads; else (and with the event stream on, whose times are all
-    /// `bpf_ktime_get_ns`) the monotonic clock. Switches are only compared with switches.
-    fn switch_clock(prev: *const u8) -> u64;
 }
 
 /// Raw tracepoints: `bpf_probe_read_kernel`.
@@ -43,12 +37,6 @@ impl Kmem for Probe {
     #[inline(always)]
     fn ids_of_current(_task: *const u8) -> (u32, u32) {
         current()
-    }
-
-    /// One helper call (cheaper than three kernel reads).
-    #[inline(always)]
-    fn switch_clock(_prev: *const u8) -> u64 {
-        now()
     }
 }
 
@@ -69,23 +57,6 @@ impl Kmem for Direct {
         match (tgid, tid) {
             (Ok(g), Ok(t)) => (g, t),
             _ => current(),
-        }
-    }
-
-    #[inline(always)]
-    fn switch_clock(prev: *const u8) -> u64 {
-        if events_on() {
-            return now();
-        }
-        let o = offsets();
-        let clock = unsafe {
-            Self::read::<u64>(prev, o.task_se_cfs_rq)
-                .and_then(|cfs_rq| Self::read::<u64>(cfs_rq as *const u8, o.cfs_rq_rq))
-                .and_then(|rq| Self::read::<u64>(rq as *const u8, o.rq_clock))
-        };
-        match clock {
-            Ok(c) if c != 0 => c,
-            _ => now(),
         }
     }
 }

@@ -202,7 +202,7 @@ fn shm_ino_of(tgid: u32, addr: u64) -> Option<u64> {
 }
 
 #[inline(always)]
-fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
+pub(crate) fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
     let slots = unsafe { core::ptr::read_volatile(&AGG_CACHE_SLOTS) };
     if let Some(s) = AGG_CACHE.get_ptr_mut(agg_slot_index(key, slots)) {
         // Compared as two words (tgid|probe|kind, ino). Per-CPU: only a program interrupting
@@ -297,10 +297,15 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
     // What the call added up while in flight (`ipctrace_common::aux_probe`), in this update.
     // A pipe write's pages count only if they were measured (`pages::start`); the bytes of
     // the measured writes are what the loader scales by.
+    // An unmeasured write adds nothing (whatever a stale claim of its CPU's slot gave it).
     let measured = p._pad & ipctrace_common::PAGES_MEASURED != 0;
     let (aux_calls, aux_bytes, aux_base) = if pipe::fills_pipe(p.probe) {
-        let base = if measured && ret > 0 { ret as u64 } else { 0 };
-        ((p._pad & !ipctrace_common::PAGES_MEASURED) as u64, p.len, base)
+        if measured {
+            let base = if ret > 0 { ret as u64 } else { 0 };
+            ((p._pad & !ipctrace_common::PAGES_MEASURED) as u64, p.len, base)
+        } else {
+            (0, 0, 0)
+        }
     } else if sock::queues(p.probe) {
         (p._pad as u64, 0, 0)
     } else {
@@ -345,15 +350,16 @@ fn tid() -> u32 {
 /// Records a call's start for the current thread.
 #[inline(always)]
 fn pending_start(p: Pending) {
-    pending_start_of(tid(), p)
+    let (tgid, tid) = current();
+    pending_start_of(tgid, tid, p)
 }
 
-/// Records a call's start for the current thread, `tid`.
+/// Records a call's start for the current thread, `tid` of `tgid`.
 #[inline(always)]
-fn pending_start_of(tid: u32, p: Pending) {
+fn pending_start_of(tgid: u32, tid: u32, p: Pending) {
     let Some(t) = threads::get_or_make(tid, loss::PENDING_FULL) else { return };
     unsafe { (*t).call = p };
-    if pipe::fills_pipe(p.probe) && pages::start(tid) {
+    if pipe::fills_pipe(p.probe) && pages::start(tgid, tid, &p) {
         unsafe { (*t).call._pad = ipctrace_common::PAGES_MEASURED };
     }
 }
@@ -400,10 +406,11 @@ fn start_call(ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
     pending_start(Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 });
 }
 
-/// `start_call` for the current thread, `tid` (one helper call fewer).
+/// `start_call` for the current thread, `tid` of `tgid` (one helper call fewer).
 #[inline(always)]
-fn start_call_of(tid: u32, ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
-    pending_start_of(tid, Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 });
+fn start_call_of(tgid: u32, tid: u32, ino: u64, probe: ProbeId, kind: ipctrace_common::ChannelKind) {
+    let p = Pending { ino, start_ns: now(), len: 0, probe: probe as u16, kind: kind as u16, _pad: 0 };
+    pending_start_of(tgid, tid, p);
 }
 
 /// Ends the current thread's call: (tgid, tid, pending) if one was started.

@@ -19,12 +19,12 @@
 use core::ptr::write_volatile;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_task, bpf_get_prandom_u32, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint},
     maps::PerCpuArray,
     programs::RawTracePointContext,
 };
-use ipctrace_common::{ChannelKind, PAGES_EVERY, PAGES_WARMUP, PGALLOC_MAX, Pending, ProbeId, StackKey};
+use ipctrace_common::{AggKey, ChannelKind, PAGES_EVERY, PAGES_WARMUP, PGALLOC_MAX, Pending, ProbeId, StackKey};
 
 use crate::{
     agg_event, current, emit, events_on, inflight, is_target, offsets, pipe::fills_pipe, read_at, stack_add, stack_id,
@@ -37,8 +37,7 @@ use crate::{
 #[derive(Clone, Copy)]
 pub struct PageSlot {
     tid: u32,
-    /// Pipe writes started on this CPU (which ones are measured).
-    writes: u32,
+    _pad: u32,
     base: u64,
     pages: u64,
     bytes: u64,
@@ -85,21 +84,25 @@ fn counters_now() -> Option<u64> {
     Some(sum)
 }
 
-/// A pipe write of thread `tid` starts on this CPU: is it measured? Counted at the
-/// tracepoint, every write is; from the counters (four kernel reads per write), this CPU's
-/// first `PAGES_WARMUP` writes and then one in `PAGES_EVERY`. A measured write claims the slot;
-/// any other frees it (so no stale claim is settled into it).
+/// Pipe write `p` of thread `tid` of `tgid` starts on this CPU: is it measured? Counted at the
+/// tracepoint, every write is; from the counters (four kernel reads per write), a channel's
+/// first `PAGES_WARMUP` writes on this CPU (by its aggregate's count: a small channel is
+/// measured whole) and then a random one in `PAGES_EVERY` (random, so that no periodic pattern
+/// of writes hides one channel from the sample). A measured write claims the slot; any other
+/// frees it (so no stale claim is settled into it).
 #[inline(always)]
-pub(crate) fn start(tid: u32) -> bool {
-    let Some(s) = PIPE_PAGES.get_ptr_mut(0) else { return false };
-    let n = unsafe { (*s).writes }.wrapping_add(1);
-    unsafe { (*s).writes = n };
-    if by_counters() && n > PAGES_WARMUP && n % PAGES_EVERY != 0 {
+pub(crate) fn start(tgid: u32, tid: u32, p: &Pending) -> bool {
+    let measured = !by_counters() || {
+        let key = AggKey { tgid, probe: p.probe, kind: p.kind, ino: p.ino };
+        crate::agg_slot(&key).is_none_or(|v| v.calls < PAGES_WARMUP as u64)
+            || unsafe { bpf_get_prandom_u32() } % PAGES_EVERY == 0
+    };
+    if measured {
+        claim(tid);
+    } else if let Some(s) = PIPE_PAGES.get_ptr_mut(0) {
         unsafe { (*s).tid = 0 };
-        return false;
     }
-    claim(tid);
-    true
+    measured
 }
 
 /// A measured pipe write of thread `tid` starts, or comes back, on this CPU: it owns the slot.

@@ -16,12 +16,12 @@ use crate::{
     count_loss, current, is_target, offsets, read_at, start_call, start_call_of,
 };
 
-/// Syscall tier: a call of thread `tid` (the current one) on a pipe or FIFO (already
-/// classified).
+/// Syscall tier: a call of thread `tid` of `tgid` (the current one) on a pipe or FIFO
+/// (already classified).
 #[inline(always)]
-pub(crate) fn enter(tid: u32, ino: u64, kind: ChannelKind, probe: ProbeId) {
+pub(crate) fn enter(tgid: u32, tid: u32, ino: u64, kind: ChannelKind, probe: ProbeId) {
     if is_pipe(kind) {
-        start_call_of(tid, ino, probe, kind);
+        start_call_of(tgid, tid, ino, probe, kind);
     }
 }
 
@@ -61,7 +61,7 @@ fn pipe_entry(iocb: *const u8, probe: ProbeId) -> u32 {
         }
     };
     if let Ok(Some((ino, k))) = unsafe { classify_file(file) } {
-        enter(tid, ino, k, probe);
+        enter(tgid, tid, ino, k, probe);
     }
     0
 }

@@ -13,7 +13,7 @@ use ipctrace_common::{BLOCK_STACK_EVERY, OffCpu, Pending, ProbeId, StackKey, blo
 use crate::{
     BLOCK_TICK, COMMS, EXITS, PARENTS, agg_call, agg_event, current, is_target,
     kmem::{Direct, Kmem, Probe},
-    offsets, stack_add, stack_id, task_field, threads,
+    now, offsets, stack_add, stack_id, task_field, threads,
 };
 
 /// `TASK_DEAD` in a task's state: its last switch, after its exit.
@@ -72,7 +72,7 @@ fn switch<K: Kmem, C: StackIdContext>(ctx: &C) -> u32 {
     let mut clock = 0u64;
     let mut now_once = || {
         if clock == 0 {
-            clock = K::switch_clock(prev);
+            clock = now();
         }
         clock
     };

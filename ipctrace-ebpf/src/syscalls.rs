@@ -103,7 +103,7 @@ fn on_fd<K: Kmem>(
     }
     if let Some(kind) = f.channel() {
         if c.w & pipe_row != 0 {
-            pipe::enter(c.tid, f.ino, kind, pipe_probe);
+            pipe::enter(c.tgid, c.tid, f.ino, kind, pipe_probe);
         }
         if c.w & sysrow::NOTIFY != 0 {
             notify::enter(f.ino, kind, pipe_probe == ProbeId::PipeRead);

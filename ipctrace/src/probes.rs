@@ -216,8 +216,7 @@ static COMMON: &[LogicalProbe] = &[
             Mechanism::Tracepoint,
             Label::Exact,
             "counted at the scheduler's own tracepoint; voluntary = prev_state not running/preempted; blocked \
-             time = from the switch out to the switch back in, by the scheduler's clock (rq->clock) where the \
-             tracepoint is a BTF one, else (and with --events) by bpf_ktime_get_ns",
+             time = from the switch out to the switch back in (bpf_ktime_get_ns)",
             &[tp("sched_switch", "sched", "sched_switch")],
         )],
     },

@@ -196,7 +196,7 @@ rm -f "$1""#;
 }
 
 /// The pipe's buffer pages, counted from the per-CPU page-allocation counters (the default,
-/// derived: measured on 1 write in 8 after each CPU's first 64, scaled by bytes) and at
+/// derived: a channel's first 64 writes per CPU, then a random 1 in 8, scaled by bytes) and at
 /// kmem:mm_page_alloc (what `--events` uses, exact, every write), in two runs of one
 /// workload. Against the producer's own count of bytes written: at least three pages in four
 /// per 4 KiB (a page a read frees is kept spare and reused, not allocated), at most one and a
@@ -208,8 +208,16 @@ fn kernel_pipe_buffer_pages_counted_two_ways() {
     if !require_root("kernel_pipe_buffer_pages_counted_two_ways") {
         return;
     }
+    // 256 MiB: most writes sampled; 1 MiB: 16 writes, all measured (a channel's first 64 on a
+    // CPU), so a small channel's count is not an extrapolation.
+    for total in ["256MiB", "1MiB"] {
+        pages_two_ways(total);
+    }
+}
+
+fn pages_two_ways(total: &str) {
     let events = std::env::temp_dir().join(format!("ipctrace-pages-{}.jsonl", std::process::id()));
-    let base = ["--transport", "pipe", "--total", "256MiB", "--msg-size", "64KiB"];
+    let base = ["--transport", "pipe", "--total", total, "--msg-size", "64KiB"];
     let mut counts = Vec::new();
     for (extra, label) in [(vec![], "derived"), (vec!["--events", events.to_str().unwrap()], "exact")] {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();
@@ -233,5 +241,10 @@ fn kernel_pipe_buffer_pages_counted_two_ways() {
         counts.push(pages);
     }
     let _ = std::fs::remove_file(&events);
-    assert!(counts[0].abs_diff(counts[1]) * 100 <= counts[1], "derived {} vs exact {}", counts[0], counts[1]);
+    assert!(
+        counts[0].abs_diff(counts[1]) * 100 <= counts[1].max(200),
+        "{total}: derived {} vs exact {}",
+        counts[0],
+        counts[1]
+    );
 }

@@ -117,7 +117,6 @@ pub fn offsets() -> Result<Offsets> {
         percpu_vm_events: percpu.get("vm_event_states").copied().unwrap_or(u32::MAX),
         pgalloc_first: pgalloc.map_or(u32::MAX, |(f, _)| f),
         pgalloc_count: pgalloc.map_or(0, |(_, n)| n),
-        rq_clock: offset(&btf, "rq", "clock").unwrap_or(u32::MAX),
     })
 }
 

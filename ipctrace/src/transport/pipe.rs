@@ -145,8 +145,8 @@ static PROBES: &[LogicalProbe] = &[
 pub const RULE_PAGES_COUNTERS: &str = "pages = growth of the kernel's per-CPU page-allocation counters \
      (vm_event_states PGALLOC_*) while the write ran on that CPU: read where the write starts, leaves or comes \
      back to a CPU, and ends (an interrupt's allocation on that CPU meanwhile counts too); no hook per page; \
-     measured on each CPU's first 64 pipe writes and then 1 in 8, and scaled by the bytes all writes moved \
-     over the bytes the measured ones did";
+     measured on each channel's first 64 writes on each CPU and then on a random 1 in 8, and scaled by the \
+     bytes all writes moved over the bytes the measured ones did";
 pub const RULE_PAGES_TRACEPOINT: &str = "kmem:mm_page_alloc in the writer's context while the pipe write was in flight";
 
 fn total(t: u64) -> Option<StageTime> {
@@ -232,8 +232,8 @@ impl Family for Pipe {
             Some(
                 match pages_label {
                     Some(Label::Derived) => {
-                        "per-CPU page-allocation counters while the pipe write ran (1 write in 8 after each CPU's first \
-                         64, scaled by bytes)"
+                        "per-CPU page-allocation counters while the pipe write ran (a channel's first 64 writes per \
+                         CPU, then a random 1 in 8, scaled by bytes)"
                     }
                     _ => "kmem:mm_page_alloc while the pipe write was in flight",
                 }
