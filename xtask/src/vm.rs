@@ -508,9 +508,11 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
                 || format!("written {w}, read {rd}, payload {total}"),
             );
             // Buffer pages from the per-CPU counters: at least three in four per 4 KiB written
-            // (a freed page the pipe keeps spare is reused, not allocated), and within 10% of
+            // (a freed page the pipe keeps spare is reused, not allocated), and within 15% of
             // what kmem:mm_page_alloc counted in a run of the same workload (on Debian's 7.3
-            // both exceed one page per 4 KiB, and the counters give ~8% more).
+            // both exceed one page per 4 KiB, and the counters give 8-10% more: 11,090-11,121
+            // against 10,072-10,341 at the tracepoint in the runs so far; a wrong counter
+            // address would be off by far more).
             let pages = run["path"]["stages"]
                 .as_array()
                 .and_then(|a| a.iter().find(|s| s["name"] == "pipe buffer pages allocated"))
@@ -527,9 +529,11 @@ fn check_guest(kernel: &str, out: &str, c: &mut Checks) -> Result<()> {
             c.check(
                 &format!(
                     "{guest} {mech}: {t} buffer pages from the per-CPU counters: >= 3/4 per 4 KiB written, \
-                     within 10% of kmem:mm_page_alloc's count"
+                     within 15% of kmem:mm_page_alloc's count"
                 ),
-                pages["label"] == "derived" && n * 4 >= buffers * 3 && exact.is_some_and(|e| n.abs_diff(e) * 10 <= e),
+                pages["label"] == "derived"
+                    && n * 4 >= buffers * 3
+                    && exact.is_some_and(|e| n.abs_diff(e) * 100 <= e * 15),
                 || format!("{pages}; at kmem:mm_page_alloc: {exact:?}; buffers filled: {buffers}"),
             );
             let m = &run["path"]["metrics"];
