@@ -6,7 +6,10 @@
 //!   back to a CPU (`claim`) and when it leaves it or ends (`settle`); the growth is the write's.
 //!   No hook fires per page, so a pipe run no longer pays `kmem:mm_page_alloc` on every page of
 //!   every process (14 per 64 KiB write). An interrupt's allocation on that CPU meanwhile is
-//!   counted too, as it would be at the tracepoint (it runs in the writer's context).
+//!   counted too, as it would be at the tracepoint (it runs in the writer's context). The four
+//!   reads a write costs are paid for a channel's first `PAGES_WARMUP` writes on a CPU and then
+//!   for a random one in `PAGES_EVERY` (`start`); the loader scales the measured pages by the
+//!   bytes all writes moved over the bytes the measured ones did (`AggVal::aux_base`).
 //! - **`kmem:mm_page_alloc`** (exact): each allocation in the writer's context is added to the
 //!   slot its write claimed (used with `--events`, where every page is an event, and where the
 //!   counters are not found).
