@@ -201,17 +201,41 @@ fn shm_ino_of(tgid: u32, addr: u64) -> Option<u64> {
     None
 }
 
+/// Are two aggregate keys the same? (Compared as two words: tgid|probe|kind, ino.)
 #[inline(always)]
-pub(crate) fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
+fn same_key(a: &AggKey, b: &AggKey) -> bool {
+    let head = |k: &AggKey| (k.tgid as u64) | ((k.probe as u64) << 32) | ((k.kind as u64) << 48);
+    a.ino == b.ino && head(a) == head(b)
+}
+
+/// The calls this CPU has counted under `key` so far (0: none), looked up without making an
+/// entry (so a full table is not counted as a loss twice). A free slot means the key has no
+/// entry anywhere: a key goes to `AGG` only when another holds its slot, and slots never free.
+#[inline(always)]
+pub(crate) fn agg_calls_here(key: &AggKey) -> u64 {
+    let slots = unsafe { core::ptr::read_volatile(&AGG_CACHE_SLOTS) };
+    if let Some(s) = AGG_CACHE.get_ptr_mut(agg_slot_index(key, slots)) {
+        let k = unsafe { &(*s).key };
+        if same_key(k, key) {
+            return unsafe { (*s).val.calls };
+        }
+        if k.tgid == 0 {
+            return 0;
+        }
+    }
+    AGG.get_ptr_mut(key).map_or(0, |v| unsafe { (*v).calls })
+}
+
+#[inline(always)]
+fn agg_slot(key: &AggKey) -> Option<&'static mut AggVal> {
     let slots = unsafe { core::ptr::read_volatile(&AGG_CACHE_SLOTS) };
     if let Some(s) = AGG_CACHE.get_ptr_mut(agg_slot_index(key, slots)) {
         // Compared as two words (tgid|probe|kind, ino). Per-CPU: only a program interrupting
         // this one on the same CPU (a wake-up from an interrupt) could write the slot
         // meanwhile, and only by claiming the same free slot at the same moment (the tag,
         // tgid, is written last).
-        let head = |k: &AggKey| (k.tgid as u64) | ((k.probe as u64) << 32) | ((k.kind as u64) << 48);
         let k = unsafe { &mut (*s).key };
-        if k.ino == key.ino && head(k) == head(key) {
+        if same_key(k, key) {
             return Some(unsafe { &mut (*s).val });
         }
         if k.tgid == 0 {

@@ -97,8 +97,7 @@ fn counters_now() -> Option<u64> {
 pub(crate) fn start(tgid: u32, tid: u32, p: &Pending) -> bool {
     let measured = !by_counters() || {
         let key = AggKey { tgid, probe: p.probe, kind: p.kind, ino: p.ino };
-        crate::agg_slot(&key).is_none_or(|v| v.calls < PAGES_WARMUP as u64)
-            || unsafe { bpf_get_prandom_u32() } % PAGES_EVERY == 0
+        crate::agg_calls_here(&key) < PAGES_WARMUP as u64 || unsafe { bpf_get_prandom_u32() } % PAGES_EVERY == 0
     };
     if measured {
         claim(tid);
