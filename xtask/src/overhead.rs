@@ -20,6 +20,8 @@ use crate::util::root;
 
 const GIB: f64 = (1u64 << 30) as f64;
 const TOTAL: &str = "1GiB";
+/// The seed of each round's random order of configurations.
+const ORDER_SEED: u64 = 0x1bc7_2ace;
 
 /// Median and quartiles of repeated measurements.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -78,6 +80,8 @@ pub struct ConfigResult {
 pub struct OverheadReport {
     pub workload: String,
     pub rounds: usize,
+    /// The seed of the configurations' order in each round (a new random order per round).
+    pub order_seed: u64,
     pub configs: Vec<ConfigResult>,
     /// The default run / the floor, per round: what ipctrace's programs add to their hooks.
     pub default_over_floor: Quartiles,
@@ -336,11 +340,14 @@ pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport>
         });
     }
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+    let mut rng = fastrand::Rng::with_seed(ORDER_SEED);
     for round in 0..rounds {
-        // Each round starts one configuration later, so none always runs just after the same
-        // other (a release of the previous run's programs, a cache warmed by it).
-        let n = configs.len();
-        for i in (0..n).map(|k| (k + round) % n) {
+        // Each round runs the configurations in a new random order (seeded, so a sitting can
+        // be repeated), so none always runs just after the same other (a release of the
+        // previous run's programs, a cache warmed by it) or at the same place in the round.
+        let mut order: Vec<usize> = (0..configs.len()).collect();
+        rng.shuffle(&mut order);
+        for i in order {
             let c = &configs[i];
             eprint!("\rbench overhead: round {}/{rounds} · {:<22}", round + 1, c.name);
             let s = match &c.kind {
@@ -398,6 +405,7 @@ pub fn overhead(rounds: usize, compare: Option<&Path>) -> Result<OverheadReport>
     Ok(OverheadReport {
         workload: format!("pipe, 64 KiB messages, {TOTAL} per run, producer and consumer on CPU 0"),
         rounds,
+        order_seed: ORDER_SEED,
         configs: results,
         default_over_floor: per_round(default, floor),
         this_over_compare: idx("compare").map(|c| per_round(default, c)),
