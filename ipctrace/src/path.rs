@@ -185,12 +185,18 @@ fn per_mib(n: u64, payload: u64) -> Option<f64> {
     (payload >= PER_MIB_MIN_PAYLOAD).then(|| n as f64 / (payload as f64 / (1u64 << 20) as f64))
 }
 
-/// Calls of `probes` on channel `ino` by `all` (each process once: both ends of a
-/// self-pipe are one process).
-fn on_channel(all: &[Process], probes: &[ProbeId], ino: u64) -> u64 {
+/// Each process of `all` once: both ends of a self-pipe (or a socket pair a process reads
+/// and writes itself) are one process, whose events would otherwise count twice. External
+/// ends (pid 0, no events) are all kept.
+pub fn distinct(all: &[Process]) -> Vec<&Process> {
     let mut seen = std::collections::BTreeSet::new();
-    all.iter()
-        .filter(|p| p.pid == 0 || seen.insert(p.pid))
+    all.iter().filter(|p| p.pid == 0 || seen.insert(p.pid)).collect()
+}
+
+/// Calls of `probes` on channel `ino` by `all` (each process once).
+fn on_channel(all: &[Process], probes: &[ProbeId], ino: u64) -> u64 {
+    distinct(all)
+        .into_iter()
         .flat_map(|p| p.observed.events.iter())
         .filter(|e| probes.iter().any(|x| e.probe == x.name()) && e.channel.as_ref().is_some_and(|c| c.ino == ino))
         .map(|e| e.calls)
@@ -205,7 +211,8 @@ fn channel_faults(f: &dyn Family, all: &[Process], ino: u64) -> Option<u64> {
     })
 }
 
-fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64, scope: Scope) -> Metrics {
+fn metrics(f: &dyn Family, processes: &[Process], consumer: &Process, elapsed_ns: u64, scope: Scope) -> Metrics {
+    let all = distinct(processes);
     // The consumer's verified bytes; a splicing consumer cannot verify, so its byte count; a
     // process ipctrace did not start has no witness: the bytes observed leaving the channel.
     let payload = match &consumer.witness {
@@ -226,7 +233,9 @@ fn metrics(f: &dyn Family, all: &[Process], consumer: &Process, elapsed_ns: u64,
             let faults = if mm > 0 { mm } else { calls(&[ProbeId::FaultUser, ProbeId::FaultKernel]) };
             (Some(faults), calls(&[ProbeId::SchedOut]), Some(calls(&[ProbeId::Wakeup])))
         }
-        Scope::Channel(ino) => (channel_faults(f, all, ino), on_channel(all, &[ProbeId::Blocked], ino), None),
+        Scope::Channel(ino) => {
+            (channel_faults(f, processes, ino), on_channel(processes, &[ProbeId::Blocked], ino), None)
+        }
     };
     let samples: u64 = all.iter().flat_map(|p| p.observed.stacks_of(ProbeId::Sample)).map(|s| s.count).sum();
     let ksamples: u64 = all
@@ -298,6 +307,30 @@ mod tests {
             "etimedout": 0, "eintr": 0, "time_ns": 0, "latency_log2_ns": [], "label": "exact", "rule": ""
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_process_at_both_ends_counts_once() {
+        // A self-pipe: one process wrote 1,000 bytes in 4 calls and read them in 4.
+        let mut o = crate::model::Observed::default();
+        for (probe, calls) in [(ProbeId::PipeWrite, 4), (ProbeId::PipeRead, 4)] {
+            let mut e = ev(probe, Some(5), None, calls);
+            e.bytes = 1000;
+            e.sub = "anon_pipe".into();
+            o.events.push(e);
+        }
+        let end = |role: &str| Process { pid: 7, role: role.into(), observed: o.clone(), witness: None, exit: None };
+        let all = [end("producer"), end("consumer")];
+        let f = crate::transport::family_of(ipctrace_common::ChannelKind::AnonPipe).unwrap();
+        let m = metrics(f, &all, &all[1], 1, Scope::Channel(5));
+        assert_eq!(m.payload_bytes, 1000);
+        assert_eq!(m.kernel_copies_per_byte, Some(2.0), "one copy in, one out: not four");
+        assert_eq!(distinct(&all).len(), 1);
+        assert_eq!(
+            distinct(&[external("producer"), external("consumer")]).len(),
+            2,
+            "external ends are not one process"
+        );
     }
 
     #[test]

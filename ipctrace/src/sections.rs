@@ -137,13 +137,21 @@ impl Processes {
 
 /// The bytes a channel row sorts by, and its calls and blocked time.
 fn row_figures(run: &TransportRun, f: &dyn transport::Family) -> (u64, u64, u64) {
-    let ends: Vec<&Observed> = run.processes.iter().map(|p| &p.observed).collect();
-    let bytes = run
-        .processes
+    let distinct = crate::path::distinct(&run.processes);
+    let ends: Vec<&Observed> = distinct.iter().map(|p| &p.observed).collect();
+    let role = |r: &str| run.processes.iter().find(|p| p.role == r && p.pid != 0).map(|p| p.pid);
+    // A process at both ends (a self-pipe) copied each byte in and out: what it sent is its
+    // copies less what it received.
+    let self_channel = role("producer").is_some() && role("producer") == role("consumer");
+    let bytes = distinct
         .iter()
-        .map(|p| match p.role.as_str() {
-            "producer" => f.copied_bytes(&p.observed).max(f.delivered(&p.observed).unwrap_or(0)),
-            _ => f.delivered(&p.observed).unwrap_or(0),
+        .map(|p| {
+            let delivered = f.delivered(&p.observed).unwrap_or(0);
+            match p.role.as_str() {
+                "producer" if self_channel => f.copied_bytes(&p.observed).saturating_sub(delivered).max(delivered),
+                "producer" => f.copied_bytes(&p.observed).max(delivered),
+                _ => delivered,
+            }
         })
         .max()
         .unwrap_or(0);

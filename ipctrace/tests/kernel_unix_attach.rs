@@ -378,3 +378,30 @@ fn kernel_trace_notifications_signals_and_eventfd() {
     assert_eq!((efd[0]["from"]["pid"].as_u64(), efd[0]["to"]["pid"].as_u64()), (Some(pp), Some(cp)));
     assert!(stdout.contains("notification: SIGUSR1 ×3 from python3"), "{stdout}");
 }
+
+/// One process writes a pipe and reads it back (a self-pipe, as event loops use for wake-ups),
+/// with a different size every call so that a doubled count cannot pass for the real one.
+const SELF_PIPE: &str = r#"
+import os
+r, w = os.pipe()
+wrote = got = calls = 0
+for i in range(1, 101):
+    wrote += os.write(w, b"x" * (100 + i)); got += len(os.read(r, 4096)); calls += 2
+print(f"self pid={os.getpid()} wrote={wrote} got={got} calls={calls}", flush=True)
+"#;
+
+#[test]
+fn kernel_trace_self_pipe_counts_each_byte_once() {
+    if !require_root("kernel_trace_self_pipe_counts_each_byte_once") {
+        return;
+    }
+    let (stdout, r) = trace_python(SELF_PIPE);
+    let s = fields(&stdout, "self");
+    let pid = num(&s, "pid");
+    assert_eq!(num(&s, "wrote"), num(&s, "got"));
+    let row = one_row(&r, "anon_pipe", pid, pid);
+    // Observed (the channel row) against the program's own counts (the witness).
+    assert_eq!(row["bytes"], num(&s, "wrote"), "{row:#}");
+    assert_eq!(row["calls"], num(&s, "calls"), "{row:#}");
+    assert_eq!(row["copies_per_byte"], 2.0, "one copy in and one out per byte: {row:#}");
+}
