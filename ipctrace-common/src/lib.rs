@@ -660,7 +660,10 @@ pub struct Pending {
 /// none) and, from a block until the thread runs again, the block (`off.ts` 0: running). One
 /// entry, so that a context switch finds both in one lookup. `tid` tags the entry in the
 /// direct-mapped table the programs keep it in (0: a free slot); `_pad` is 1 in a slot some
-/// thread spilled from (`ipctrace-ebpf`'s `threads`).
+/// thread spilled from (`ipctrace-ebpf`'s `threads`). The last wake-up of the thread is kept
+/// until its block ends (`woke_at` 0: none since), when it is counted: a wake-up may come
+/// before the switch that blocks (the waker runs on another CPU while the thread is still on
+/// its way out), so it cannot be matched to a block when it happens.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Thread {
@@ -669,6 +672,11 @@ pub struct Thread {
     pub memo: FdMemo,
     pub tid: u32,
     pub _pad: u32,
+    /// When the last wake-up came (with `--events`; 1 otherwise), 0 for none.
+    pub woke_at: u64,
+    /// Who made it: the waker's process and thread.
+    pub waker_tgid: u32,
+    pub waker_tid: u32,
 }
 
 /// The last fd a thread's traced call named and what it is (`ipctrace-ebpf`'s fdcache): good

@@ -281,9 +281,18 @@ fn emit_at(ts_ns: u64, tgid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_
     if !events_on() {
         return;
     }
+    emit_as(ts_ns, tgid, bpf_get_current_pid_tgid() as u32, probe, k, ino, value, dur_ns, other)
+}
+
+/// `emit_at` of an event about thread `tid` (not necessarily the current one).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_as(ts_ns: u64, tgid: u32, tid: u32, probe: u16, k: u16, ino: u64, value: i64, dur_ns: u64, other: u32) {
+    if !events_on() {
+        return;
+    }
     match EVENTS.reserve::<Event>(0) {
         Some(mut e) => {
-            let tid = bpf_get_current_pid_tgid() as u32;
             e.write(Event { ts_ns, tgid, tid, probe, kind: k, other, ino, value, dur_ns });
             e.submit(0);
         }

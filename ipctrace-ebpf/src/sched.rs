@@ -137,6 +137,7 @@ fn switch<K: Kmem, C: StackIdContext>(ctx: &C) -> u32 {
             _pad: next,
         };
         agg_call(o.tgid, &p, 0, dt);
+        woken(t, o.tgid, next);
         if o.kstack >= 0 {
             let key = StackKey {
                 tgid: o.tgid,
@@ -152,8 +153,12 @@ fn switch<K: Kmem, C: StackIdContext>(ctx: &C) -> u32 {
     0
 }
 
-/// A blocked target thread is being woken (sched_waking runs in the waker's context, unlike
-/// sched_wakeup, which may run on the target CPU): count it against the waker.
+/// A target thread is being woken (sched_waking runs in the waker's context, unlike
+/// sched_wakeup, which may run on the target CPU). The waker is kept in the thread's entry and
+/// counted when the block ends (`switch`): the thread may not have switched out yet (its
+/// waker runs on another CPU while it is on its way into the scheduler), or may not block at
+/// all (woken between setting its state and testing its condition), so whether this wake-up
+/// ends a block is only known then. A block's wake-up is its last one.
 #[raw_tracepoint(tracepoint = "sched_waking")]
 pub fn sched_waking(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
@@ -175,19 +180,32 @@ pub fn btf_sched_waking(ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn waking<K: Kmem>(p: *const u8) -> u32 {
     let pid: u32 = unsafe { K::read(p, offsets().task_pid) }.unwrap_or(0);
-    if pid == 0 {
-        return 0;
+    let Some(t) = threads::get(pid) else { return 0 };
+    let (waker, waker_tid) = current();
+    // The time only for the event stream (a clock read is not free); any non-zero value marks it.
+    let at = if crate::events_on() { now() } else { 1 };
+    unsafe {
+        (*t).waker_tgid = waker;
+        (*t).waker_tid = waker_tid;
+        (*t).woke_at = at;
     }
-    let Some(o) = threads::get(pid).map(|t| unsafe { (*t).off }) else { return 0 };
-    if o.ts == 0 {
-        return 0;
-    }
-    let (waker, _) = current();
-    // Counted by waker, without a stack walk: the blocked side's stack (`threads`) already says
-    // where the wait was, and a walk per wake-up would double the cost of tracing a pipe.
-    crate::emit(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 0, 0, pid);
-    crate::agg_add(o.tgid, ProbeId::Wakeup as u16, 0, waker as u64, 1, 0);
     0
+}
+
+/// Blocked thread `tid` of `tgid` runs again: its last wake-up, if one was seen, is counted
+/// against its waker (without a stack walk: the block's own stack already says where the wait
+/// was, and a walk per wake-up would double the cost of tracing a pipe).
+#[inline(always)]
+fn woken(t: *mut ipctrace_common::Thread, tgid: u32, tid: u32) {
+    let at = unsafe { (*t).woke_at };
+    if at == 0 {
+        return;
+    }
+    let (waker, waker_tid) = unsafe { ((*t).waker_tgid, (*t).waker_tid) };
+    unsafe { (*t).woke_at = 0 };
+    // Drawn on the waker's thread, at the moment of the wake-up.
+    crate::emit_as(at, tgid, waker_tid, ProbeId::Wakeup as u16, 0, waker as u64, 0, 0, tid);
+    crate::agg_add(tgid, ProbeId::Wakeup as u16, 0, waker as u64, 1, 0);
 }
 
 /// Children of targets become targets before they run (sched_process_fork(parent, child); a

@@ -88,6 +88,7 @@ pub(crate) fn get_or_make(tid: u32, full: u32) -> Option<*mut Thread> {
             write_volatile(&raw mut (*c)._pad, 0);
             write_volatile(&raw mut (*s).off.ts, 0);
             write_volatile(&raw mut (*s).memo.open, 0);
+            write_volatile(&raw mut (*s).woke_at, 0);
             (*s).tid = tid;
         }
         return Some(s);
@@ -113,6 +114,7 @@ pub(crate) fn remove(tid: u32) {
         unsafe {
             (*s).call.probe = 0;
             (*s).off.ts = 0;
+            (*s).woke_at = 0;
             (*s).tid = 0;
         }
     } else if spilled(s) {

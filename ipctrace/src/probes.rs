@@ -227,7 +227,8 @@ static COMMON: &[LogicalProbe] = &[
         impls: &[imp(
             Mechanism::Tracepoint,
             Label::Exact,
-            "counted at sched:sched_waking (in the waker's context) for threads blocked since the trace started",
+            "the waker kept at sched:sched_waking (in the waker's context) and counted when the woken thread's \
+             block ends at sched_switch: one per block seen since the trace started, its last waker's",
             &[tp("sched_waking", "sched", "sched_waking")],
         )],
     },

@@ -248,3 +248,29 @@ fn pages_two_ways(total: &str) {
         counts[1]
     );
 }
+
+/// Producer and consumer on two CPUs: a wake-up often comes while the woken thread is still
+/// on its way off its CPU (before the switch that blocks it). Each block ends with one wake-up,
+/// counted when the block ends, so a side's wake-ups equal its blocks (counted apart, at
+/// `sched_waking` and `sched_switch`); and its blocks are voluntary switches, never more than
+/// wait4 counted.
+#[test]
+fn kernel_pipe_every_block_ends_with_one_wakeup() {
+    if !require_root("kernel_pipe_every_block_ends_with_one_wakeup") {
+        return;
+    }
+    let (code, r, stderr) =
+        run_json(&["--transport", "pipe", "--total", "256MiB", "--msg-size", "65536", "--cpus", "0,1"]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let run = &r["runs"][0];
+    for role in ["producer", "consumer"] {
+        let p = process(run, role);
+        let blocks = sum(p, "blocked", None)["calls"];
+        let wakes = sum(p, "wakeup", None)["calls"];
+        let nvcsw = p["exit"]["rusage"]["nvcsw"].as_u64().unwrap();
+        assert_eq!(wakes, blocks, "{role}: wake-ups against blocks");
+        assert!(blocks <= nvcsw, "{role}: {blocks} blocks, wait4 counted {nvcsw} voluntary switches");
+    }
+    let blocks = |role| sum(process(run, role), "blocked", None)["calls"];
+    assert!(blocks("producer") + blocks("consumer") >= 100, "the sides blocked: {run}");
+}
