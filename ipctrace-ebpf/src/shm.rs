@@ -7,7 +7,7 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes,
     macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use ipctrace_common::{ChannelKind, Pending, ProbeId, Range, SHARED_ANON, loss};
@@ -32,12 +32,24 @@ fn is_dev_shm(ptr: u64) -> bool {
     }
 }
 
-/// openat(dfd, filename, ...): shm_open becomes an openat of /dev/shm/NAME.
+/// openat(dfd, filename, ...): shm_open becomes an openat of /dev/shm/NAME. Counted at the
+/// exit, under the object the new fd names (a process may open several).
 #[inline(always)]
-pub(crate) fn open_enter(tgid: u32, filename: u64) {
+pub(crate) fn open_enter(filename: u64) {
     if is_dev_shm(filename) {
-        agg_event(tgid, ProbeId::ShmOpen as u16, SHM, 0, 0);
+        pending_start(Pending { ino: 0, start_ns: 0, len: 0, probe: ProbeId::ShmOpen as u16, kind: SHM, _pad: 0 });
     }
+}
+
+/// The exit of an openat of /dev/shm that returned `fd`: counted under its object's inode, or
+/// under none (the process's) when it failed or opened something else than shmem.
+#[inline(always)]
+pub(crate) fn open_exit(tgid: u32, fd: i64) {
+    let ino = match (fd >= 0).then(|| classify_fd(fd as u64)).flatten() {
+        Some((ino, ChannelKind::Shm)) => ino,
+        _ => 0,
+    };
+    agg_event(tgid, ProbeId::ShmOpen as u16, SHM, ino, 0);
 }
 
 /// unlink(pathname): shm_unlink becomes an unlink of /dev/shm/NAME.
@@ -131,10 +143,42 @@ pub(crate) fn munmap_enter(tgid: u32, addr: u64, len: u64) {
     }
 }
 
+/// The last fault of a target thread on this CPU (`tid` 0: none) and the traced mapping it was
+/// in (`ino` 0: none): a page the fault allocates is that mapping's (`fault_channel`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastFault {
+    tid: u32,
+    _pad: u32,
+    ino: u64,
+}
+
+#[map]
+static LAST_FAULT: PerCpuArray<LastFault> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn fault_in(tid: u32, ino: u64) {
+    if let Some(s) = LAST_FAULT.get_ptr_mut(0) {
+        unsafe {
+            (*s).tid = tid;
+            (*s).ino = ino;
+        }
+    }
+}
+
+/// The traced mapping of the fault thread `tid` is in on this CPU, if any: a page allocated
+/// now is the mapping's when the allocation is the fault's (its stack says so: the report
+/// counts a shmem page only under a fault's frames).
+#[inline(always)]
+pub(crate) fn fault_channel(tid: u32) -> Option<u64> {
+    let s = LAST_FAULT.get(0)?;
+    (s.tid == tid && s.ino != 0).then_some(s.ino)
+}
+
 /// exceptions:page_fault_{user,kernel}(address, regs, error_code), as raw tracepoints.
 #[inline(always)]
 fn on_fault(ctx: &RawTracePointContext, probe: ProbeId) -> u32 {
-    let (tgid, _) = current();
+    let (tgid, tid) = current();
     if !is_target(tgid) {
         return 0;
     }
@@ -144,8 +188,14 @@ fn on_fault(ctx: &RawTracePointContext, probe: ProbeId) -> u32 {
         return 0;
     }
     match shm_ino_of(tgid, addr) {
-        Some(ino) => agg_event(tgid, probe as u16, SHM, ino, 0),
-        None => agg_event(tgid, probe as u16, ChannelKind::Other as u16, 0, 0),
+        Some(ino) => {
+            fault_in(tid, ino);
+            agg_event(tgid, probe as u16, SHM, ino, 0)
+        }
+        None => {
+            fault_in(tid, 0);
+            agg_event(tgid, probe as u16, ChannelKind::Other as u16, 0, 0)
+        }
     }
     0
 }
@@ -202,6 +252,7 @@ fn fault_entry(vma: *const u8, address: u64) -> u32 {
         }
     };
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    fault_in(id as u32, if k == SHM { ino } else { 0 });
     let p = Pending { ino, start_ns: now(), len: 0, probe: ProbeId::MmFault as u16, kind: k, _pad: 0 };
     if let Some(slot) = PENDING_FAULT.get_ptr_mut(&id) {
         unsafe { *slot = p };

@@ -180,8 +180,8 @@ fn sys_enter<K: Kmem>(nr: i64, regs: *const u8) -> u32 {
         sysop::MSGRCV => mq::sysv(arg::<K>(regs, 0), None),
         sysop::POLL => notify::poll_enter(),
         sysop::SPLICE => pipe::splice_enter(arg::<K>(regs, 0), arg::<K>(regs, 2)),
-        sysop::OPEN => shm::open_enter(tgid, arg::<K>(regs, 0)),
-        sysop::OPENAT => shm::open_enter(tgid, arg::<K>(regs, 1)),
+        sysop::OPEN => shm::open_enter(arg::<K>(regs, 0)),
+        sysop::OPENAT => shm::open_enter(arg::<K>(regs, 1)),
         sysop::UNLINK => shm::unlink_enter(tgid, arg::<K>(regs, 0)),
         sysop::FTRUNCATE => shm::ftruncate_enter(tgid, arg::<K>(regs, 0), arg::<K>(regs, 1)),
         sysop::MMAP => shm::mmap_enter(arg::<K>(regs, 4), arg::<K>(regs, 1), arg::<K>(regs, 3)),
@@ -211,6 +211,8 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     let ret = ctx.arg::<u64>(1) as i64;
     if p.probe == ProbeId::ShmMmap as u16 {
         shm::mmap_exit(tgid, &p, ret);
+    } else if p.probe == ProbeId::ShmOpen as u16 {
+        shm::open_exit(tgid, ret);
     } else {
         finish(tgid, tid, p, ret);
     }

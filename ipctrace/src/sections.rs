@@ -95,7 +95,17 @@ impl Discovery {
 /// allocations (never tied to a call) when the process used no other channel.
 fn for_channel(o: &Observed, ino: u64) -> Observed {
     let channels: BTreeSet<u64> = o.events.iter().filter_map(|e| e.channel.as_ref()).map(|c| c.ino).collect();
-    let single = channels.len() <= 1;
+    // Page allocations outside pipe writes name no channel: they are a mapping's (its shmem
+    // pages, told apart by their stacks) when the process has one mapped channel, whatever
+    // other channels (a pipe, a socket) it also uses.
+    let mapped: BTreeSet<u64> = o
+        .events
+        .iter()
+        .filter_map(|e| e.channel.as_ref())
+        .filter(|c| transport::family_named(&c.kind).is_some_and(|(_, f)| f.mapped()))
+        .map(|c| c.ino)
+        .collect();
+    let single = channels.len() <= 1 || (mapped.len() == 1 && mapped.contains(&ino));
     Observed {
         events: o.events.iter().filter(|e| e.channel.as_ref().is_none_or(|c| c.ino == ino)).cloned().collect(),
         stacks: o

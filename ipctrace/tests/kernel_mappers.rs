@@ -161,3 +161,68 @@ print("child", pid)
     assert_eq!(usr2["sent"], 3);
     assert!(usr2.get("coalesced").is_none_or(|c| c == 0), "taken one by one: {usr2}");
 }
+
+/// One process with a pipe and three /dev/shm objects it opens (once each) and maps; it fills
+/// the first object's 1,024 pages. Its page allocations name no channel, yet they are the
+/// segment's shmem pages (the process has a pipe too, and other objects); and each object
+/// counts the one openat that opened it, not the process's three.
+const SEGMENTS_AND_A_PIPE: &str = r#"
+import os, mmap
+r, w = os.pipe()
+os.write(w, b"x" * 1000); os.read(r, 1000)
+maps = []
+for i in range(3):
+    path = f"/dev/shm/ipctrace-test-{os.getpid()}-{i}"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_EXCL, 0o600)
+    os.ftruncate(fd, 4 << 20); maps.append(mmap.mmap(fd, 4 << 20)); os.close(fd)
+    os.unlink(path)
+pages = 0
+for i in range(0, 4 << 20, 4096):
+    maps[0][i] = 1; pages += 1
+for m in maps[1:]:
+    m[0] = 1
+os.write(w, b"y" * 10); os.read(r, 10)
+print(f"segs pid={os.getpid()} pages={pages} opens_each=1", flush=True)
+"#;
+
+#[test]
+fn kernel_trace_shm_pages_and_opens_are_each_segment_s_own() {
+    if !require_root("kernel_trace_shm_pages_and_opens_are_each_segment_s_own") {
+        return;
+    }
+    let (stdout, r) = trace_python(SEGMENTS_AND_A_PIPE);
+    let line = stdout.lines().find(|l| l.starts_with("segs")).unwrap_or_else(|| panic!("{stdout}"));
+    let field = |k: &str| -> u64 {
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{k}="))).unwrap().parse().unwrap()
+    };
+    let runs: Vec<&Value> = r["runs"].as_array().unwrap().iter().filter(|x| x["transport"] == "shm").collect();
+    assert_eq!(runs.len(), 3, "three segments: {:?}", r["overview"]["channels"]);
+    let stage_note = |run: &Value, prefix: &str| -> String {
+        let s =
+            run["path"]["stages"].as_array().unwrap().iter().find(|s| s["name"].as_str().unwrap().starts_with(prefix));
+        s.unwrap_or_else(|| panic!("{prefix} in {run}"))["note"].as_str().unwrap().to_string()
+    };
+    let mut filled = 0;
+    for run in &runs {
+        let p = run["processes"].as_array().unwrap().iter().find(|p| p["pid"] == field("pid")).unwrap();
+        // Observed (the object's openat) against the program's own count.
+        assert_eq!(sum(p, "shm_open", None)["calls"], field("opens_each"), "{run}");
+        let note = stage_note(run, "first touch");
+        let shmem: u64 = note
+            .split("shmem pages allocated: ")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{note}"));
+        if shmem > 1 {
+            filled += 1;
+            // The program's pages (a page allocation per first touch of a shmem page).
+            assert!(
+                shmem.abs_diff(field("pages")) <= field("pages") / 50,
+                "{shmem} against {}: {note}",
+                field("pages")
+            );
+        }
+    }
+    assert_eq!(filled, 1, "one segment filled");
+}

@@ -365,7 +365,9 @@ impl Family for Shm {
             None,
             p.label(ProbeId::ShmUnlink).or(c.label(ProbeId::ShmUnlink)),
             Some(format!(
-                "munmap {} + {}, unlink {} + {} (exit unmaps implicitly)",
+                "munmap {} + {} (exit unmaps implicitly); unlink {} + {}: each process's unlinks of /dev/shm \
+                 paths, whichever objects they named (a path names no object once unlinked: with several \
+                 objects in a process they are not told apart)",
                 pu.calls, cu.calls, pl.calls, cl.calls
             )),
         ));
