@@ -285,6 +285,13 @@ fn end_tree(session: &Session, root: &mut Root) {
 }
 
 pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Report, Option<String>)> {
+    // A command that cannot run is said before anything is traced (as a shell would find it:
+    // PATH, or the path given).
+    if which::which(&args.cmd[0]).is_err() {
+        let what =
+            if args.cmd[0].to_string_lossy().contains('/') { "not an executable file" } else { "not found in PATH" };
+        return Err(fail(Code::Target, format!("cannot run {}: {what}", args.cmd[0].to_string_lossy())));
+    }
     let mut stops = Stops::catch()?;
     let mut session = open_session(&args.probes, events, transport::FAMILIES)?;
     session.require(transport::FAMILIES)?;

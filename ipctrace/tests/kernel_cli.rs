@@ -146,6 +146,17 @@ fn cases() -> Vec<Case> {
             c.stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap());
             out(c)
         }),
+        // A command that cannot run: one line, before anything is traced (no report, no READY).
+        case("trace of a missing command", 3, "cannot run /nonexistent/cmd: not an executable file", |_| {
+            out(cmd(&["trace", "--", "/nonexistent/cmd"]))
+        })
+        .then(|_, o| {
+            assert!(o.stdout.is_empty(), "no report: {}", String::from_utf8_lossy(&o.stdout));
+            assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "one line");
+        }),
+        case("trace of a command not in PATH", 3, "cannot run no-such-command-here: not found in PATH", |_| {
+            out(cmd(&["trace", "--", "no-such-command-here"]))
+        }),
         case("report of a file that is not a report", 2, "is not an ipctrace report", |d| {
             std::fs::write(d.join("x.json"), b"{\"a\": 1}").unwrap();
             out(cmd(&["report", &d.join("x.json").to_string_lossy()]))
