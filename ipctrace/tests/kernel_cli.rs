@@ -157,6 +157,17 @@ fn cases() -> Vec<Case> {
         case("trace of a command not in PATH", 3, "cannot run no-such-command-here: not found in PATH", |_| {
             out(cmd(&["trace", "--", "no-such-command-here"]))
         }),
+        // A --channel no row has: the report stands, and one line says so.
+        case("report --channel of no channel", 0, "--channel 99: no such channel in this report", |d| {
+            let saved = d.join("traced.json");
+            let o = out(cmd(&["trace", "--save", &saved.to_string_lossy(), "--", "sh", "-c", "echo hi | cat"]));
+            assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+            out(cmd(&["report", &saved.to_string_lossy(), "--channel", "99"]))
+        }),
+        case("report --channel of a run's report", 0, "this report has no channel table", |d| {
+            let saved = saved_report(d);
+            out(cmd(&["report", &saved, "--channel", "1"]))
+        }),
         case("report of a file that is not a report", 2, "is not an ipctrace report", |d| {
             std::fs::write(d.join("x.json"), b"{\"a\": 1}").unwrap();
             out(cmd(&["report", &d.join("x.json").to_string_lossy()]))

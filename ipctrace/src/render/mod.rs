@@ -73,6 +73,12 @@ impl View {
         (0..r.runs.len()).filter(|&i| r.runs[i].path.stages.iter().any(|s| s.observed)).take(self.top).collect()
     }
 
+    /// The `--channel` values that name no channel of report `r` (by # or inode).
+    pub fn unknown_channels(&self, r: &Report) -> Vec<u64> {
+        let rows = r.overview.as_ref().map(|o| o.channels.as_slice()).unwrap_or_default();
+        self.channels.iter().copied().filter(|&c| !rows.iter().any(|row| c == row.id as u64 || c == row.ino)).collect()
+    }
+
     /// How many rows of the channel table to list.
     pub fn listed(&self, r: &Report) -> usize {
         let n = r.overview.as_ref().map_or(0, |o| o.channels.len());
@@ -93,6 +99,22 @@ pub fn render(r: &Report, f: Format, v: &View) -> String {
 /// 141, as if by SIGPIPE, after the files are written.
 pub fn emit(r: &Report, o: &crate::cli::OutputArgs, out: &mut Outputs) -> anyhow::Result<Code> {
     let view = View::of(o);
+    let unknown = view.unknown_channels(r);
+    if !view.channels.is_empty() && r.overview.is_none() {
+        crate::warn("ipctrace: --channel: this report has no channel table (a run shows each transport in full)");
+    } else if !unknown.is_empty() {
+        let n = r.overview.as_ref().map_or(0, |o| o.channels.len());
+        let ids: Vec<String> = unknown.iter().map(|c| c.to_string()).collect();
+        crate::warn(&format!(
+            "ipctrace: --channel {}: no such channel in this report ({}; a channel is its # or its inode)",
+            ids.join(", "),
+            match n {
+                0 => "it has none".to_string(),
+                1 => "it has #1".to_string(),
+                n => format!("it has #1-#{n}"),
+            }
+        ));
+    }
     let mut failed: Vec<String> = Vec::new();
     let mut put = |f: &mut Option<OutFile>, data: &dyn Fn() -> anyhow::Result<Vec<u8>>| {
         if let Some(f) = f.as_mut()
