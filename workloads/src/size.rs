@@ -55,14 +55,23 @@ pub fn format_rate(bytes: u64, secs: f64) -> String {
         format!("{:.2} GiB/s", r / (1u64 << 30) as f64)
     } else if r >= (1u64 << 20) as f64 {
         format!("{:.1} MiB/s", r / (1u64 << 20) as f64)
-    } else {
+    } else if r >= 1024.0 {
         format!("{:.1} KiB/s", r / 1024.0)
+    } else {
+        format!("{r:.1} B/s")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_rate_is_in_bytes() {
+        assert_eq!(format_rate(21, 1.02), "20.6 B/s");
+        assert_eq!(format_rate(2048, 1.0), "2.0 KiB/s");
+        assert_eq!(format_rate(3 << 20, 1.0), "3.0 MiB/s");
+    }
 
     #[test]
     fn parses_binary_units() {

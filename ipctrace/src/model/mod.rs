@@ -65,6 +65,17 @@ pub enum EndedBy {
     Duration,
 }
 
+impl EndedBy {
+    /// How the run ended, said to the reader.
+    pub fn why(&self) -> &'static str {
+        match self {
+            EndedBy::Completed => "the run completed",
+            EndedBy::Interrupted => "the run was interrupted (Ctrl-C or a signal)",
+            EndedBy::Duration => "the run reached its --duration",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,

@@ -283,11 +283,8 @@ pub fn render(r: &Report, v: &View) -> String {
     );
     o.push_str("<p class=\"legend\">Labels: <span style=\"color:#2e7d32\">■ exact</span><span style=\"color:#1565c0\">■ derived</span><span style=\"color:#6a1b9a\">■ sampled</span><span style=\"color:#9e9e9e\">□ not observed</span></p>");
     if r.partial {
-        let _ = write!(
-            o,
-            "<p><strong>Partial report</strong>: the run was {:?} before the workloads finished.</p>",
-            r.ended_by
-        );
+        let _ =
+            write!(o, "<p><strong>Partial report</strong>: {} before the workloads finished.</p>", r.ended_by.why());
     }
     overview_section(&mut o, r, v);
     // The data paths side by side, one picture per transport (per channel shown in full).

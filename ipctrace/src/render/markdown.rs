@@ -46,7 +46,7 @@ pub fn render(r: &Report, v: &View) -> String {
     let _ = writeln!(o, "# ipctrace {} · kernel {}\n", r.ipctrace_version, r.kernel);
     let _ = writeln!(o, "Tiers: {}\n", esc(&r.tier));
     if r.partial {
-        let _ = writeln!(o, "**Partial report**: the run was {:?} before the workloads finished.\n", r.ended_by);
+        let _ = writeln!(o, "**Partial report**: {} before the workloads finished.\n", r.ended_by.why());
     }
     overview_section(&mut o, r, v);
     for i in v.detailed(r) {

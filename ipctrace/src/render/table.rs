@@ -250,7 +250,7 @@ pub fn render(r: &Report, v: &View) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "ipctrace {} · kernel {} · tiers: {}", r.ipctrace_version, r.kernel, r.tier);
     if r.partial {
-        let _ = writeln!(out, "PARTIAL REPORT: the run was {:?} before the workloads finished", r.ended_by);
+        let _ = writeln!(out, "PARTIAL REPORT: {} before the workloads finished", r.ended_by.why());
     }
     if let Some(e) = &r.command_exit {
         let how = match (&e.signal, e.exit_code) {
