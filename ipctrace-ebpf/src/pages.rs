@@ -196,10 +196,7 @@ pub fn mm_page_alloc(ctx: RawTracePointContext) -> u32 {
     agg_event(tgid, ProbeId::PageAlloc as u16, other, 0, bytes);
     let kstack = stack_id(&ctx, 0);
     // In a fault in a traced mapping: the stack is kept under the mapping's object.
-    let (kind, ino) = match crate::shm::fault_channel(tid) {
-        Some(ino) => (ChannelKind::Shm as u16, ino),
-        None => (other, 0),
-    };
+    let (kind, ino) = crate::shm::fault_channel(tid).unwrap_or((other, 0));
     stack_add(&StackKey { tgid, probe: ProbeId::PageAlloc as u16, kind, kstack, ustack: -1, ino }, 0);
     0
 }

@@ -166,13 +166,13 @@ fn fault_in(tid: u32, ino: u64) {
     }
 }
 
-/// The traced mapping of the fault thread `tid` is in on this CPU, if any: a page allocated
+/// The traced mapping (its kind and object) of the fault thread `tid` is in on this CPU, if any: a page allocated
 /// now is the mapping's when the allocation is the fault's (its stack says so: the report
 /// counts a shmem page only under a fault's frames).
 #[inline(always)]
-pub(crate) fn fault_channel(tid: u32) -> Option<u64> {
+pub(crate) fn fault_channel(tid: u32) -> Option<(u16, u64)> {
     let s = LAST_FAULT.get(0)?;
-    (s.tid == tid && s.ino != 0).then_some(s.ino)
+    (s.tid == tid && s.ino != 0).then_some((SHM, s.ino))
 }
 
 /// exceptions:page_fault_{user,kernel}(address, regs, error_code), as raw tracepoints.
