@@ -123,6 +123,17 @@ static EVENTS_ON: u8 = 0;
 #[unsafe(no_mangle)]
 static FLOOR: u8 = 0;
 
+/// `attach`: when tracing began (bpf_ktime_get_ns clock), so that a call a target thread was
+/// already in is counted at its exit, timed from then; 0 (`run`, `trace`: every target
+/// starts traced) for none.
+#[unsafe(no_mangle)]
+static TRACE_START_NS: u64 = 0;
+
+#[inline(always)]
+fn trace_start_ns() -> u64 {
+    unsafe { core::ptr::read_volatile(&TRACE_START_NS) }
+}
+
 /// Set to 0 by the loader for `--without block-stacks`.
 #[unsafe(no_mangle)]
 static BLOCK_STACKS: u8 = 1;

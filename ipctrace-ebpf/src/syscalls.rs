@@ -201,14 +201,34 @@ fn sys_enter<K: Kmem>(nr: i64, regs: *const u8) -> u32 {
 /// sys_exit(regs, ret). The cheapest check is the thread's call in flight (an array
 /// lookup): only a call its entry started is in flight at a syscall's exit (a function-tier
 /// call ends at its function's return, before), so the syscall number (a kernel read of the
-/// saved orig_ax) is not needed.
+/// saved orig_ax) is not needed. A target thread with no entry at all is at its first exit
+/// since tracing began (`late_exit`).
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     if crate::floor() {
         return 0;
     }
-    let Some((tgid, tid, p)) = pending_take() else { return 0 };
     let ret = ctx.arg::<u64>(1) as i64;
+    let (tgid, tid) = current();
+    let Some(t) = crate::threads::get(tid) else {
+        let from = crate::trace_start_ns();
+        if from != 0 && crate::targets::is_target(tgid) {
+            late_exit(ctx.arg(0), tgid, tid, ret, from);
+        }
+        return 0;
+    };
+    let p = unsafe { (*t).call };
+    if p.probe == 0 {
+        return 0;
+    }
+    unsafe { (*t).call.probe = 0 };
+    exit_call(tgid, tid, p, ret);
+    0
+}
+
+/// Ends call `p` of the current thread, `tid` of `tgid`, which returned `ret`.
+#[inline(always)]
+fn exit_call(tgid: u32, tid: u32, p: ipctrace_common::Pending, ret: i64) {
     if p.probe == ProbeId::ShmMmap as u16 {
         shm::mmap_exit(tgid, &p, ret);
     } else if p.probe == ProbeId::ShmOpen as u16 {
@@ -216,5 +236,21 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     } else {
         finish(tgid, tid, p, ret);
     }
-    0
+}
+
+/// `attach`: the first exit of target thread `tid` since tracing began `from`. The syscall it
+/// ends may have been in flight then (a reader blocked in read(2) when ipctrace attached): it is
+/// classified now, from the saved registers (its number and arguments are still there), and
+/// counted, timed from `from` (a lower bound). The thread gets its entry, so this is done once.
+#[inline(always)]
+fn late_exit(regs: *const u8, tgid: u32, tid: u32, ret: i64, from: u64) {
+    if crate::threads::get_or_make(tid, ipctrace_common::loss::PENDING_FULL).is_none() {
+        return;
+    }
+    let nr = unsafe { Probe::read::<u64>(regs, offsets().regs_orig_ax) }.map_or(-1, |n| n as i64);
+    sys_enter::<Probe>(nr, regs);
+    if let Some((_, _, mut p)) = pending_take() {
+        p.start_ns = from;
+        exit_call(tgid, tid, p, ret);
+    }
 }

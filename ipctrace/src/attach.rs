@@ -175,7 +175,7 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
         names.push((pid, discover::check_pid(pid)?));
         pids.push(pid);
     }
-    let mut session = open_session(&args.probes, events, transport::FAMILIES)?;
+    let mut session = open_session(&args.probes, events, transport::FAMILIES, true)?;
     session.require(transport::FAMILIES)?;
     let mut found = Discovery::default();
     for &pid in &pids {
@@ -293,7 +293,7 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
         return Err(fail(Code::Target, format!("cannot run {}: {what}", args.cmd[0].to_string_lossy())));
     }
     let mut stops = Stops::catch()?;
-    let mut session = open_session(&args.probes, events, transport::FAMILIES)?;
+    let mut session = open_session(&args.probes, events, transport::FAMILIES, false)?;
     session.require(transport::FAMILIES)?;
     // Orphans of the command (`cmd &` in a shell that exits) are reparented to ipctrace, so
     // Ctrl-C can end the whole tree and nothing stays a zombie.

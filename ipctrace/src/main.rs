@@ -143,7 +143,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn probes_command(args: &cli::ProbesArgs) -> anyhow::Result<Code> {
     privileges::check("probes")?;
     kernel::tracefs::ensure().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
-    let session = run::open_session(&args.probes, None, transport::FAMILIES)?;
+    let session = run::open_session(&args.probes, None, transport::FAMILIES, false)?;
     let tier = run::tier_summary(&session.choices);
     render::print_stdout(&render::probes(&session.choices, &kernel::release(), &tier, args.format))
 }

@@ -316,6 +316,7 @@ pub fn open_session(
     p: &crate::cli::ProbeArgs,
     events: Option<&mut OutFile>,
     families: &[&'static dyn Family],
+    late_calls: bool,
 ) -> Result<Session> {
     let mut offsets = kernel::btf::offsets().map_err(|e| fail(Code::Runtime, format!("{e:#}")))?;
     let without_pages = p.without.contains(&crate::cli::ProbeGroup::PageAlloc);
@@ -327,7 +328,7 @@ pub fn open_session(
     let keep = p.perfetto.is_some();
     let events = (events.is_some() || keep).then_some((events, p.events_buffer, keep));
     let block_stacks = !p.without.contains(&crate::cli::ProbeGroup::BlockStacks);
-    let mut session = Session::load(&offsets, events, p.floor, block_stacks)?;
+    let mut session = Session::load(&offsets, events, p.floor, block_stacks, late_calls)?;
     let mut without_rows = Vec::new();
     if without_pages {
         without_rows.extend(["page_alloc", "pipe_pages"]);
@@ -387,7 +388,7 @@ pub async fn run(args: &RunArgs, events: Option<&mut OutFile>) -> Result<Outcome
             families.push(f);
         }
     }
-    let mut session = open_session(&args.probes, events, &families)?;
+    let mut session = open_session(&args.probes, events, &families, false)?;
     session.require(&families)?;
     let show_progress = args.output.format == Format::Table && std::io::stderr().is_terminal();
     let deadline = args.duration.map(|d| Instant::now() + d);

@@ -264,3 +264,71 @@ fn kernel_attach_target_errors_have_exit_code_3() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no IPC observed"), "{err}");
 }
+
+/// A reader already blocked in read(2) when ipctrace attaches (its writer, not traced, waits
+/// for SIGUSR1 and then writes): the read in flight at attach is counted at its exit, so the
+/// reader's bytes are what it got, not that less its first read.
+const BLOCKED_READER: &str = r#"
+import os, signal, sys
+r, w = os.pipe()
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+writer = os.fork()
+if writer == 0:
+    os.close(r)
+    signal.sigwait([signal.SIGUSR1])
+    for i in range(300):
+        os.write(w, b"z" * 3001)
+    os._exit(0)
+os.close(w)
+print(f"reader={os.getpid()} writer={writer}", flush=True)
+got = reads = 0
+while True:
+    b = os.read(r, 65536)
+    reads += 1
+    if not b:
+        break
+    got += len(b)
+os.waitpid(writer, 0)
+print(f"got={got} reads={reads}", flush=True)
+"#;
+
+#[test]
+fn kernel_attach_counts_the_read_in_flight_at_attach() {
+    use std::io::BufRead;
+    if !require_root("kernel_attach_counts_the_read_in_flight_at_attach") {
+        return;
+    }
+    let mut py = Command::new(system_python())
+        .args(["-c", BLOCKED_READER])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let field = |l: &str, k: &str| -> u64 {
+        l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().trim().parse().unwrap()
+    };
+    let (reader, writer) = (field(&line, "reader"), field(&line, "writer"));
+    // The reader is in its first read (nothing was written yet) when ipctrace attaches.
+    std::thread::sleep(Duration::from_millis(300));
+    let tracer = attach_json(&[reader as u32], &[]);
+    assert_eq!(unsafe { libc::kill(writer as i32, libc::SIGUSR1) }, 0);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(py.wait().unwrap().success());
+    let o = tracer.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "attach ends with its target");
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows: Vec<&Value> = r["overview"]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["reader"]["pid"] == reader && c["kind"] == "anon_pipe")
+        .collect();
+    assert_eq!(rows.len(), 1, "{:#}", r["overview"]["channels"]);
+    // Observed against the reader's own counts: every byte, every read (the last one, EOF, too).
+    assert_eq!(rows[0]["bytes"], field(&line, "got"), "{:#}", rows[0]);
+    assert_eq!(field(&line, "got"), 300 * 3001);
+    assert_eq!(rows[0]["calls"], field(&line, "reads"), "{:#}", rows[0]);
+}
