@@ -210,23 +210,49 @@ pub async fn attach(args: &AttachArgs, events: Option<&mut OutFile>) -> Result<(
 struct Root {
     pid: u32,
     status: Option<i32>,
+    /// The root has ended and its descendants were said to be still running.
+    told: bool,
 }
 
 impl Root {
     /// Reaps every ended child (the root's status is kept); true once the root has ended.
     fn reap(&mut self) -> bool {
-        loop {
+        self.reap_all().0
+    }
+
+    /// Reaps every ended child: (has the root ended, has ipctrace children left). ipctrace is
+    /// the tree's subreaper, so every live descendant of the command (a daemon that left its
+    /// shell, a `setsid` one) is a child of ipctrace or below one.
+    fn reap_all(&mut self) -> (bool, bool) {
+        let more = loop {
             let mut st = 0;
             // SAFETY: waitpid on our own children, non-blocking.
             let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-            if r <= 0 {
-                break;
+            if r < 0 {
+                break false;
+            }
+            if r == 0 {
+                break true;
             }
             if r as u32 == self.pid {
                 self.status = Some(st);
             }
+        };
+        (self.status.is_some(), more)
+    }
+
+    /// Is the traced tree over: the command ended and no descendant of it is left? (Like
+    /// `strace -f`, ipctrace follows what the command left running until it ends, or until
+    /// Ctrl-C or `--duration`, which end it.)
+    fn tree_ended(&mut self, cmd: &str) -> bool {
+        let (root, more) = self.reap_all();
+        if root && more && !self.told {
+            self.told = true;
+            crate::warn(&format!(
+                "ipctrace: {cmd} exited; tracing what it left running until that ends too (Ctrl-C or --duration ends it)"
+            ));
         }
-        self.status.is_some()
+        root && !more
     }
 
     fn exit(&self, stopped_by_ipctrace: bool) -> Option<model::CommandExit> {
@@ -325,7 +351,7 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
     let child = cmd.spawn().map_err(|e| {
         fail(Code::Runtime, format!("cannot start the gate for {}: {e}", args.cmd[0].to_string_lossy()))
     })?;
-    let mut root = Root { pid: child.id(), status: None };
+    let mut root = Root { pid: child.id(), status: None, told: false };
     drop(child);
     // The gate is ipctrace's channel, not the command's.
     for s in [&gate_w, &gate_r] {
@@ -343,7 +369,8 @@ pub async fn trace(args: &TraceArgs, events: Option<&mut OutFile>) -> Result<(Re
     let t0 = Instant::now();
     let deadline = args.duration.map(|d| t0 + d);
     let mut found = Discovery::default();
-    let stop = wait_until(&mut session, &mut stops, &mut found, deadline, false, || root.reap()).await?;
+    let cmd_name = args.cmd[0].to_string_lossy().into_owned();
+    let stop = wait_until(&mut session, &mut stops, &mut found, deadline, false, || root.tree_ended(&cmd_name)).await?;
     let stopped = !matches!(stop, Stop::Exited);
     if stopped {
         end_tree(&session, &mut root);

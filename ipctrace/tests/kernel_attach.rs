@@ -332,3 +332,26 @@ fn kernel_attach_counts_the_read_in_flight_at_attach() {
     assert_eq!(field(&line, "got"), 300 * 3001);
     assert_eq!(rows[0]["calls"], field(&line, "reads"), "{:#}", rows[0]);
 }
+
+/// `trace` follows what the command leaves running (as `strace -f` does): a pipeline started
+/// in the background after the shell exits is traced to its end, its bytes counted, and
+/// nothing of the tree is left afterwards.
+#[test]
+fn kernel_trace_follows_what_the_command_left_running() {
+    if !require_root("kernel_trace_follows_what_the_command_left_running") {
+        return;
+    }
+    let before = snapshot();
+    let (_, r) = trace_saved(&["sh", "-c", "(sleep 0.5; head -c 123457 /dev/zero | cat > /dev/null) & echo started"]);
+    let rows: Vec<&Value> = r["overview"]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["writer"]["comm"] == "head" && c["reader"]["comm"] == "cat")
+        .collect();
+    assert_eq!(rows.len(), 1, "{:#}", r["overview"]["channels"]);
+    // What head wrote (its -c count) arrived, though the shell had exited long before.
+    assert_eq!(rows[0]["bytes"], 123457);
+    assert_eq!(r["command_exit"]["exit_code"], 0);
+    assert_nothing_left(&before, "trace of a command that left a pipeline running");
+}
