@@ -177,10 +177,14 @@ pub fn copy_diagram(e: &Ends, object: &str, into: Side, out: Side, sampled: Opti
             Some(Label::Exact),
         ),
     ];
-    // Bytes per payload byte of each copy (the consumer's verified bytes, else what it got).
+    // Bytes per payload byte of each copy: the copy out per byte the consumer got (its
+    // verified bytes, else what it got), the copy in per byte the producer sent (its own count,
+    // else the same: a run that ended early got less than was sent).
     let payload = e.consumer.witness.as_ref().map(|w| w.verified_bytes.unwrap_or(w.bytes)).unwrap_or(out.bytes);
+    let sent = e.producer.witness.as_ref().map_or(payload, |w| w.bytes);
     for a in arrows.iter_mut().filter(|a| matches!(a.kind, ArrowKind::Copy | ArrowKind::Move)) {
-        a.per_byte = a.value.filter(|_| payload > 0).map(|v| v as f64 / payload as f64);
+        let base = if a.id == "copy_in" { sent } else { payload };
+        a.per_byte = a.value.filter(|_| base > 0).map(|v| v as f64 / base as f64);
     }
     arrows.push(sampled_arrow(sampled));
     Diagram { processes: diagram_names(e), object: object.into(), shared: false, arrows, note: None }
