@@ -605,6 +605,7 @@ fn tree(procs: &Processes, tgids: &BTreeSet<u32>, observed: &BTreeMap<u32, Obser
                 own_samples,
                 own_in_bpf,
                 own_hottest,
+                own_stacks: own.into_iter().cloned().collect(),
             }
         })
         .collect()

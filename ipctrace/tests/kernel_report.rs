@@ -121,3 +121,43 @@ fn kernel_report_sweep_has_its_message_size_chart() {
     }
     let _ = std::fs::remove_file(html);
 }
+
+/// `trace --folded`: the folded stacks hold every sample of the targets, the channels' calls'
+/// and each process's own time, as many as the report counts.
+#[test]
+fn kernel_trace_folded_stacks_hold_every_sample() {
+    if !require_root("kernel_trace_folded_stacks_hold_every_sample") {
+        return;
+    }
+    let (save, folded) = (tmp("folded-trace.json"), tmp("all.folded"));
+    let out = Command::new(BIN)
+        .args(["trace", "--save"])
+        .arg(&save)
+        .arg("--folded")
+        .arg(&folded)
+        .args(["--", "sh", "-c", "head -c 30000000 /dev/zero | gzip -1 | wc -c"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&save).unwrap()).unwrap();
+    let own: u64 =
+        r["overview"]["processes"].as_array().unwrap().iter().map(|p| p["own_samples"].as_u64().unwrap()).sum();
+    // Each channel's processes once (a process is both ends of none here).
+    let in_calls: u64 = r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|run| run["processes"].as_array().unwrap())
+        .flat_map(|p| p["observed"]["stacks"].as_array().unwrap())
+        .filter(|s| s["probe"] == "sample")
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    let f = std::fs::read_to_string(&folded).unwrap();
+    let total: u64 = f.lines().filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum();
+    assert!(own > 0, "gzip's own time was sampled");
+    assert_eq!(total, own + in_calls, "folded: {total}, own {own} + in calls {in_calls}");
+    assert!(f.lines().any(|l| l.starts_with("(own time);gzip ")), "gzip's own time is in it");
+    for p in [save, folded] {
+        let _ = std::fs::remove_file(p);
+    }
+}

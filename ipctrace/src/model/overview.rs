@@ -123,6 +123,10 @@ pub struct ProcessNode {
     /// The most frequent kernel path among those samples, outside BPF programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own_hottest: Option<String>,
+    /// Those samples' stacks (the folded stacks and the flame graph hold them beside the
+    /// channels' own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub own_stacks: Vec<super::StackCount>,
 }
 
 /// One end of a channel.

@@ -9,20 +9,29 @@ use crate::model::Report;
 pub fn folded(r: &Report) -> Vec<String> {
     // Samples that differ only in their (unsymbolized) user stack fold into one line.
     let mut lines: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for run in &r.runs {
-        for p in &run.processes {
-            for s in p.observed.stacks_of(ipctrace_common::ProbeId::Sample) {
-                let mut frames = vec![run.transport.clone(), format!("{} {}", p.role, p.pid)];
-                if s.kernel.is_empty() {
-                    frames.push("[user]".into());
-                } else {
-                    if s.user {
-                        frames.push("[user]".into());
-                    }
-                    frames.extend(s.kernel.iter().cloned());
-                }
-                *lines.entry(frames.join(";")).or_default() += s.count;
+    let mut add = |mut frames: Vec<String>, s: &crate::model::StackCount| {
+        if s.kernel.is_empty() {
+            frames.push("[user]".into());
+        } else {
+            if s.user {
+                frames.push("[user]".into());
             }
+            frames.extend(s.kernel.iter().cloned());
+        }
+        *lines.entry(frames.join(";")).or_default() += s.count;
+    };
+    for run in &r.runs {
+        // A process at both ends of a channel is one process: its samples once.
+        for p in crate::path::distinct(&run.processes) {
+            for s in p.observed.stacks_of(ipctrace_common::ProbeId::Sample) {
+                add(vec![run.transport.clone(), format!("{} {}", p.role, p.pid)], s);
+            }
+        }
+    }
+    // attach/trace: what each process did outside any channel's calls.
+    for p in r.overview.iter().flat_map(|o| o.processes.iter()) {
+        for s in p.own_stacks.iter().filter(|s| s.probe == ipctrace_common::ProbeId::Sample.name()) {
+            add(vec!["(own time)".into(), format!("{} {}", p.comm, p.pid)], s);
         }
     }
     lines.into_iter().map(|(k, n)| format!("{k} {n}")).collect()
