@@ -579,6 +579,10 @@ pub struct AggVal {
 /// random one in `PAGES_EVERY` (four kernel reads each); the loader scales the measured pages
 /// by bytes.
 pub const PAGES_MEASURED: u32 = 1 << 31;
+
+/// In a call's `Pending._pad`: the call was in flight when `attach` began (its start was not
+/// seen): counted, not timed.
+pub const CALL_UNTIMED: u32 = 1 << 30;
 pub const PAGES_WARMUP: u32 = 64;
 pub const PAGES_EVERY: u32 = 8;
 
@@ -672,6 +676,11 @@ pub struct Thread {
     pub memo: FdMemo,
     pub tid: u32,
     pub _pad: u32,
+    /// `attach`: 1 from the entry's making (by a block, a wake-up, a fault) until the thread's
+    /// first syscall entry is seen; a syscall exit then may end a call that began before
+    /// tracing did.
+    pub unentered: u32,
+    pub _pad2: u32,
     /// When the last wake-up came (with `--events`; 1 otherwise), 0 for none.
     pub woke_at: u64,
     /// Who made it: the waker's process and thread.

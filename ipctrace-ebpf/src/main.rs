@@ -123,15 +123,14 @@ static EVENTS_ON: u8 = 0;
 #[unsafe(no_mangle)]
 static FLOOR: u8 = 0;
 
-/// `attach`: when tracing began (bpf_ktime_get_ns clock), so that a call a target thread was
-/// already in is counted at its exit, timed from then; 0 (`run`, `trace`: every target
-/// starts traced) for none.
+/// `attach`: 1, so that a call a target thread was already in when tracing began is counted
+/// at its exit (`syscalls::late_exit`); 0 for `run` and `trace`, whose targets start traced.
 #[unsafe(no_mangle)]
-static TRACE_START_NS: u64 = 0;
+static LATE_CALLS: u8 = 0;
 
 #[inline(always)]
-fn trace_start_ns() -> u64 {
-    unsafe { core::ptr::read_volatile(&TRACE_START_NS) }
+fn late_calls() -> bool {
+    unsafe { core::ptr::read_volatile(&LATE_CALLS) != 0 }
 }
 
 /// Set to 0 by the loader for `--without block-stacks`.
@@ -343,15 +342,17 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
     // the measured writes are what the loader scales by.
     // An unmeasured write adds nothing (whatever a stale claim of its CPU's slot gave it).
     let measured = p._pad & ipctrace_common::PAGES_MEASURED != 0;
+    let untimed = p._pad & ipctrace_common::CALL_UNTIMED != 0;
+    let pad = p._pad & !(ipctrace_common::CALL_UNTIMED | ipctrace_common::PAGES_MEASURED);
     let (aux_calls, aux_bytes, aux_base) = if pipe::fills_pipe(p.probe) {
         if measured {
             let base = if ret > 0 { ret as u64 } else { 0 };
-            ((p._pad & !ipctrace_common::PAGES_MEASURED) as u64, p.len, base)
+            (pad as u64, p.len, base)
         } else {
             (0, 0, 0)
         }
     } else if sock::queues(p.probe) {
-        (p._pad as u64, 0, 0)
+        (pad as u64, 0, 0)
     } else {
         (0, 0, 0)
     };
@@ -375,10 +376,12 @@ fn agg_call(tgid: u32, p: &Pending, ret: i64, dt: u64) {
             v.err[class] += 1;
         }
     }
-    v.time_ns += dt;
-    let b = log2_bucket(dt);
-    if b < HIST_BUCKETS {
-        v.hist[b] += 1;
+    if !untimed {
+        v.time_ns += dt;
+        let b = log2_bucket(dt);
+        if b < HIST_BUCKETS {
+            v.hist[b] += 1;
+        }
     }
     v.aux_calls += aux_calls;
     v.aux_bytes += aux_bytes;

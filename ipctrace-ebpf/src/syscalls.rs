@@ -195,6 +195,14 @@ fn sys_enter<K: Kmem>(nr: i64, regs: *const u8) -> u32 {
         sysop::IO_URING => unsafe { *tp = c.t | target::NOCACHE as u64 },
         _ => {}
     }
+    // attach: this thread's entries are seen from now on (its exits end only calls they
+    // started), whatever the call was (an entry-side count such as ftruncate's must not be
+    // made again at the exit).
+    if crate::late_calls()
+        && let Some(t) = crate::threads::get_or_make(tid, ipctrace_common::loss::PENDING_FULL)
+    {
+        unsafe { (*t).unentered = 0 };
+    }
     0
 }
 
@@ -210,19 +218,27 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     }
     let ret = ctx.arg::<u64>(1) as i64;
     let (tgid, tid) = current();
-    let Some(t) = crate::threads::get(tid) else {
-        let from = crate::trace_start_ns();
-        if from != 0 && crate::targets::is_target(tgid) {
-            late_exit(ctx.arg(0), tgid, tid, ret, from);
+    let t = crate::threads::get(tid);
+    if let Some(t) = t {
+        let p = unsafe { (*t).call };
+        if p.probe != 0 {
+            unsafe { (*t).call.probe = 0 };
+            exit_call(tgid, tid, p, ret);
+            return 0;
         }
-        return 0;
-    };
-    let p = unsafe { (*t).call };
-    if p.probe == 0 {
-        return 0;
     }
-    unsafe { (*t).call.probe = 0 };
-    exit_call(tgid, tid, p, ret);
+    // attach: a target thread with no entry, or one made by a block (or a wake-up) before its
+    // syscall entry was ever seen: the call it ends began before tracing. (One call site: the
+    // entry's logic is inlined there.)
+    if crate::late_calls() {
+        let unseen = match t {
+            Some(t) => unsafe { (*t).unentered != 0 },
+            None => crate::targets::is_target(tgid),
+        };
+        if unseen {
+            late_exit(ctx.arg(0), tgid, tid, ret);
+        }
+    }
     0
 }
 
@@ -238,19 +254,17 @@ fn exit_call(tgid: u32, tid: u32, p: ipctrace_common::Pending, ret: i64) {
     }
 }
 
-/// `attach`: the first exit of target thread `tid` since tracing began `from`. The syscall it
-/// ends may have been in flight then (a reader blocked in read(2) when ipctrace attached): it is
-/// classified now, from the saved registers (its number and arguments are still there), and
-/// counted, timed from `from` (a lower bound). The thread gets its entry, so this is done once.
+/// `attach`: the first exit of target thread `tid` whose entry was not seen. The syscall it
+/// ends was in flight when tracing began (a reader blocked in read(2) when ipctrace attached):
+/// it is classified now, from the saved registers (its number and arguments are still there),
+/// and counted, untimed (its start was not seen). The thread's entry is marked entered (by
+/// `sys_enter`'s end), so this is done once per thread.
 #[inline(always)]
-fn late_exit(regs: *const u8, tgid: u32, tid: u32, ret: i64, from: u64) {
-    if crate::threads::get_or_make(tid, ipctrace_common::loss::PENDING_FULL).is_none() {
-        return;
-    }
+fn late_exit(regs: *const u8, tgid: u32, tid: u32, ret: i64) {
     let nr = unsafe { Probe::read::<u64>(regs, offsets().regs_orig_ax) }.map_or(-1, |n| n as i64);
     sys_enter::<Probe>(nr, regs);
     if let Some((_, _, mut p)) = pending_take() {
-        p.start_ns = from;
+        p._pad |= ipctrace_common::CALL_UNTIMED;
         exit_call(tgid, tid, p, ret);
     }
 }

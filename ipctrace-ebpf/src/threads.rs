@@ -89,6 +89,7 @@ pub(crate) fn get_or_make(tid: u32, full: u32) -> Option<*mut Thread> {
             write_volatile(&raw mut (*s).off.ts, 0);
             write_volatile(&raw mut (*s).memo.open, 0);
             write_volatile(&raw mut (*s).woke_at, 0);
+            write_volatile(&raw mut (*s).unentered, crate::late_calls() as u32);
             (*s).tid = tid;
         }
         return Some(s);
@@ -100,7 +101,9 @@ pub(crate) fn get_or_make(tid: u32, full: u32) -> Option<*mut Thread> {
         count_loss(full);
         return None;
     }
-    SPILL.get_ptr_mut(&tid)
+    let t = SPILL.get_ptr_mut(&tid)?;
+    unsafe { (*t).unentered = crate::late_calls() as u32 };
+    Some(t)
 }
 
 /// Thread `tid` exits: its entry goes.

@@ -412,7 +412,10 @@ fn end_flows(out: &mut [Pending]) {
             }
             continue;
         }
+        // A block is not a call: a wake-up may be drawn before the switch that blocks ends
+        // (it came first), and the flow goes on to the call after it.
         if e.r#type == Some(SLICE_BEGIN)
+            && !e.name.as_deref().is_some_and(|n| n.starts_with("blocked in"))
             && let Some(flows) = open.remove(&track)
         {
             e.terminating_flow_ids = flows.iter().map(|(_, f)| *f).collect();

@@ -241,17 +241,9 @@ impl Session {
             .override_global("FILE_OPS", &fops, true)
             .override_global("FLOOR", &floor, true)
             .override_global("BLOCK_STACKS", &block_stacks, true);
-        // attach: calls targets were already in are counted at their exit, timed from now
-        // (CLOCK_MONOTONIC, bpf_ktime_get_ns's clock).
-        let start_ns = if late_calls {
-            let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: clock_gettime writes the timespec it is given.
-            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-            (t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64).max(1)
-        } else {
-            0
-        };
-        loader.override_global("TRACE_START_NS", &start_ns, true);
+        // attach: calls targets were already in are counted at their exit.
+        let late_calls = u8::from(late_calls);
+        loader.override_global("LATE_CALLS", &late_calls, true);
         // The direct-mapped aggregate table, sized for the machine's CPUs.
         let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
         let agg_slots = ipctrace_common::agg_slots_for(cpus);

@@ -355,3 +355,66 @@ fn kernel_trace_follows_what_the_command_left_running() {
     assert_eq!(r["command_exit"]["exit_code"], 0);
     assert_nothing_left(&before, "trace of a command that left a pipeline running");
 }
+
+/// A writer already blocked in one 1 MiB write(2) (the pipe full, its reader, not traced,
+/// waiting for SIGUSR1) when ipctrace attaches: the write wakes and blocks again many times
+/// before it returns, and is counted whole at its exit.
+const BLOCKED_WRITER: &str = r#"
+import os, signal
+r, w = os.pipe()
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+reader = os.fork()
+if reader == 0:
+    os.close(w)
+    signal.sigwait([signal.SIGUSR1])
+    while os.read(r, 4096):
+        pass
+    os._exit(0)
+os.close(r)
+print(f"writer={os.getpid()} reader={reader}", flush=True)
+wrote = os.write(w, b"w" * (1 << 20))
+wrote += os.write(w, b"v" * 1000)
+os.close(w)
+os.waitpid(reader, 0)
+print(f"wrote={wrote} writes=2", flush=True)
+"#;
+
+#[test]
+fn kernel_attach_counts_the_write_in_flight_that_blocks_again() {
+    use std::io::BufRead;
+    if !require_root("kernel_attach_counts_the_write_in_flight_that_blocks_again") {
+        return;
+    }
+    let mut py = Command::new(system_python())
+        .args(["-c", BLOCKED_WRITER])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let field = |l: &str, k: &str| -> u64 {
+        l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().trim().parse().unwrap()
+    };
+    let (writer, reader) = (field(&line, "writer"), field(&line, "reader"));
+    std::thread::sleep(Duration::from_millis(300));
+    let tracer = attach_json(&[writer as u32], &[]);
+    assert_eq!(unsafe { libc::kill(reader as i32, libc::SIGUSR1) }, 0);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(py.wait().unwrap().success());
+    let o = tracer.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows: Vec<&Value> = r["overview"]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["writer"]["pid"] == writer && c["kind"] == "anon_pipe")
+        .collect();
+    // The busiest (the table is sorted so): the data pipe, not the one its lines go to.
+    assert!(!rows.is_empty(), "{:#}", r["overview"]["channels"]);
+    // Observed against the writer's own counts.
+    assert_eq!(rows[0]["bytes"], field(&line, "wrote"), "{:#}", rows[0]);
+    assert_eq!(rows[0]["calls"], field(&line, "writes"), "{:#}", rows[0]);
+}
