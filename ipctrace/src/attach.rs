@@ -229,7 +229,8 @@ impl Root {
             // SAFETY: waitpid on our own children, non-blocking.
             let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
             if r < 0 {
-                break false;
+                // ECHILD: none left (an interrupted call says nothing: asked again next time).
+                break std::io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD);
             }
             if r == 0 {
                 break true;
