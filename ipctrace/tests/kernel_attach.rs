@@ -280,7 +280,7 @@ if writer == 0:
         os.write(w, b"z" * 3001)
     os._exit(0)
 os.close(w)
-print(f"reader={os.getpid()} writer={writer}", flush=True)
+print(f"traced={os.getpid()} release={writer}", flush=True)
 got = reads = 0
 while True:
     b = os.read(r, 65536)
@@ -292,45 +292,94 @@ os.waitpid(writer, 0)
 print(f"got={got} reads={reads}", flush=True)
 "#;
 
-#[test]
-fn kernel_attach_counts_the_read_in_flight_at_attach() {
+/// `key=N` of a line the Python programs print.
+fn field(line: &str, k: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{k} in {line:?}"))
+}
+
+/// Runs Python `script`, which prints `traced=PID release=PID` and blocks: attaches to the
+/// traced one, sends SIGUSR1 to the other, and returns (the script's last line, the traced pid,
+/// attach's report once its target has exited).
+fn attach_to_blocked(script: &str) -> (String, u64, Value) {
     use std::io::BufRead;
-    if !require_root("kernel_attach_counts_the_read_in_flight_at_attach") {
-        return;
-    }
-    let mut py = Command::new(system_python())
-        .args(["-c", BLOCKED_READER])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut py =
+        Command::new(system_python()).args(["-c", script]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let field = |l: &str, k: &str| -> u64 {
-        l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().trim().parse().unwrap()
-    };
-    let (reader, writer) = (field(&line, "reader"), field(&line, "writer"));
-    // The reader is in its first read (nothing was written yet) when ipctrace attaches.
+    let (traced, release) = (field(&line, "traced"), field(&line, "release"));
+    // The traced process is in its call (nothing has moved yet) when ipctrace attaches.
     std::thread::sleep(Duration::from_millis(300));
-    let tracer = attach_json(&[reader as u32], &[]);
-    assert_eq!(unsafe { libc::kill(writer as i32, libc::SIGUSR1) }, 0);
+    let tracer = attach_json(&[traced as u32], &[]);
+    assert_eq!(unsafe { libc::kill(release as i32, libc::SIGUSR1) }, 0);
     line.clear();
     out.read_line(&mut line).unwrap();
     assert!(py.wait().unwrap().success());
     let o = tracer.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "attach ends with its target");
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let rows: Vec<&Value> = r["overview"]["channels"]
+    (line, traced, serde_json::from_slice(&o.stdout).unwrap())
+}
+
+/// The busiest pipe row whose `end` ("reader" or "writer") is `pid`.
+fn busiest_pipe<'a>(r: &'a Value, end: &str, pid: u64) -> &'a Value {
+    r["overview"]["channels"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["reader"]["pid"] == reader && c["kind"] == "anon_pipe")
-        .collect();
-    assert_eq!(rows.len(), 1, "{:#}", r["overview"]["channels"]);
+        .find(|c| c[end]["pid"] == pid && c["kind"] == "anon_pipe")
+        .unwrap_or_else(|| panic!("a pipe with {end} {pid}: {:#}", r["overview"]["channels"]))
+}
+
+#[test]
+fn kernel_attach_counts_the_read_in_flight_at_attach() {
+    if !require_root("kernel_attach_counts_the_read_in_flight_at_attach") {
+        return;
+    }
+    let (line, reader, r) = attach_to_blocked(BLOCKED_READER);
+    let row = busiest_pipe(&r, "reader", reader);
     // Observed against the reader's own counts: every byte, every read (the last one, EOF, too).
-    assert_eq!(rows[0]["bytes"], field(&line, "got"), "{:#}", rows[0]);
+    assert_eq!(row["bytes"], field(&line, "got"), "{row:#}");
     assert_eq!(field(&line, "got"), 300 * 3001);
-    assert_eq!(rows[0]["calls"], field(&line, "reads"), "{:#}", rows[0]);
+    assert_eq!(row["calls"], field(&line, "reads"), "{row:#}");
+}
+
+/// A writer already blocked in one 1 MiB write(2) (the pipe full, its reader, not traced,
+/// waiting for SIGUSR1) when ipctrace attaches: the write wakes and blocks again many times
+/// before it returns, and is counted whole at its exit.
+const BLOCKED_WRITER: &str = r#"
+import os, signal
+r, w = os.pipe()
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+reader = os.fork()
+if reader == 0:
+    os.close(w)
+    signal.sigwait([signal.SIGUSR1])
+    while os.read(r, 4096):
+        pass
+    os._exit(0)
+os.close(r)
+print(f"traced={os.getpid()} release={reader}", flush=True)
+wrote = os.write(w, b"w" * (1 << 20))
+wrote += os.write(w, b"v" * 1000)
+os.close(w)
+os.waitpid(reader, 0)
+print(f"wrote={wrote} writes=2", flush=True)
+"#;
+
+#[test]
+fn kernel_attach_counts_the_write_in_flight_that_blocks_again() {
+    if !require_root("kernel_attach_counts_the_write_in_flight_that_blocks_again") {
+        return;
+    }
+    let (line, writer, r) = attach_to_blocked(BLOCKED_WRITER);
+    // The busiest (the table is sorted so): the data pipe, not the one its lines go to.
+    let row = busiest_pipe(&r, "writer", writer);
+    // Observed against the writer's own counts.
+    assert_eq!(row["bytes"], field(&line, "wrote"), "{row:#}");
+    assert_eq!(row["calls"], field(&line, "writes"), "{row:#}");
 }
 
 /// `trace` follows what the command leaves running (as `strace -f` does): a pipeline started
@@ -354,67 +403,4 @@ fn kernel_trace_follows_what_the_command_left_running() {
     assert_eq!(rows[0]["bytes"], 123457);
     assert_eq!(r["command_exit"]["exit_code"], 0);
     assert_nothing_left(&before, "trace of a command that left a pipeline running");
-}
-
-/// A writer already blocked in one 1 MiB write(2) (the pipe full, its reader, not traced,
-/// waiting for SIGUSR1) when ipctrace attaches: the write wakes and blocks again many times
-/// before it returns, and is counted whole at its exit.
-const BLOCKED_WRITER: &str = r#"
-import os, signal
-r, w = os.pipe()
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
-reader = os.fork()
-if reader == 0:
-    os.close(w)
-    signal.sigwait([signal.SIGUSR1])
-    while os.read(r, 4096):
-        pass
-    os._exit(0)
-os.close(r)
-print(f"writer={os.getpid()} reader={reader}", flush=True)
-wrote = os.write(w, b"w" * (1 << 20))
-wrote += os.write(w, b"v" * 1000)
-os.close(w)
-os.waitpid(reader, 0)
-print(f"wrote={wrote} writes=2", flush=True)
-"#;
-
-#[test]
-fn kernel_attach_counts_the_write_in_flight_that_blocks_again() {
-    use std::io::BufRead;
-    if !require_root("kernel_attach_counts_the_write_in_flight_that_blocks_again") {
-        return;
-    }
-    let mut py = Command::new(system_python())
-        .args(["-c", BLOCKED_WRITER])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let field = |l: &str, k: &str| -> u64 {
-        l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().trim().parse().unwrap()
-    };
-    let (writer, reader) = (field(&line, "writer"), field(&line, "reader"));
-    std::thread::sleep(Duration::from_millis(300));
-    let tracer = attach_json(&[writer as u32], &[]);
-    assert_eq!(unsafe { libc::kill(reader as i32, libc::SIGUSR1) }, 0);
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    assert!(py.wait().unwrap().success());
-    let o = tracer.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(0));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let rows: Vec<&Value> = r["overview"]["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["writer"]["pid"] == writer && c["kind"] == "anon_pipe")
-        .collect();
-    // The busiest (the table is sorted so): the data pipe, not the one its lines go to.
-    assert!(!rows.is_empty(), "{:#}", r["overview"]["channels"]);
-    // Observed against the writer's own counts.
-    assert_eq!(rows[0]["bytes"], field(&line, "wrote"), "{:#}", rows[0]);
-    assert_eq!(rows[0]["calls"], field(&line, "writes"), "{:#}", rows[0]);
 }
