@@ -167,7 +167,8 @@ pub struct AttachArgs {
 
 #[derive(Args, Debug)]
 pub struct TraceArgs {
-    /// Stop after this long; by default when the command exits.
+    /// Stop after this long; by default when the command exits and what it left running (a
+    /// background job, a daemon) has ended too, as under `strace -f`.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     #[command(flatten)]
