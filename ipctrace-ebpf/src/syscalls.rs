@@ -257,8 +257,9 @@ fn exit_call(tgid: u32, tid: u32, p: ipctrace_common::Pending, ret: i64) {
 /// `attach`: the first exit of target thread `tid` whose entry was not seen. The syscall it
 /// ends was in flight when tracing began (a reader blocked in read(2) when ipctrace attached):
 /// it is classified now, from the saved registers (its number and arguments are still there),
-/// and counted, untimed (its start was not seen). The thread's entry is marked entered (by
-/// `sys_enter`'s end), so this is done once per thread.
+/// and counted, untimed (its start was not seen). The thread's entry is then marked entered,
+/// whatever the call was (`sys_enter` returns early for one nothing wants), so this is done
+/// once per thread.
 #[inline(always)]
 fn late_exit(regs: *const u8, tgid: u32, tid: u32, ret: i64) {
     let nr = unsafe { Probe::read::<u64>(regs, offsets().regs_orig_ax) }.map_or(-1, |n| n as i64);
@@ -266,5 +267,8 @@ fn late_exit(regs: *const u8, tgid: u32, tid: u32, ret: i64) {
     if let Some((_, _, mut p)) = pending_take() {
         p._pad |= ipctrace_common::CALL_UNTIMED;
         exit_call(tgid, tid, p, ret);
+    }
+    if let Some(t) = crate::threads::get_or_make(tid, ipctrace_common::loss::PENDING_FULL) {
+        unsafe { (*t).unentered = 0 };
     }
 }
